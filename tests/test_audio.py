@@ -1,0 +1,239 @@
+"""utils.audio follows the BSD dataset's MATLAB conventions exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from utils import audio
+from utils.image_io import read_gray_png, read_mask_png
+
+# ----------------------------------------------------------------------------- the published sample
+
+
+@pytest.fixture(scope="module")
+def xc41136(bsd_sample):
+    y, sr = audio.load_audio(bsd_sample / "XC41136.wav")
+    image = read_gray_png(bsd_sample / "XC41136.png")
+    mask = read_mask_png(bsd_sample / "XC41136_mask.png")
+    denoised, denoised_sr = audio.load_audio(bsd_sample / "XC41136_denoised.wav")
+    offset = audio.align_to_image(y, image)
+    return {"y": y, "sr": sr, "image": image, "mask": mask, "denoised": denoised, "offset": offset}
+
+
+def test_sample_is_mp3_behind_wav_name_and_decodes(bsd_sample, xc41136):
+    assert audio.sniff_audio_format(bsd_sample / "XC41136.wav") == "MP3"
+    assert xc41136["sr"] == 48000
+    assert len(xc41136["y"]) == 195_840  # libsndfile's decode, as measured in the protocol
+
+
+def test_alignment_finds_the_measured_decoder_offset(xc41136):
+    assert xc41136["offset"] == 528
+
+
+def test_aligned_image_reproduces_published_png(xc41136):
+    image = xc41136["image"]
+    segment = xc41136["y"][xc41136["offset"] :][: audio.num_samples(image.shape[1])]
+    ours = audio.spectrogram_to_image(audio.stft(segment))
+    assert ours.shape == image.shape
+    error = np.abs(ours.astype(np.float64) - image) / 255.0
+    assert error.mean() <= 0.002
+    assert np.mean(error <= 1 / 255 + 1e-12) >= 0.99
+
+
+def test_published_mask_reproduces_published_denoised_audio(xc41136):
+    published = xc41136["denoised"]
+    segment = xc41136["y"][xc41136["offset"] :][: len(published)]
+    ours = audio.mask_to_audio(segment, xc41136["mask"])
+    assert len(ours) == len(published) == 194_112
+    snr = 10 * np.log10(np.sum(published**2) / np.sum((published - ours) ** 2))
+    assert snr >= 40.0
+
+
+# ----------------------------------------------------------------------------- STFT conventions
+
+
+def _reference_stft(y: np.ndarray) -> np.ndarray:
+    """The protocol's definition, written the slow obvious way."""
+    n_frames = (len(y) - 128) // 64 + 1
+    frames = np.stack([y[k * 64 : k * 64 + 128] * np.hamming(128) for k in range(n_frames)])
+    spectrum = np.fft.fft(frames, n=1024, axis=1).T
+    return np.roll(np.fft.fftshift(spectrum, axes=0), -1, axis=0)
+
+
+def _reference_istft(S: np.ndarray) -> np.ndarray:
+    """Weighted overlap-add of real(ifft) frames, one frame at a time."""
+    unshifted = np.fft.ifftshift(np.roll(S, 1, axis=0), axes=0)
+    n_frames = S.shape[1]
+    out, weight = np.zeros((n_frames - 1) * 64 + 128), np.zeros((n_frames - 1) * 64 + 128)
+    window = np.hamming(128)
+    for k in range(n_frames):
+        frame = np.fft.ifft(unshifted[:, k])[:128]
+        out[k * 64 : k * 64 + 128] += frame.real * window
+        weight[k * 64 : k * 64 + 128] += window**2
+    return out / weight
+
+
+@pytest.mark.parametrize("n_samples", [128, 129, 191, 192, 5000])
+def test_stft_matches_protocol_definition(n_samples):
+    y = np.random.default_rng(n_samples).standard_normal(n_samples)
+    S = audio.stft(y)
+    assert S.shape == (1024, (n_samples - 128) // 64 + 1)
+    np.testing.assert_allclose(S, _reference_stft(y), atol=1e-10)
+
+
+def test_centered_row_order_puts_dc_at_row_511_and_mirrors_tones():
+    sr, bin_index = 48000, 100
+    t = np.arange(4096) / sr
+    tone = np.cos(2 * np.pi * (bin_index * sr / 1024) * t)
+    magnitude = np.abs(audio.stft(tone)).mean(axis=1)
+    top_two = sorted(np.argsort(magnitude)[-2:])
+    assert top_two == [511 - bin_index, 511 + bin_index]
+    dc = np.abs(audio.stft(np.ones(1024))).mean(axis=1)
+    assert int(np.argmax(dc)) == audio.CENTER_ROW == 511
+
+
+def test_istft_matches_reference_for_any_spectrum():
+    rng = np.random.default_rng(1)
+    S = rng.standard_normal((1024, 9)) + 1j * rng.standard_normal((1024, 9))  # not Hermitian
+    np.testing.assert_allclose(audio.istft(S), _reference_istft(S), atol=1e-12)
+
+
+@pytest.mark.parametrize("n_samples", [128, 1000, 48_000 + 17])
+def test_all_ones_mask_reconstructs_at_over_100_db(n_samples):
+    y = np.random.default_rng(2).standard_normal(n_samples)
+    x = audio.mask_to_audio(y, np.ones((1024, audio.num_frames(n_samples)), dtype=bool))
+    covered = audio.num_samples(audio.num_frames(n_samples))
+    assert len(x) == n_samples
+    snr = 10 * np.log10(np.sum(y[:covered] ** 2) / np.sum((y[:covered] - x[:covered]) ** 2))
+    assert snr >= 100.0
+    assert np.all(x[covered:] == 0)
+
+
+def test_istft_length_pads_and_cuts():
+    S = audio.stft(np.random.default_rng(3).standard_normal(1000))  # natural length 960
+    assert len(audio.istft(S)) == 960
+    assert len(audio.istft(S, length=1000)) == 1000
+    assert np.all(audio.istft(S, length=1000)[960:] == 0)
+    assert len(audio.istft(S, length=500)) == 500
+
+
+def test_stft_rejects_signal_shorter_than_a_window():
+    with pytest.raises(ValueError, match="shorter than one STFT window"):
+        audio.stft(np.zeros(127))
+
+
+# ----------------------------------------------------------------------------- images and masks
+
+
+def test_spectrogram_to_image_clips_and_rounds_like_matlab():
+    S = np.array([[0.0, 0.5 / 255, 0.3, 1.0, 7.5, -0.2 + 0.0j]])
+    # |S| = 0, 0.5/255 (a half rounds up), 0.3 -> 76.5 -> 77, 1 -> 255, saturated, 0.2 -> 51
+    np.testing.assert_array_equal(audio.spectrogram_to_image(S), [[0, 1, 77, 255, 255, 51]])
+    assert audio.spectrogram_to_image(S).dtype == np.uint8
+
+
+def test_apply_mask_zeroes_masked_bins_and_leaves_input_alone():
+    rng = np.random.default_rng(4)
+    S = rng.standard_normal((1024, 6)) + 1j * rng.standard_normal((1024, 6))
+    mask = rng.random((1024, 6)) > 0.5
+    original = S.copy()
+    masked = audio.apply_mask(S, mask.astype(np.uint8) * 255)
+    assert np.all(masked[~mask] == 0)
+    np.testing.assert_array_equal(masked[mask], S[mask])
+    np.testing.assert_array_equal(S, original)
+
+
+def test_apply_mask_resizes_a_mask_of_another_size():
+    S = np.ones((1024, 40), dtype=complex)
+    small = np.zeros((256, 10), dtype=np.uint8)
+    small[:, 5:] = 255  # right half kept
+    masked = audio.apply_mask(S, small)
+    assert np.all(masked[:, :18] == 0)
+    assert np.all(masked[:, 22:] == 1)
+
+
+def test_mask_to_audio_equals_istft_of_masked_stft_for_asymmetric_masks():
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal(6000)
+    for mask in (rng.random((1024, audio.num_frames(6000))) > 0.3, rng.random((300, 40)) > 0.5):
+        expected = audio.istft(audio.apply_mask(audio.stft(y), mask), length=len(y))
+        np.testing.assert_allclose(audio.mask_to_audio(y, mask), expected, atol=1e-12)
+
+
+def test_empty_mask_gives_silence():
+    y = np.random.default_rng(6).standard_normal(3000)
+    assert np.all(audio.mask_to_audio(y, np.zeros((1024, audio.num_frames(3000)))) == 0)
+
+
+@pytest.mark.parametrize("offset", [0, 37, 300, 1500])
+def test_align_to_image_recovers_a_known_offset(offset):
+    rng = np.random.default_rng(7)
+    t = np.arange(60_000) / 48000
+    y = 0.05 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * (3000 + 2000 * t) * t)
+    image = audio.spectrogram_to_image(audio.stft(y[offset:]))
+    assert audio.align_to_image(y, image) == offset
+
+
+# ----------------------------------------------------------------------------- loading and names
+
+
+def test_audio_source_for_image_maps_bsd_channel_names():
+    assert audio.audio_source_for_image("XC1_left.png") == ("XC1", "left")
+    assert audio.audio_source_for_image("a_b_right.png") == ("a_b", "right")
+    assert audio.audio_source_for_image("XC1.png") == ("XC1", None)
+    assert audio.audio_source_for_image("_left.png") == ("_left", None)
+
+
+@pytest.mark.parametrize(
+    "suffix, subtype", [(".wav", "PCM_16"), (".wav", "FLOAT"), (".flac", "PCM_24"), (".ogg", "VORBIS")]
+)
+def test_load_audio_reads_formats_at_their_own_rate(tmp_path, suffix, subtype):
+    y = 0.5 * np.sin(np.linspace(0, 200, 22050))
+    path = tmp_path / f"tone{suffix}"
+    sf.write(path, y, 22050, subtype=subtype)
+    loaded, sr = audio.load_audio(path)
+    assert sr == 22050 and loaded.dtype == np.float64 and loaded.ndim == 1
+    tolerance = 0.05 if subtype == "VORBIS" else 1e-4
+    assert np.max(np.abs(loaded[: len(y)] - y)) < tolerance
+
+
+def test_load_audio_picks_stereo_channels(tmp_path):
+    left, right = np.full(1000, 0.25), np.full(1000, -0.5)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    assert np.allclose(audio.load_audio(path, "left")[0], left)
+    assert np.allclose(audio.load_audio(path, "right")[0], right)
+    assert np.allclose(audio.load_audio(path, 1)[0], right)
+    assert np.allclose(audio.load_audio(path)[0], -0.125)  # mono mix
+    with pytest.raises(ValueError, match="stereo.wav: channel 2"):
+        audio.load_audio(path, 2)
+
+
+def test_load_audio_errors_name_the_file(tmp_path):
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(ValueError, match="missing.wav: audio file not found"):
+        audio.load_audio(missing)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio at all" * 10)
+    with pytest.raises(ValueError, match="garbage.wav: cannot decode audio"):
+        audio.load_audio(garbage)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0), 8000)
+    with pytest.raises(ValueError, match="empty.wav: audio holds no samples"):
+        audio.load_audio(empty)
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, np.array([0.0, np.nan, 0.1]), 8000, subtype="FLOAT")
+    with pytest.raises(ValueError, match="nan.wav: audio holds NaN"):
+        audio.load_audio(bad)
+
+
+def test_write_audio_pcm16_round_trips_exactly_and_leaves_no_temp_file(tmp_path):
+    y = np.random.default_rng(8).uniform(-0.9, 0.9, (2, 500))
+    path = tmp_path / "out.wav"
+    audio.write_audio(path, y, 44100)
+    stereo, sr = audio.load_audio_channels(path)
+    assert sr == 44100
+    np.testing.assert_array_equal(stereo, audio.quantize_pcm16(y) / 32768.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]

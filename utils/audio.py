@@ -1,0 +1,353 @@
+"""Audio <-> spectrogram image conversions, faithful to the BSD dataset's MATLAB code.
+
+The conventions (see ``shared/reference/BSD_PROTOCOL.md``):
+
+* STFT: symmetric Hamming window of 128 samples, hop 64, FFT length 1024, no
+  padding, so ``frames = (N - 128) // 64 + 1``.
+* Two-sided spectrum in MATLAB's "centered" order: row ``i`` holds frequency bin
+  ``i - 511``, i.e. bins -511 ... +512 from top to bottom.
+* Image pixel = ``round(clip(|S|, 0, 1) * 255)`` (no normalisation, no log).
+* Mask -> audio: zero every bin where the (resized) mask is 0, then invert by
+  weighted overlap-add and keep the real part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+WINDOW_LENGTH = 128
+HOP_LENGTH = 64
+N_FFT = 1024
+WINDOW = np.hamming(WINDOW_LENGTH)  # symmetric, like MATLAB's hamming(128)
+# Row i of a centered spectrum holds FFT bin (i - CENTER_ROW): bins -511 ... +512.
+CENTER_ROW = N_FFT // 2 - 1
+# Rows holding bins 0, -1, ..., -511, -512 (bin -512 is bin +512, the last row).
+_NEGATIVE_BIN_ROWS = np.concatenate([np.arange(CENTER_ROW, -1, -1), [N_FFT - 1]])
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+CHANNEL_SUFFIXES = {"_left": "left", "_right": "right"}
+_CHANNEL_INDEX = {"left": 0, "right": 1}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def sniff_audio_format(path: str | Path) -> str | None:
+    """Return the container format read from the file's first bytes, not its name.
+
+    One of ``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``, or None when unknown.
+    BSD stores some recordings as MP3 data behind a ``.wav`` name.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head[:4] == b"fLaC":
+        return "FLAC"
+    if head[:4] == b"OggS":
+        return "OGG"
+    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
+        return "MP3"
+    return None
+
+
+def load_audio_channels(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read every channel of a recording as float64.
+
+    Returns ``(Y, sr)`` with ``Y`` of shape ``(channels, samples)``. The format is
+    taken from the content, so MP3 data behind a ``.wav`` name decodes.
+
+    Raises:
+        ValueError: naming the file, when it is missing, unreadable, empty or
+            holds NaN/inf samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: audio file not found")
+    try:
+        # libsndfile detects the format from the content, whatever the file's name says.
+        data, sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError, OSError, TypeError) as err:
+        raise ValueError(f"{path}: cannot decode audio ({err})") from None
+    if data.size == 0:
+        raise ValueError(f"{path}: audio holds no samples")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{path}: audio holds NaN or infinite samples")
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def load_audio(path: str | Path, channel: str | int | None = None) -> tuple[np.ndarray, int]:
+    """Read a recording as a 1-D float64 signal at its own sample rate (no resampling).
+
+    Args:
+        path: wav/flac/ogg/mp3 file (the format is sniffed from the content).
+        channel: None for mono (a multi-channel file is averaged to mono),
+            ``"left"``/``"right"`` (channel 1/2, as BSD's ``_left``/``_right``
+            images), or a 0-based channel index.
+
+    Returns:
+        ``(y, sr)``: ``y`` of shape ``(samples,)``, ``sr`` in Hz.
+    """
+    signals, sr = load_audio_channels(path)
+    if channel is None:
+        return signals.mean(axis=0) if signals.shape[0] > 1 else signals[0], sr
+    index = _CHANNEL_INDEX.get(channel, channel) if isinstance(channel, str) else channel
+    if not isinstance(index, int) or not 0 <= index < signals.shape[0]:
+        raise ValueError(
+            f"{path}: channel {channel!r} requested but the file has {signals.shape[0]} channel(s)"
+        )
+    return signals[index], sr
+
+
+def audio_source_for_image(image_name: str | Path) -> tuple[str, str | None]:
+    """Map a BSD image name to its recording's stem and channel.
+
+    ``"X_left.png"`` -> ``("X", "left")``, ``"X_right.png"`` -> ``("X", "right")``,
+    ``"X.png"`` -> ``("X", None)``.
+    """
+    stem = Path(image_name).stem
+    for suffix, channel in CHANNEL_SUFFIXES.items():
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)], channel
+    return stem, None
+
+
+def find_audio_file(folder: str | Path, stem: str) -> Path | None:
+    """Return ``folder/stem.<ext>`` for the first existing audio extension, else None."""
+    for ext in AUDIO_EXTENSIONS:
+        candidate = Path(folder) / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
+    """Write ``y`` (``(samples,)`` or ``(channels, samples)``) to a WAV/FLAC file.
+
+    ``PCM_16`` is written by exact scaling (``round(y * 32768)``, clipped), so reading
+    the file back with :func:`load_audio` returns ``int16 / 32768`` exactly.
+    Writes to a temporary name first and renames, so a crash never leaves half a file.
+    """
+    path = Path(path)
+    samples = np.asarray(y, dtype=np.float64)
+    samples = samples.T if samples.ndim == 2 else samples
+    if subtype == "PCM_16":
+        samples = quantize_pcm16(samples)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), samples, int(sr), subtype=subtype, format=path.suffix[1:].upper())
+    tmp.replace(path)
+
+
+def quantize_pcm16(y: np.ndarray) -> np.ndarray:
+    """Round a float signal to the 16-bit PCM grid as int16 (scale 32768, clipped)."""
+    return np.clip(np.round(np.asarray(y) * 32768.0), -32768, 32767).astype(np.int16)
+
+
+# ----------------------------------------------------------------------------- STFT
+
+
+def num_frames(n_samples: int) -> int:
+    """Number of STFT frames (image width) for a signal of ``n_samples`` samples."""
+    return max(0, (int(n_samples) - WINDOW_LENGTH) // HOP_LENGTH + 1)
+
+
+def num_samples(n_frames: int) -> int:
+    """Samples spanned by ``n_frames`` STFT frames: ``(n_frames - 1) * 64 + 128``."""
+    return (int(n_frames) - 1) * HOP_LENGTH + WINDOW_LENGTH
+
+
+def stft_half(y: np.ndarray) -> np.ndarray:
+    """Bins 0 ... 512 of :func:`stft` as a complex ``(513, T)`` array (row k = bin k).
+
+    The other rows of the two-sided spectrum of a real signal are their complex
+    conjugates, so working on this half halves the cost.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"stft expects a 1-D signal, got shape {y.shape}")
+    n_frames = num_frames(len(y))
+    if n_frames == 0:
+        raise ValueError(
+            f"signal of {len(y)} samples is shorter than one STFT window ({WINDOW_LENGTH})"
+        )
+    frames = np.lib.stride_tricks.sliding_window_view(y, WINDOW_LENGTH)[::HOP_LENGTH][:n_frames]
+    return np.fft.rfft(frames * WINDOW, n=N_FFT, axis=1).T
+
+
+def stft(y: np.ndarray) -> np.ndarray:
+    """BSD STFT of a 1-D signal.
+
+    Returns a complex array of shape ``(1024, T)``, ``T = (N - 128) // 64 + 1``,
+    rows in MATLAB's centered two-sided order (bins -511 ... +512).
+    """
+    return two_sided(stft_half(y), conjugate=True)
+
+
+def two_sided(half: np.ndarray, conjugate: bool = False) -> np.ndarray:
+    """Build a centered ``(1024, T)`` array from its bins 0 ... 512 (``(513, T)``).
+
+    Rows for bins -511 ... -1 mirror bins 511 ... 1 (complex-conjugated for a
+    spectrum, as for any real signal; copied as they are for a mask or an image).
+    """
+    full = np.empty((N_FFT,) + half.shape[1:], dtype=half.dtype)
+    full[CENTER_ROW:] = half
+    mirrored = half[CENTER_ROW:0:-1]
+    full[:CENTER_ROW] = np.conj(mirrored) if conjugate else mirrored
+    return full
+
+
+def fold_mask(keep: np.ndarray) -> np.ndarray:
+    """Per-bin weights ``(513, T)`` in {0, 0.5, 1} that a two-sided mask applies to bins 0 ... 512.
+
+    Keeping ``real(ifft)`` of a masked spectrum of a real signal is the same as
+    weighting bin k by the mean of the mask at +k and -k; for a mirror-symmetric
+    mask the weights are the mask's own half.
+    """
+    keep = np.asarray(keep, dtype=np.float64)
+    return (keep[CENTER_ROW:] + keep[_NEGATIVE_BIN_ROWS]) / 2
+
+
+def istft_half(half: np.ndarray, length: int | None = None) -> np.ndarray:
+    """Weighted overlap-add inverse of a ``(513, T)`` half spectrum (bins 0 ... 512).
+
+    Args:
+        half: the bins 0 ... 512 of a Hermitian spectrum, e.g. from :func:`stft_half`.
+        length: pad with zeros or cut the output to this many samples; by default
+            the natural length ``num_samples(T)``.
+    """
+    if half.ndim != 2 or half.shape[0] != N_FFT // 2 + 1:
+        raise ValueError(
+            f"istft_half expects a ({N_FFT // 2 + 1}, T) spectrum, got shape {half.shape}"
+        )
+    n_frames = half.shape[1]
+    frames = np.fft.irfft(half, n=N_FFT, axis=0)[:WINDOW_LENGTH].T * WINDOW  # (T, 128)
+    hops_per_window = WINDOW_LENGTH // HOP_LENGTH
+    n_hops = num_samples(n_frames) // HOP_LENGTH
+    signal = np.zeros((n_hops, HOP_LENGTH))
+    weight = np.zeros((n_hops, HOP_LENGTH))
+    window_parts = (WINDOW**2).reshape(hops_per_window, HOP_LENGTH)
+    for part in range(hops_per_window):
+        signal[part : part + n_frames] += frames[:, part * HOP_LENGTH : (part + 1) * HOP_LENGTH]
+        weight[part : part + n_frames] += window_parts[part]
+    x = (signal / weight).reshape(-1)
+    return x if length is None else fit_length(x, length)
+
+
+def istft(S: np.ndarray, length: int | None = None) -> np.ndarray:
+    """Inverse of :func:`stft` by weighted overlap-add; returns the real part.
+
+    Args:
+        S: complex ``(1024, T)`` spectrum in centered order.
+        length: pad with zeros or cut the output to this many samples; by default
+            the natural length ``num_samples(T)``.
+    """
+    if S.ndim != 2 or S.shape[0] != N_FFT:
+        raise ValueError(f"istft expects a ({N_FFT}, T) spectrum, got shape {S.shape}")
+    # real(ifft(X)) = irfft of X's Hermitian part (X[k] + conj(X[-k])) / 2, k = 0 ... 512.
+    return istft_half((S[CENTER_ROW:] + np.conj(S[_NEGATIVE_BIN_ROWS])) / 2, length)
+
+
+def fit_length(x: np.ndarray, length: int) -> np.ndarray:
+    """Cut ``x`` to ``length`` samples or pad it with trailing zeros."""
+    if len(x) >= length:
+        return x[:length]
+    return np.concatenate([x, np.zeros(length - len(x), dtype=x.dtype)])
+
+
+# ----------------------------------------------------------------------------- images and masks
+
+
+def spectrogram_to_image(S: np.ndarray) -> np.ndarray:
+    """BSD image of a spectrum: ``uint8 round(clip(|S|, 0, 1) * 255)``, same shape as ``S``."""
+    # floor(x + 0.5) rounds halves up, like MATLAB's im2uint8.
+    return np.floor(np.clip(np.abs(S), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a binary mask to ``shape`` (rows, cols) like MATLAB's ``imresize`` of a uint8 mask.
+
+    Bicubic interpolation of the 0/255 image; a pixel stays 0 when the resized
+    uint8 value would round to 0 (the dataset tests ``mask < 1``).
+    """
+    keep = (np.asarray(mask) > 0).astype(np.float32) * 255.0
+    resized = cv2.resize(keep, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    return resized >= 0.5
+
+
+def mask_for_spectrum(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A binary mask as a bool array of ``shape``, resized (:func:`resize_mask`) if needed.
+
+    ``mask`` may be bool, {0, 1} or {0, 255}; nonzero means keep.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    return mask > 0 if mask.shape == tuple(shape) else resize_mask(mask, shape)
+
+
+def apply_mask(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Zero the bins of ``S`` where ``mask`` is 0 (a copy; ``S`` is unchanged).
+
+    ``mask`` is binary (bool, {0, 1} or {0, 255}); it is resized to ``S.shape`` first
+    when the shapes differ.
+    """
+    return np.where(mask_for_spectrum(mask, S.shape), S, 0)
+
+
+def mask_to_audio(y: np.ndarray, mask: np.ndarray, length: int | None = None) -> np.ndarray:
+    """The dataset's image2audio: keep the masked bins of ``stft(y)`` and invert.
+
+    ``mask`` is a two-sided binary mask (``(1024, T)``, or any size, then resized as
+    :func:`apply_mask` does). Returns the denoised signal, ``len(y)`` samples long
+    unless ``length`` is given (samples past the last full STFT frame are zero).
+    Equal to ``istft(apply_mask(stft(y), mask))``, computed on half the bins.
+    """
+    half = stft_half(y)
+    keep = mask_for_spectrum(mask, (N_FFT, half.shape[1]))
+    return istft_half(half * fold_mask(keep), length=len(y) if length is None else length)
+
+
+def align_to_image(
+    y: np.ndarray, image: np.ndarray, max_offset: int = 2048, n_frames: int = 256
+) -> int:
+    """Find the sample offset at which ``stft(y[offset:])`` best reproduces ``image``.
+
+    MP3 decoders differ by a delay of some hundred samples, so a recording decoded
+    here can be shifted against the decode the dataset's image was made from.
+    Compares ``n_frames`` of the image's most energetic columns for every offset in
+    ``0 ... max_offset`` and returns the one with the lowest mean absolute error.
+    The recording that matches the image is then
+    ``y[offset : offset + num_samples(image.shape[1])]``.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    width = image.shape[1]
+    n_frames = min(n_frames, width)
+    max_shift = max_offset // HOP_LENGTH + 1  # whole hops beyond a sub-hop offset
+    # Pick the n_frames-wide run of columns with the most energy (silence matches any offset).
+    column_energy = np.concatenate([[0.0], np.cumsum(image.sum(axis=0))])
+    run_energy = column_energy[n_frames:] - column_energy[:-n_frames]
+    first_column = int(np.argmax(run_energy))
+    # The image is mirror-symmetric about DC: rows from DC to +512 carry all of it.
+    target = image[CENTER_ROW:, first_column : first_column + n_frames]
+    segment = y[first_column * HOP_LENGTH :]
+
+    best_offset, best_error = 0, np.inf
+    for sub_hop in range(HOP_LENGTH):
+        needed = (n_frames + max_shift - 1) * HOP_LENGTH + WINDOW_LENGTH
+        piece = segment[sub_hop : sub_hop + needed]
+        if num_frames(len(piece)) < n_frames:
+            break
+        pixels = np.clip(np.abs(stft(piece)[CENTER_ROW:]), 0.0, 1.0) * 255.0
+        for shift in range(min(max_shift, pixels.shape[1] - n_frames + 1)):
+            offset = shift * HOP_LENGTH + sub_hop
+            if offset > max_offset:
+                break
+            error = np.mean(np.abs(pixels[:, shift : shift + n_frames] - target))
+            if error < best_error:
+                best_offset, best_error = offset, error
+    return best_offset
