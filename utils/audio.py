@@ -31,6 +31,7 @@ _NEGATIVE_BIN_ROWS = np.concatenate([np.arange(CENTER_ROW, -1, -1), [N_FFT - 1]]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 CHANNEL_SUFFIXES = {"_left": "left", "_right": "right"}
 _CHANNEL_INDEX = {"left": 0, "right": 1}
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command; sndfile.h
 
 
 # ----------------------------------------------------------------------------- loading
@@ -130,7 +131,9 @@ def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16
 
     ``PCM_16`` is written by exact scaling (``round(y * 32768)``, clipped), so reading
     the file back with :func:`load_audio` returns ``int16 / 32768`` exactly.
-    Writes to a temporary name first and renames, so a crash never leaves half a file.
+    Float WAVs carry no PEAK chunk (it holds a timestamp), so equal signals give
+    equal bytes. Writes to a temporary name first and renames, so a crash never
+    leaves half a file.
     """
     path = Path(path)
     samples = np.asarray(y, dtype=np.float64)
@@ -138,7 +141,12 @@ def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16
     if subtype == "PCM_16":
         samples = quantize_pcm16(samples)
     tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), samples, int(sr), subtype=subtype, format=path.suffix[1:].upper())
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    fmt = path.suffix[1:].upper()
+    with sf.SoundFile(str(tmp), "w", int(sr), channels, subtype=subtype, format=fmt) as handle:
+        if subtype in ("FLOAT", "DOUBLE"):
+            sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+        handle.write(samples)
     tmp.replace(path)
 
 

@@ -409,21 +409,15 @@ def generate_dataset(
     is refused unless ``overwrite`` is set.
     """
     out = Path(out)
-    config = {"counts": {s: int(counts.get(s, 0)) for s in SPLITS}, "seed": int(seed), "version": 1}
-    config_path = out / CONFIG_FILE
-    if config_path.is_file() and (out / MANIFEST_FILE).is_file():
-        existing = json.loads(config_path.read_text())
-        if existing == config:
-            return out / MANIFEST_FILE
-        if not overwrite:
-            raise ValueError(
-                f"{out}: already holds a synthetic set made with {existing}; "
-                "choose another --out or pass --overwrite"
-            )
+    config = synthetic_config(counts, seed)
+    existing = _read_config(out)
+    if existing == config:
+        return out / MANIFEST_FILE
     if out.exists() and any(out.iterdir()):
         if not overwrite:
+            found = f"a synthetic set made with {existing}" if existing else "other files"
             raise ValueError(
-                f"{out}: folder is not empty; choose another --out or pass --overwrite"
+                f"{out}: already holds {found}; choose another --out or pass --overwrite"
             )
         _remove_synthetic(out)
 
@@ -458,20 +452,45 @@ def generate_dataset(
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    config_path.write_text(json.dumps(config, indent=2))  # written last: marks the set complete
+    # Written last: its presence marks the set complete.
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return manifest
 
 
+def synthetic_config(counts: dict[str, int], seed: int) -> dict:
+    """The settings that define a synthetic set (saved beside it as JSON)."""
+    return {"counts": {s: int(counts.get(s, 0)) for s in SPLITS}, "seed": int(seed), "version": 1}
+
+
+def is_generated(out: str | Path, counts: dict[str, int], seed: int) -> bool:
+    """True when ``out`` holds a complete synthetic set made with these settings."""
+    return _read_config(Path(out)) == synthetic_config(counts, seed)
+
+
+def _read_config(out: Path) -> dict | None:
+    """The config of a complete set under ``out`` (written last), else None."""
+    config_path = out / CONFIG_FILE
+    if not (config_path.is_file() and (out / MANIFEST_FILE).is_file()):
+        return None
+    try:
+        return json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def _remove_synthetic(out: Path) -> None:
-    """Delete what a previous synthetic run wrote (only its own files and folders)."""
+    """Delete what a previous synthetic run wrote; refuse if anything else is there."""
+    ours = {*SPLITS, MANIFEST_FILE, CONFIG_FILE}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if foreign:
+        raise ValueError(
+            f"{out}: holds files that are not a synthetic set ({', '.join(foreign[:3])}); "
+            "refusing to delete them"
+        )
     for split in SPLITS:
         shutil.rmtree(out / split, ignore_errors=True)
     for name in (MANIFEST_FILE, CONFIG_FILE):
         (out / name).unlink(missing_ok=True)
-    if any(out.iterdir()):
-        raise ValueError(
-            f"{out}: holds files that are not a synthetic set; refusing to delete them"
-        )
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -505,17 +524,21 @@ def main(argv: list[str] | None = None) -> int:
     if min(counts.values()) < 0:
         print("error: split sizes must be >= 0", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    try:
-        manifest = generate_dataset(
-            args.out, counts, seed=args.seed, workers=args.workers, overwrite=args.overwrite
-        )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    total = sum(counts.values())
-    elapsed = time.perf_counter() - start
-    print(f"{total} images in {args.out} ({elapsed:.1f} s); manifest: {manifest}")
+    if is_generated(args.out, counts, args.seed):
+        print(f"{args.out} already holds this synthetic set (seed {args.seed}); nothing to do")
+    else:
+        start = time.perf_counter()
+        try:
+            manifest = generate_dataset(
+                args.out, counts, seed=args.seed, workers=args.workers, overwrite=args.overwrite
+            )
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        elapsed = time.perf_counter() - start
+        total = sum(counts.values())
+        print(f"{total} images in {args.out} in {elapsed:.1f} s ({total / elapsed:.1f} images/s)")
+        print(f"manifest: {manifest}")
     if args.preview:
         from utils.visualize import plot_examples
 
