@@ -187,7 +187,8 @@ def test_audio_source_for_image_maps_bsd_channel_names():
 
 
 @pytest.mark.parametrize(
-    "suffix, subtype", [(".wav", "PCM_16"), (".wav", "FLOAT"), (".flac", "PCM_24"), (".ogg", "VORBIS")]
+    "suffix, subtype",
+    [(".wav", "PCM_16"), (".wav", "FLOAT"), (".flac", "PCM_24"), (".ogg", "VORBIS")],
 )
 def test_load_audio_reads_formats_at_their_own_rate(tmp_path, suffix, subtype):
     y = 0.5 * np.sin(np.linspace(0, 200, 22050))

@@ -54,7 +54,9 @@ def test_layout_and_manifest(small_set):
 def test_images_masks_and_denoised_audio_follow_the_bsd_conventions(small_set):
     for row in synthetic.read_manifest(small_set / "manifest.csv"):
         root = small_set / row["split"]
-        raw, sr = audio.load_audio(root / RAW_AUDIO_DIR / f"{row['audio']}.wav", row["channel"] or None)
+        raw, sr = audio.load_audio(
+            root / RAW_AUDIO_DIR / f"{row['audio']}.wav", row["channel"] or None
+        )
         assert sr == int(row["sample_rate"])
         image = read_gray_png(root / IMAGES_DIR / f"{row['name']}.png")
         mask = read_gray_png(root / MASKS_DIR / f"{row['name']}.png")
@@ -123,7 +125,9 @@ def test_stereo_recording_gives_left_and_right_images(tmp_path):
     assert signals.shape[0] == 2
     left = read_mask_png(tmp_path / MASKS_DIR / "stereo_clip_left.png")
     expected = audio.spectrogram_to_image(audio.stft(signals[0]))
-    np.testing.assert_array_equal(read_gray_png(tmp_path / IMAGES_DIR / "stereo_clip_left.png"), expected)
+    np.testing.assert_array_equal(
+        read_gray_png(tmp_path / IMAGES_DIR / "stereo_clip_left.png"), expected
+    )
     assert left.shape == expected.shape
 
 

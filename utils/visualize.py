@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.audio import CENTER_ROW  # noqa: E402
+from utils.audio import CENTER_ROW, audio_source_for_image  # noqa: E402
 from utils.bsd_layout import IMAGES_DIR, MASKS_DIR  # noqa: E402
 from utils.image_io import read_gray_png, read_mask_png  # noqa: E402
 
@@ -25,14 +25,18 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
 def plot_examples(split_root: str | Path, out_png: str | Path, n: int = 4) -> Path:
     """Save a figure of the first ``n`` examples of a split with a non-empty mask.
 
+    Takes one image per recording (the left channel of a stereo pair).
+
     One row per example: image, mask, overlay; only the positive-frequency half
     (DC at the bottom) is drawn, as the two-sided image is mirror-symmetric.
     """
     split_root = Path(split_root)
-    names = []
+    names, recordings = [], set()
     for path in sorted((split_root / MASKS_DIR).glob("*.png")):
-        if read_mask_png(path).any():
+        recording = audio_source_for_image(path.name)[0]
+        if recording not in recordings and read_mask_png(path).any():
             names.append(path.name)
+            recordings.add(recording)
         if len(names) == n:
             break
     if not names:
@@ -54,6 +58,6 @@ def plot_examples(split_root: str | Path, out_png: str | Path, n: int = 4) -> Pa
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=80)
     plt.close(fig)
     return out_png
