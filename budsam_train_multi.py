@@ -1,21 +1,455 @@
 """BudSAM training: fine-tune SAM on BSD spectrogram/mask pairs under DDP.
 
-Not implemented yet: the training loop lands with its own issue. Until then this
-script says so and exits with status 2, rather than pretending to train.
+The quick start (CPU, built-in synthetic data, 2 gloo processes, about 10 minutes):
+
+    python budsam_train_multi.py -task_name quickstart --preset cpu_demo
+
+The paper's run (ViT-B, image encoder and mask decoder, 5 GPUs on one node):
+
+    nohup python budsam_train_multi.py -i data/BSD -task_name BudSAM-ViT-B -model_type vit_b \\
+        -checkpoint work_dir/SAM/sam_vit_b_01ec64.pth --train_parts image_encoder,mask_decoder \\
+        --full_box_prob 0 --world_size 5 --node_rank 0 --init_method tcp://localhost:12345 \\
+        --bucket_cap_mb 25 --grad_acc_steps 1 -batch_size 4 > logs/train.log 2>&1 &
+
+The same under torchrun:
+
+    torchrun --nproc_per_node 5 budsam_train_multi.py -i data/BSD -model_type vit_b ...
+
+Every rank runs :func:`worker`; rank 0 alone writes the run folder and checkpoints.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import os
+import signal
 import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from utils import distributed, run_log
+from utils.bsd_layout import split_dir
+from utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from utils.dataset import BSDSegmentation, collate_skipping_none, scan_split
+from utils.embedding_cache import EmbeddingCache, module_fingerprint
+from utils.engine import Embedder, TrainState, evaluate, train_one_epoch
+from utils.model import MODEL_TYPES, BudSAM, build_sam, input_size
+from utils.synthetic import generate_dataset, is_generated
+
+TRAIN_PARTS = ("image_encoder", "mask_decoder")
+PRESETS = {
+    "cpu_demo": {
+        "tr_path": "data/synthetic",
+        "model_type": "vit_tiny",
+        "device": "cpu",
+        "world_size": 2,
+        "train_parts": "image_encoder,mask_decoder",
+        "num_epochs": 8,
+        "batch_size": 4,
+        "lr": 5e-4,
+        "weight_decay": 1e-4,
+        "num_workers": 0,
+        "synthetic": {"train": 400, "valid": 60, "test": 100, "seed": 0},
+    },
+}
 
 
-def main() -> int:
-    print(
-        "budsam_train_multi.py: training is not yet implemented. "
-        "Generate the built-in synthetic data with: python -m utils.synthetic --out data/synthetic",
-        file=sys.stderr,
+# ----------------------------------------------------------------------------- arguments
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The reference's argument spellings, each with a double-dash twin."""
+    p = argparse.ArgumentParser(
+        description="Fine-tune SAM to segment clean bird sound in BSD spectrograms (DDP).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    return 2
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a set of defaults")
+    p.add_argument("-i", "--tr_path", default="data/BSD", help="BSD root holding the splits")
+    p.add_argument("-task_name", "--task_name", default="BudSAM-ViT-B")
+    p.add_argument("-model_type", "--model_type", default="vit_b", choices=MODEL_TYPES)
+    p.add_argument("-checkpoint", "--checkpoint", default=None, help="SAM or BudSAM weights")
+    p.add_argument("-work_dir", "--work_dir", default="work_dir")
+    p.add_argument("-num_epochs", "--num_epochs", type=int, default=100)
+    p.add_argument("-batch_size", "--batch_size", type=int, default=4, help="per process")
+    p.add_argument("-num_workers", "--num_workers", type=int, default=4, help="loader workers")
+    p.add_argument("-lr", "--lr", type=float, default=5e-5)
+    p.add_argument("-weight_decay", "--weight_decay", type=float, default=4e-4)
+    p.add_argument("-bbox_shift", "--bbox_shift", type=int, default=20, help="box jitter at 1024")
+    p.add_argument("--full_box_prob", type=float, default=0.5, help="P(whole-image box)")
+    p.add_argument(
+        "--train_parts", default="mask_decoder", help="comma list of " + ",".join(TRAIN_PARTS)
+    )
+    p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
+    p.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument(
+        "--resume", default=None, help="a checkpoint path, or 'auto' for this task's latest"
+    )
+    p.add_argument(
+        "--val_prompt", choices=("full", "gt_box"), default="full", help="selects 'best'"
+    )
+    p.add_argument("--eval_batch_size", type=int, default=None)
+    p.add_argument("--log_interval", type=int, default=10, help="steps between plain log lines")
+    p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap, for smoke tests")
+    # distributed
+    p.add_argument("--world_size", type=int, default=1, help="processes in total, all nodes")
+    p.add_argument("--node_rank", type=int, default=0)
+    p.add_argument("--nproc_per_node", type=int, default=None, help="default: world_size, or GPUs")
+    p.add_argument("--init_method", default="tcp://127.0.0.1:29517")
+    p.add_argument("--bucket_cap_mb", type=int, default=25, help="DDP gradient bucket size")
+    p.add_argument("--grad_acc_steps", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--dist_timeout", type=float, default=1800.0, help="seconds")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    preset_name = parser.parse_known_args(argv)[0].preset
+    preset = dict(PRESETS.get(preset_name) or {})
+    synthetic = preset.pop("synthetic", None)
+    parser.set_defaults(**preset)
+    args = parser.parse_args(argv)
+    args.synthetic = synthetic
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject impossible settings with one clear line each."""
+    for name in ("batch_size", "grad_acc_steps", "num_epochs", "world_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    parts = [part.strip() for part in args.train_parts.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(TRAIN_PARTS))
+    if unknown or not parts:
+        parser.error(f"--train_parts: unknown {unknown}; choose from {','.join(TRAIN_PARTS)}")
+    args.train_parts = parts
+    if not 0.0 <= args.full_box_prob <= 1.0:
+        parser.error("--full_box_prob must be within [0, 1]")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.nproc_per_node is None:
+        gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+        args.nproc_per_node = min(args.world_size, gpus) if gpus else args.world_size
+    args.eval_batch_size = args.eval_batch_size or args.batch_size
+
+
+def prepare_synthetic_data(args: argparse.Namespace) -> None:
+    """Write the preset's synthetic set on first use (kept on later runs)."""
+    if args.synthetic is None:
+        return
+    spec = dict(args.synthetic)
+    seed = spec.pop("seed")
+    if not is_generated(args.tr_path, spec, seed):
+        print(f"generating the synthetic data set in {args.tr_path} (first use)", flush=True)
+        generate_dataset(args.tr_path, spec, seed=seed)
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGINT; training stops after the current optimizer step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def agreed(self, ctx: distributed.DistContext) -> bool:
+        """True on every rank as soon as any rank was asked to stop."""
+        flag = torch.tensor([1.0 if self.signal is not None else 0.0], device=ctx.device)
+        return bool(distributed.all_reduce_sum(flag).item() > 0)
+
+
+def log(ctx: distributed.DistContext, message: str) -> None:
+    if ctx.is_main:
+        print(message, flush=True)
+
+
+def build_model(args: argparse.Namespace, device: torch.device) -> BudSAM:
+    model = BudSAM(build_sam(args.model_type, args.checkpoint, seed=args.seed))
+    model.set_trainable(args.train_parts)
+    return model.to(device)
+
+
+def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dict:
+    common = {
+        "bbox_shift": args.bbox_shift,
+        "reference_preprocess": args.ref_preprocess,
+        "load_images": load_images,
+        "seed": args.seed,
+    }
+    datasets = {}
+    for split in ("train", "valid", "test"):
+        root = split_dir(args.tr_path, split)
+        scan = scan_split(root)
+        if scan.skipped:
+            print(f"warning: skipping {scan.skipped} items\n{scan.report()}", flush=True)
+        prompt = "train" if split == "train" else "gt_box"
+        datasets[split] = BSDSegmentation(
+            root, size, prompt=prompt, full_box_prob=args.full_box_prob, scan=scan, **common
+        )
+    return datasets
+
+
+def checkpoint_state(model, optimizer, scaler, state: TrainState, args) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "step_in_epoch": state.step_in_epoch,
+        "best_metric": state.best_metric,
+        "history": json.dumps(state.history),
+        "args": {
+            k: (v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v))
+            for k, v in vars(args).items()
+        },
+        "rng": rng_state(),
+    }
+
+
+def resolve_resume(args: argparse.Namespace) -> Path | None:
+    if args.resume is None:
+        return None
+    if args.resume == "auto":
+        run_dir = run_log.latest_run_dir(args.work_dir, args.task_name)
+        return None if run_dir is None else run_dir / run_log.LATEST
+    return Path(args.resume)
+
+
+def evaluate_both_prompts(model, dataset, ctx, args, embedder, prefix: str) -> dict:
+    results = {}
+    for prompt in ("full", "gt_box"):
+        dataset.prompt = prompt
+        scores = evaluate(
+            model, dataset, ctx, batch_size=args.eval_batch_size, amp=args.amp,
+            embedder=embedder, desc=f"{prefix} ({prompt} box)",
+        )  # fmt: skip
+        results.update({f"{prefix}_{prompt}_{k}": v for k, v in scores.items()})
+    return results
+
+
+def worker(local_rank: int, args: argparse.Namespace) -> None:
+    """Train on one process (one GPU, or one CPU process under gloo)."""
+    ctx = distributed.init_distributed(
+        local_rank, args.world_size, args.node_rank, args.nproc_per_node,
+        args.init_method, args.device, args.dist_timeout,
+    )  # fmt: skip
+    if ctx.device.type == "cpu":
+        # Processes sharing the cores: more threads each only makes them wait on each other.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.nproc_per_node))
+    stop = StopRequest()
+    try:
+        _train(ctx, args, stop)
+    finally:
+        distributed.cleanup()
+
+
+def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop: StopRequest) -> None:
+    torch.manual_seed(args.seed + ctx.rank)
+    if distributed.launched_by_torchrun() and ctx.is_main:
+        prepare_synthetic_data(args)
+    distributed.barrier()
+
+    resume_path = resolve_resume(args)
+    resumed = load_checkpoint(resume_path) if resume_path is not None else None
+    if ctx.is_main:
+        run_dir = (
+            resume_path.parent
+            if resumed is not None
+            else run_log.new_run_dir(args.work_dir, args.task_name)
+        )
+        run_log.save_run_config(run_dir, vars(args))
+    run_dir = Path(distributed.broadcast_object(str(run_dir) if ctx.is_main else None))
+    log(ctx, f"run folder: {run_dir}")
+
+    size = input_size(args.model_type)
+    model = build_model(args, ctx.device)
+    train_encoder = "image_encoder" in args.train_parts
+    datasets = make_datasets(args, size, load_images=train_encoder)
+    embedders: dict[str, Embedder | None] = dict.fromkeys(datasets)
+    if not train_encoder:
+        key = {
+            "model_type": args.model_type,
+            "encoder": module_fingerprint(model.image_encoder),
+            "input_size": size,
+            "preprocess": "reference" if args.ref_preprocess else "area",
+        }
+        cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", key)
+        for split, dataset in datasets.items():
+            embedders[split] = Embedder(model, cache, dataset)
+            added = embedders[split].fill(ctx, args.eval_batch_size, args.amp, ctx.is_main)
+            log(
+                ctx,
+                f"embedding cache {cache.folder}: {split}: {added} computed, {len(dataset) - added} reused",
+            )
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log(
+        ctx,
+        f"parameters: {sum(p.numel() for p in model.parameters()):,} total, {sum(p.numel() for p in trainable):,} trained ({','.join(args.train_parts)})",
+    )
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    scaler = torch.amp.GradScaler(
+        ctx.device.type, enabled=args.amp == "fp16" and ctx.device.type == "cuda"
+    )
+    state = TrainState()
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        state = TrainState(
+            epoch=resumed["epoch"], step=resumed["step"], step_in_epoch=resumed["step_in_epoch"],
+            best_metric=resumed["best_metric"], history=json.loads(resumed["history"]),
+        )  # fmt: skip
+        set_rng_state(resumed["rng"])
+        log(ctx, f"resumed from {resume_path}: epoch {state.epoch}, step {state.step}")
+
+    ddp_model = model
+    if ctx.distributed:
+        ddp_model = DistributedDataParallel(
+            model,
+            device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+            bucket_cap_mb=args.bucket_cap_mb,
+            gradient_as_bucket_view=True,
+        )
+    train_set = datasets["train"]
+    sampler = DistributedSampler(
+        train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed
+    )
+    micro_per_step = args.grad_acc_steps
+
+    def save(name: str) -> None:
+        if ctx.is_main:
+            save_checkpoint(checkpoint_state(model, optimizer, scaler, state, args), run_dir / name)
+
+    while state.epoch < args.num_epochs:
+        epoch_start = time.perf_counter()
+        sampler.set_epoch(state.epoch)
+        train_set.set_epoch(state.epoch)
+        indices = list(sampler)
+        steps = len(indices) // (args.batch_size * micro_per_step)
+        if args.max_steps_per_epoch:
+            steps = min(steps, args.max_steps_per_epoch)
+        done = state.step_in_epoch * args.batch_size * micro_per_step
+        indices = indices[done : steps * args.batch_size * micro_per_step]
+        loader = DataLoader(
+            torch.utils.data.Subset(train_set, indices),
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            collate_fn=collate_skipping_none,
+            persistent_workers=False,
+        )
+        result = train_one_epoch(
+            ddp_model, loader, optimizer, scaler, state, ctx,
+            amp=args.amp, grad_acc_steps=micro_per_step, embedder=embedders["train"],
+            should_stop=lambda: stop.agreed(ctx), log_interval=args.log_interval,
+        )  # fmt: skip
+        if result["stopped"]:
+            save(run_log.LATEST)
+            log(
+                ctx,
+                f"stopped by signal at epoch {state.epoch}, step {state.step}: saved {run_dir / run_log.LATEST}; continue with --resume {run_dir / run_log.LATEST}",
+            )
+            return
+        scores = evaluate_both_prompts(
+            model, datasets["valid"], ctx, args, embedders["valid"], "val"
+        )
+        record = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": result["train_loss"],
+            **scores,
+            "seconds": round(time.perf_counter() - epoch_start, 2),
+        }
+        state.history.append(record)
+        metric = scores[f"val_{args.val_prompt}_fg_iou"]
+        state.epoch += 1
+        state.step_in_epoch = 0
+        improved = metric > state.best_metric
+        if improved:
+            state.best_metric = metric
+        save(run_log.LATEST)
+        if improved:
+            save(run_log.BEST)
+        if ctx.is_main:
+            run_log.append_metrics(run_dir, record)
+            run_log.plot_metrics(run_dir)
+        log(
+            ctx,
+            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {scores[f'val_{args.val_prompt}_loss']:.4f}, val fg IoU {metric:.4f} ({args.val_prompt} box){' (best)' if improved else ''}, {record['seconds']} s",
+        )
+
+    best = load_checkpoint(run_dir / run_log.BEST)
+    model.load_state_dict(best["model"])
+    test = evaluate_both_prompts(model, datasets["test"], ctx, args, embedders["test"], "test")
+    if ctx.is_main:
+        (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+        print(format_test_table(test), flush=True)
+    if state.skipped_items:
+        log(
+            ctx, f"warning: {state.skipped_items} training items could not be read and were skipped"
+        )
+
+
+def format_test_table(test: dict) -> str:
+    """The test split's scores under both prompt protocols, as a small text table."""
+    lines = [
+        "test split (best checkpoint):",
+        f"{'prompt':<28} {'fg IoU':>7} {'fg Dice':>8} {'paper IoU':>10} {'paper Dice':>11}",
+    ]
+    for prompt, label in (
+        ("gt_box", "ground-truth box (paper)"),
+        ("full", "full-image box (no GT)"),
+    ):
+        p = f"test_{prompt}_"
+        lines.append(
+            f"{label:<28} {test[p + 'fg_iou']:>7.4f} {test[p + 'fg_dice']:>8.4f} {test[p + 'paper_iou']:>10.4f} {test[p + 'paper_dice']:>11.4f}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- launch
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if distributed.launched_by_torchrun():
+        worker(int(os.environ["LOCAL_RANK"]), args)
+        return 0
+    prepare_synthetic_data(args)
+    if args.nproc_per_node == 1:
+        worker(0, args)
+        return 0
+    context = mp.spawn(worker, args=(args,), nprocs=args.nproc_per_node, join=False)
+
+    def forward_signal(signum: int, frame: object) -> None:
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward_signal)
+    signal.signal(signal.SIGINT, forward_signal)
+    while not context.join():
+        pass
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""Code that runs inside the spawned gloo processes of tests/test_distributed.py.
+
+Each function is one rank's work; it writes what it observed to a JSON/tensor file
+that the test (in the parent process) reads and asserts on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from utils import distributed
+from utils.dataset import collate_skipping_none
+from utils.engine import TrainState, evaluate, train_one_epoch
+from utils.model import BudSAM, build_sam
+
+SIZE = 256
+
+
+def fake_items(n: int, seed: int) -> list[dict]:
+    """``n`` random image/mask/box items like BSDSegmentation's."""
+    generator = torch.Generator().manual_seed(seed)
+    items = []
+    for index in range(n):
+        mask = torch.zeros(1, SIZE, SIZE)
+        top = int(torch.randint(0, 150, (1,), generator=generator))
+        mask[:, top : top + 60, 40:200] = 1.0
+        items.append(
+            {
+                "image": torch.rand(3, SIZE, SIZE, generator=generator),
+                "mask": mask,
+                "box": torch.tensor([30.0, top - 5.0, 210.0, top + 65.0]),
+                "index": index,
+                "name": f"item{index}.png",
+            }
+        )
+    return items
+
+
+def make_ddp(bucket_cap_mb: int) -> tuple[BudSAM, DistributedDataParallel]:
+    model = make_single_model()
+    return model, DistributedDataParallel(model, bucket_cap_mb=bucket_cap_mb)
+
+
+def run_steps(local_rank: int, world_size: int, out: str, init: str, mode: str) -> None:
+    """Train a few steps on rank-specific data and save the resulting parameters.
+
+    mode ``"acc"``: batch 1 with two accumulated micro-steps; ``"plain"``: batch 2.
+    """
+    torch.set_num_threads(1)
+    ctx = distributed.init_distributed(local_rank, world_size, 0, world_size, init, "cpu", 120)
+    try:
+        torch.manual_seed(0)
+        model, ddp = make_ddp(bucket_cap_mb=3)
+        items = fake_items(4, seed=100 + ctx.rank)
+        batch_size, grad_acc = (1, 2) if mode == "acc" else (2, 1)
+        loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_skipping_none)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        state = TrainState()
+        train_one_epoch(
+            ddp, loader, optimizer, scaler, state, ctx, amp="none", grad_acc_steps=grad_acc,
+            embedder=None, should_stop=lambda: False,
+        )  # fmt: skip
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(flat, Path(out) / f"{mode}_rank{ctx.rank}.pt")
+        info = {"steps": state.step, "bucket_bytes_cap": ddp.bucket_bytes_cap}
+        (Path(out) / f"{mode}_rank{ctx.rank}.json").write_text(json.dumps(info))
+    finally:
+        distributed.cleanup()
+
+
+def run_eval(local_rank: int, world_size: int, out: str, init: str, n_items: int) -> None:
+    """Evaluate on an ``n_items`` split split across ranks; save the reduced scores."""
+    torch.set_num_threads(1)
+    ctx = distributed.init_distributed(local_rank, world_size, 0, world_size, init, "cpu", 120)
+    try:
+        model = BudSAM(build_sam("vit_tiny", seed=0))
+        dataset = fake_items(n_items, seed=7)
+        scores = evaluate(model, dataset, ctx, batch_size=2, amp="none", embedder=None)
+        (Path(out) / f"eval_rank{ctx.rank}.json").write_text(json.dumps(scores))
+    finally:
+        distributed.cleanup()
+
+
+def make_single_model() -> BudSAM:
+    """The initial model every rank builds (vit_tiny, seed 0, encoder and decoder trained)."""
+    model = BudSAM(build_sam("vit_tiny", seed=0))
+    model.set_trainable(["image_encoder", "mask_decoder"])
+    return model

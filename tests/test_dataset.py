@@ -1,0 +1,127 @@
+"""utils.dataset: pairing and checking a split, preprocessing, box prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
+from utils.dataset import (
+    BSDSegmentation,
+    box_prompt,
+    collate_skipping_none,
+    preprocess_image,
+    preprocess_mask,
+    scaled_box_shift,
+    scan_split,
+)
+from utils.image_io import write_png
+
+
+def _write_pair(root, name, width=300, mask_box=(400, 600, 50, 120), mask_width=None):
+    image = np.random.default_rng(len(name)).integers(0, 255, (1024, width), dtype=np.uint8)
+    mask = np.zeros((1024, mask_width or width), dtype=bool)
+    r0, r1, c0, c1 = mask_box
+    mask[r0:r1, c0:c1] = True
+    write_png(root / IMAGES_DIR / name, image)
+    write_png(root / MASKS_DIR / name, mask)
+
+
+@pytest.fixture()
+def split(tmp_path):
+    (tmp_path / IMAGES_DIR).mkdir()
+    (tmp_path / MASKS_DIR).mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        _write_pair(tmp_path, name)
+    return tmp_path
+
+
+def test_scan_pairs_by_name_and_reports_every_problem(split):
+    _write_pair(split, "odd.png", mask_width=299)  # size mismatch
+    (split / IMAGES_DIR / "lonely.png").write_bytes((split / IMAGES_DIR / "a.png").read_bytes())
+    (split / MASKS_DIR / "orphan.png").write_bytes((split / MASKS_DIR / "a.png").read_bytes())
+    (split / IMAGES_DIR / "junk.png").write_bytes(b"not a png")
+    (split / MASKS_DIR / "junk.png").write_bytes(b"not a png")
+    scan = scan_split(split)
+    assert scan.names == ["a.png", "b.png", "c.png"]
+    assert scan.problems == {
+        "images without a mask": ["lonely.png"],
+        "masks without an image": ["orphan.png"],
+        "unreadable PNGs": ["junk.png"],
+        "image/mask size mismatches": ["odd.png"],
+    }
+    assert scan.skipped == 4
+    assert "1 masks without an image: orphan.png" in scan.report()
+
+
+def test_scan_refuses_a_folder_without_pairs(tmp_path):
+    with pytest.raises(ValueError, match="no Images/ folder"):
+        scan_split(tmp_path)
+    (tmp_path / IMAGES_DIR).mkdir()
+    with pytest.raises(ValueError, match="no usable image/mask pair"):
+        scan_split(tmp_path)
+
+
+def test_preprocessing_shapes_ranges_and_reference_path():
+    image = np.tile(np.arange(256, dtype=np.uint8), (1024, 12))[:, :3000]
+    fast = preprocess_image(image, 256)
+    assert fast.shape == (3, 256, 256) and fast.dtype == np.float32
+    assert 0.0 <= fast.min() and fast.max() <= 1.0
+    np.testing.assert_array_equal(fast[0], fast[2])
+    ref = preprocess_image(image, 512, reference=True)
+    assert ref.shape == (3, 512, 512)
+    assert ref.min() == pytest.approx(0.0) and ref.max() == pytest.approx(1.0)  # min-max scaled
+    mask = np.zeros((1024, 3000), dtype=np.uint8)
+    mask[512:, :1500] = 255
+    small = preprocess_mask(mask, 256)
+    assert small.dtype == bool and small[200:, :100].all() and not small[:100].any()
+
+
+def test_box_prompt_jitters_outwards_within_the_image():
+    mask = np.zeros((256, 256), dtype=bool)
+    mask[100:150, 40:90] = True
+    exact = box_prompt(mask, None, 5)
+    np.testing.assert_array_equal(exact, [40, 100, 89, 149])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x0, y0, x1, y1 = box_prompt(mask, rng, 5)
+        assert 35 <= x0 <= 40 and 95 <= y0 <= 100 and 89 <= x1 <= 94 and 149 <= y1 <= 154
+    np.testing.assert_array_equal(box_prompt(np.zeros((256, 256), bool), rng, 5), [0, 0, 256, 256])
+    assert scaled_box_shift(20, 1024) == 20 and scaled_box_shift(20, 256) == 5
+
+
+def test_dataset_items_and_prompt_modes(split):
+    dataset = BSDSegmentation(split, 256, prompt="train", full_box_prob=0.0, seed=1)
+    item = dataset[0]
+    assert item["image"].shape == (3, 256, 256) and item["mask"].shape == (1, 256, 256)
+    assert set(torch.unique(item["mask"]).tolist()) == {0.0, 1.0}
+    x0, y0, x1, y1 = item["box"].tolist()
+    assert x1 - x0 < 256 and y1 - y0 < 256  # a ground-truth box, not the whole image
+    assert dataset[0]["box"].tolist() == item["box"].tolist()  # same epoch, same jitter
+    always_full = BSDSegmentation(split, 256, prompt="train", full_box_prob=1.0)
+    assert always_full[0]["box"].tolist() == [0, 0, 256, 256]
+    assert BSDSegmentation(split, 256, prompt="full")[1]["box"].tolist() == [0, 0, 256, 256]
+    no_images = BSDSegmentation(split, 256, load_images=False)
+    assert "image" not in no_images[0]
+    with pytest.raises(ValueError, match="unknown prompt"):
+        BSDSegmentation(split, 256, prompt="points")
+
+
+def test_box_jitter_changes_with_epoch_but_not_with_rank_or_order(split):
+    dataset = BSDSegmentation(split, 1024, prompt="gt_box", seed=3)
+    first = [dataset[i]["box"].tolist() for i in (2, 0, 1)]
+    again = [dataset[i]["box"].tolist() for i in (2, 0, 1)]
+    assert first == again
+    dataset.set_epoch(5)
+    assert [dataset[i]["box"].tolist() for i in (2, 0, 1)] != first
+
+
+def test_undecodable_item_is_skipped_with_a_warning_and_counted(split):
+    dataset = BSDSegmentation(split, 256)
+    png = (split / IMAGES_DIR / "b.png").read_bytes()
+    (split / IMAGES_DIR / "b.png").write_bytes(png[: len(png) // 3])  # truncated after the scan
+    with pytest.warns(UserWarning, match="b.png"):
+        batch = collate_skipping_none([dataset[i] for i in range(3)])
+    assert batch["skipped"] == 1
+    assert batch["image"].shape[0] == 2 and batch["name"] == ["a.png", "c.png"]

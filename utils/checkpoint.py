@@ -1,0 +1,60 @@
+"""Saving and loading training checkpoints safely.
+
+A checkpoint is a dict of plain types and tensors (it loads with
+``torch.load(..., weights_only=True)``): ``model`` (the unwrapped state dict, with
+SAM's own keys), ``optimizer``, ``scaler``, ``epoch``, ``step``, ``best_metric``,
+``args`` and ``rng``. Saving writes a temporary file, flushes it to disk and
+renames it over the old one, so a crash mid-save never replaces a good
+checkpoint with a broken one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint onto the CPU.
+
+    Raises:
+        ValueError: naming the file, when it is missing, unreadable or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
+    return state
+
+
+def rng_state() -> dict:
+    """The torch random generators' states (CPU, and every CUDA device in use)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,251 @@
+"""BSD spectrogram/mask pairs as model inputs with box prompts.
+
+A split folder holds ``Images/NAME.png`` and ``Masks/NAME.png``. :func:`scan_split`
+pairs them by file name and reports every problem it can see from the PNG headers
+alone (image without mask, mask without image, unreadable header, size mismatch);
+an item that fails to decode later is skipped with a warning and counted, never
+raised mid-epoch.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
+from utils.image_io import read_gray_png
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REFERENCE_SIZE = 256  # the reference code first resizes everything to 256 x 256
+BOX_SHIFT_AT_1024 = 20  # the paper's -bbox_shift, in pixels of a 1024 input
+PROMPTS = ("train", "gt_box", "full")
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """``(height, width)`` from a PNG's IHDR header, or None when it is not a PNG."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
+@dataclass
+class SplitScan:
+    """The usable image/mask names of a split and what was skipped, by reason."""
+
+    root: Path
+    names: list[str]
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(len(names) for names in self.problems.values())
+
+    def report(self, shown: int = 3) -> str:
+        """One line per kind of problem: count and the first names."""
+        lines = []
+        for reason, names in self.problems.items():
+            more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+            lines.append(f"{self.root}: {len(names)} {reason}: {', '.join(names[:shown])}{more}")
+        return "\n".join(lines)
+
+
+def scan_split(split_root: str | Path) -> SplitScan:
+    """Pair ``Images/*.png`` with ``Masks/*.png`` by name and check their headers.
+
+    Raises:
+        ValueError: naming the folder, when it has no ``Images/`` folder or no pair.
+    """
+    root = Path(split_root)
+    if not (root / IMAGES_DIR).is_dir():
+        raise ValueError(f"{root}: no {IMAGES_DIR}/ folder (expected a BSD split folder)")
+    images = {p.name for p in (root / IMAGES_DIR).glob("*.png")}
+    masks = (
+        {p.name for p in (root / MASKS_DIR).glob("*.png")} if (root / MASKS_DIR).is_dir() else set()
+    )
+    problems: dict[str, list[str]] = {
+        "images without a mask": sorted(images - masks),
+        "masks without an image": sorted(masks - images),
+        "unreadable PNGs": [],
+        "image/mask size mismatches": [],
+    }
+    names = []
+    for name in sorted(images & masks):
+        image_size, mask_size = png_size(root / IMAGES_DIR / name), png_size(
+            root / MASKS_DIR / name
+        )
+        if image_size is None or mask_size is None:
+            problems["unreadable PNGs"].append(name)
+        elif image_size != mask_size:
+            problems["image/mask size mismatches"].append(name)
+        else:
+            names.append(name)
+    if not names:
+        raise ValueError(f"{root}: no usable image/mask pair found")
+    return SplitScan(root, names, {reason: found for reason, found in problems.items() if found})
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def preprocess_image(image: np.ndarray, size: int, reference: bool = False) -> np.ndarray:
+    """Spectrogram ``(H, W)`` uint8 -> model input ``(3, size, size)`` float32 in [0, 1].
+
+    Default: one area resize (anti-aliased) and division by 255. ``reference``:
+    the reference code's path (nearest resize to 256 x 256, bicubic to ``size``,
+    min-max scaling) for like-for-like comparison with the paper.
+    """
+    if reference:
+        small = cv2.resize(image, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_NEAREST)
+        large = cv2.resize(small.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+        low, high = float(large.min()), float(large.max())
+        scaled = (large - low) / max(high - low, 1e-8)
+    else:
+        scaled = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) / np.float32(255)
+    return np.repeat(scaled.astype(np.float32)[None], 3, axis=0)
+
+
+def preprocess_mask(mask: np.ndarray, size: int, reference: bool = False) -> np.ndarray:
+    """Mask ``(H, W)`` -> ``(size, size)`` bool by nearest resizing (via 256 for ``reference``)."""
+    binary = (mask > 0).astype(np.uint8)
+    if reference:
+        binary = cv2.resize(
+            binary, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_NEAREST
+        )
+    return cv2.resize(binary, (size, size), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def box_prompt(mask: np.ndarray, rng: np.random.Generator | None, max_shift: int) -> np.ndarray:
+    """``[x0, y0, x1, y1]`` float32 around the mask, each side pushed out by 0..max_shift px.
+
+    An empty mask gets the whole image; ``rng=None`` means no jitter.
+    """
+    size_y, size_x = mask.shape
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return full_box(size_y, size_x)
+    shift = rng.integers(0, max_shift + 1, 4) if rng is not None and max_shift > 0 else np.zeros(4)
+    return np.array(
+        [
+            max(0, cols.min() - shift[0]),
+            max(0, rows.min() - shift[1]),
+            min(size_x, cols.max() + shift[2]),
+            min(size_y, rows.max() + shift[3]),
+        ],
+        dtype=np.float32,
+    )
+
+
+def full_box(size_y: int, size_x: int) -> np.ndarray:
+    """The whole-image box ``[0, 0, W, H]``: a prompt that needs no ground truth."""
+    return np.array([0, 0, size_x, size_y], dtype=np.float32)
+
+
+def scaled_box_shift(bbox_shift: int, size: int) -> int:
+    """``-bbox_shift`` is given at a 1024 input; scale it to ``size``."""
+    return int(round(bbox_shift * size / 1024))
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+class BSDSegmentation(Dataset):
+    """Image/mask pairs of one BSD split as SAM inputs with a box prompt.
+
+    Each item is a dict: ``image`` (3, S, S) float32 in [0, 1] (omitted when
+    ``load_images`` is False, for training on cached embeddings), ``mask`` (1, S, S)
+    float32 in {0, 1}, ``box`` (4,) float32 ``x0, y0, x1, y1`` in input pixels,
+    ``index`` and ``name``. An item whose PNG cannot be decoded is None (see
+    :func:`collate_skipping_none`).
+
+    Prompts: ``"train"``: the ground-truth box with random jitter, replaced by the
+    whole image with probability ``full_box_prob`` (and for empty masks);
+    ``"gt_box"``: the paper's test protocol, jittered ground-truth box; ``"full"``:
+    the whole image, which needs no ground truth. Jitter is drawn from a generator
+    seeded by (seed, epoch, index), so it does not depend on workers or ranks.
+    """
+
+    def __init__(
+        self,
+        split_root: str | Path,
+        input_size: int,
+        *,
+        prompt: str = "train",
+        bbox_shift: int = BOX_SHIFT_AT_1024,
+        full_box_prob: float = 0.5,
+        reference_preprocess: bool = False,
+        load_images: bool = True,
+        seed: int = 0,
+        scan: SplitScan | None = None,
+    ) -> None:
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
+        self.scan = scan or scan_split(split_root)
+        self.root = self.scan.root
+        self.names = self.scan.names
+        self.input_size = input_size
+        self.prompt = prompt
+        self.max_shift = scaled_box_shift(bbox_shift, input_size)
+        self.full_box_prob = full_box_prob
+        self.reference_preprocess = reference_preprocess
+        self.load_images = load_images
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new box jitter for a new epoch (call before building the iterator)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict | None:
+        name = self.names[index]
+        try:
+            mask_png = read_gray_png(self.root / MASKS_DIR / name)
+            image_png = read_gray_png(self.root / IMAGES_DIR / name) if self.load_images else None
+        except ValueError as err:
+            warnings.warn(f"skipped: {err}", stacklevel=2)
+            return None
+        mask = preprocess_mask(mask_png, self.input_size, self.reference_preprocess)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.prompt == "full" or (self.prompt == "train" and rng.random() < self.full_box_prob):
+            box = full_box(*mask.shape)
+        else:
+            box = box_prompt(mask, rng, self.max_shift)
+        item = {
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "box": torch.from_numpy(box),
+            "index": index,
+            "name": name,
+        }
+        if image_png is not None:
+            image = preprocess_image(image_png, self.input_size, self.reference_preprocess)
+            item["image"] = torch.from_numpy(image)
+        return item
+
+
+def collate_skipping_none(items: list[dict | None]) -> dict:
+    """Stack a batch, dropping items that failed to load; ``skipped`` counts them."""
+    kept = [item for item in items if item is not None]
+    batch: dict = {"skipped": len(items) - len(kept)}
+    if not kept:
+        return batch
+    for key in kept[0]:
+        values = [item[key] for item in kept]
+        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    if "index" in batch:
+        batch["index"] = torch.tensor(batch["index"])
+    return batch

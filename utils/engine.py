@@ -1,0 +1,268 @@
+"""One training epoch and one evaluation pass, for one process of a DDP run."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from utils import distributed
+from utils.bsd_layout import IMAGES_DIR
+from utils.dataset import BSDSegmentation, collate_skipping_none, preprocess_image
+from utils.embedding_cache import EmbeddingCache
+from utils.image_io import read_gray_png
+from utils.losses import DiceBCELoss
+from utils.metrics import confusion_counts, scores_from_counts, two_class_scores
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainState:
+    """What a run has done so far; saved in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (or the next one, once an epoch ends)
+    step: int = 0  # optimizer steps taken in the whole run
+    step_in_epoch: int = 0  # optimizer steps taken in the epoch in progress
+    best_metric: float = -math.inf
+    skipped_items: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``--amp bf16|fp16|none``."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp in AMP_DTYPES)
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain lines every ``interval`` steps otherwise (nohup logs)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, interval: int = 10) -> None:
+        self.enabled, self.total, self.desc, self.interval = enabled, total, desc, max(1, interval)
+        self.bar = tqdm(total=total, desc=desc) if enabled and sys.stdout.isatty() else None
+        self.done, self.start = 0, time.perf_counter()
+
+    def update(self, **values: float) -> None:
+        self.done += 1
+        text = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif self.enabled and (self.done % self.interval == 0 or self.done == self.total):
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            print(f"{self.desc} {self.done}/{self.total} ({rate:.2f} it/s) {text}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Embedder:
+    """Image embeddings for a batch: from the cache, or by running the frozen encoder.
+
+    A cached file that is missing or damaged (deleted or corrupted mid-run) is
+    recomputed from its image and stored again.
+    """
+
+    def __init__(self, model: nn.Module, cache: EmbeddingCache, dataset: BSDSegmentation) -> None:
+        self.model, self.cache, self.dataset = model, cache, dataset
+
+    @torch.no_grad()
+    def encode_names(self, names: list[str], device: torch.device, amp: str) -> torch.Tensor:
+        images = [
+            preprocess_image(
+                read_gray_png(self.dataset.root / IMAGES_DIR / name),
+                self.dataset.input_size,
+                self.dataset.reference_preprocess,
+            )
+            for name in names
+        ]
+        with autocast(device, amp):
+            embeddings = self.model.encode(torch.from_numpy(np.stack(images)).to(device))
+        return embeddings.float()
+
+    def __call__(self, names: list[str], device: torch.device, amp: str) -> torch.Tensor:
+        loaded = [self.cache.load(name) for name in names]
+        missing = [name for name, emb in zip(names, loaded, strict=True) if emb is None]
+        if missing:
+            fresh = self.encode_names(missing, device, amp)
+            for name, embedding in zip(missing, fresh, strict=True):
+                self.cache.save(name, embedding)
+            by_name = dict(zip(missing, fresh.cpu(), strict=True))
+            loaded = [
+                by_name[n] if emb is None else emb for n, emb in zip(names, loaded, strict=True)
+            ]
+        return torch.stack(loaded).to(device)
+
+    def fill(self, ctx: distributed.DistContext, batch_size: int, amp: str, show: bool) -> int:
+        """Compute every embedding missing from the cache, shared across ranks; returns count."""
+        names = self.dataset.names
+        absent = [n for n in names if not self.cache.path(n).is_file()]
+        mine = [absent[i] for i in distributed.shard_indices(len(absent), ctx.rank, ctx.world_size)]
+        progress = Progress(math.ceil(len(mine) / batch_size), "cache", show and bool(mine))
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            for name, embedding in zip(
+                chunk, self.encode_names(chunk, ctx.device, amp), strict=True
+            ):
+                self.cache.save(name, embedding)
+            progress.update()
+        progress.close()
+        distributed.barrier()
+        return len(absent)
+
+
+def model_logits(
+    model: nn.Module,
+    batch: dict,
+    device: torch.device,
+    amp: str,
+    embedder: Embedder | None,
+) -> torch.Tensor:
+    """Full-size mask logits ``(B, 1, S, S)`` for a batch, from images or cached embeddings."""
+    boxes = batch["box"].to(device)
+    with autocast(device, amp):
+        if embedder is None:
+            return model(batch["image"].to(device), boxes)
+        return model(None, boxes, embeddings=embedder(batch["name"], device, amp))
+
+
+def train_one_epoch(
+    ddp_model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    ctx: distributed.DistContext,
+    *,
+    amp: str,
+    grad_acc_steps: int,
+    embedder: Embedder | None,
+    should_stop: Callable[[], bool],
+    log_interval: int = 10,
+    on_step: Callable[[], None] | None = None,
+) -> dict:
+    """Train until the loader ends or ``should_stop()`` (checked after each optimizer step).
+
+    Gradient accumulation: on the first ``grad_acc_steps - 1`` micro-batches the
+    forward and backward run inside ``no_sync`` (no all-reduce) and gradients add
+    up; the loss is divided by ``grad_acc_steps``; the optimizer steps and the
+    gradients are zeroed once per ``grad_acc_steps`` micro-batches. Trailing
+    micro-batches that do not fill a whole step are ignored (the caller hands in
+    whole steps only).
+    """
+    loss_fn = DiceBCELoss()
+    ddp_model.train()
+    n_steps = len(loader) // grad_acc_steps
+    progress = Progress(n_steps, f"epoch {state.epoch}", ctx.is_main, log_interval)
+    loss_sum, loss_count = torch.zeros(2, dtype=torch.float64)
+    micro = 0
+    optimizer.zero_grad(set_to_none=True)
+    stopped = False
+    for batch in loader:
+        state.skipped_items += batch["skipped"]
+        if "mask" not in batch:
+            continue
+        micro += 1
+        sync_now = micro % grad_acc_steps == 0
+        no_sync = getattr(ddp_model, "no_sync", None)
+        context = no_sync() if (no_sync is not None and not sync_now) else _null_context()
+        with context:
+            logits = model_logits(ddp_model, batch, ctx.device, amp, embedder)
+            loss = loss_fn(logits.float(), batch["mask"].to(ctx.device))
+            scaler.scale(loss / grad_acc_steps).backward()
+        loss_sum += loss.item()
+        loss_count += 1
+        if not sync_now:
+            continue
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.step_in_epoch += 1
+        progress.update(loss=loss.item())
+        if on_step is not None:
+            on_step()
+        if should_stop():
+            stopped = True
+            break
+    progress.close()
+    totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count]).to(ctx.device))
+    return {"train_loss": (totals[0] / totals[1].clamp(min=1)).item(), "stopped": stopped}
+
+
+class _null_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: BSDSegmentation,
+    ctx: distributed.DistContext,
+    *,
+    batch_size: int,
+    amp: str,
+    embedder: Embedder | None,
+    num_workers: int = 0,
+    desc: str = "eval",
+) -> dict:
+    """Loss and mask scores on a whole split, each sample counted exactly once.
+
+    Every rank takes its own share (no padding), and sums are reduced across
+    ranks. Foreground IoU/Dice/F1 are per-image means; ``paper_iou``/``paper_dice``
+    are the ViTVS/BudSAM two-class scores averaged over batches.
+    """
+    loss_fn = DiceBCELoss()
+    model.eval()
+    shard = Subset(dataset, distributed.shard_indices(len(dataset), ctx.rank, ctx.world_size))
+    loader = DataLoader(
+        shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_none
+    )
+    # loss sum, images, fg iou, fg dice, fg f1, paper iou sum, paper dice sum, batches, skipped
+    sums = torch.zeros(9, dtype=torch.float64)
+    progress = Progress(len(loader), desc, ctx.is_main)
+    for batch in loader:
+        sums[8] += batch["skipped"]
+        if "mask" not in batch:
+            continue
+        logits = model_logits(model, batch, ctx.device, amp, embedder).float()
+        target = batch["mask"].to(ctx.device)
+        n = target.shape[0]
+        sums[0] += loss_fn(logits, target).item() * n
+        sums[1] += n
+        pred, truth = (logits[:, 0] > 0).cpu(), (target[:, 0] > 0).cpu()
+        scores = scores_from_counts(confusion_counts(pred, truth))
+        sums[2] += scores["iou"].sum()
+        sums[3] += scores["dice"].sum()
+        sums[4] += scores["f1"].sum()
+        paper = two_class_scores(pred, truth)
+        sums[5] += paper["iou"]
+        sums[6] += paper["dice"]
+        sums[7] += 1
+        progress.update()
+    progress.close()
+    sums = distributed.all_reduce_sum(sums.to(ctx.device)).cpu()
+    images, batches = max(sums[1].item(), 1), max(sums[7].item(), 1)
+    return {
+        "loss": sums[0].item() / images,
+        "fg_iou": sums[2].item() / images,
+        "fg_dice": sums[3].item() / images,
+        "fg_f1": sums[4].item() / images,
+        "paper_iou": sums[5].item() / batches,
+        "paper_dice": sums[6].item() / batches,
+        "n_images": int(sums[1].item()),
+        "skipped": int(sums[8].item()),
+    }

@@ -1,0 +1,365 @@
+"""SAM models for BudSAM: building, checkpoint loading and the box-prompted wrapper.
+
+Images enter the image encoder as float tensors ``(B, 3, S, S)`` scaled to [0, 1]
+(as MedSAM does; SAM's pixel mean/std normalisation is not applied). Box prompts are
+``(B, 4)`` float tensors ``x0, y0, x1, y1`` in pixels of the ``S x S`` input.
+
+``vit_b``/``vit_l``/``vit_h`` are the official SAM architectures (S = 1024) and need the
+official weights; ``vit_tiny`` is a small randomly initialised SAM (S = 256) for CPU runs
+and tests. All are built from the ``segment_anything`` package's own modules, so a
+:class:`BudSAM` state dict loads into the package's ``Sam`` and vice versa.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from segment_anything import sam_model_registry
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+from torch import nn
+
+MODEL_TYPES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+OFFICIAL_CHECKPOINT_URLS = {
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+TRAINABLE_PARTS = ("image_encoder", "mask_decoder")
+PATCH_SIZE = 16  # image-encoder patch: the embedding grid is S/16 x S/16
+LOW_RES_FACTOR = 4  # the mask decoder's output is 4x the embedding grid, i.e. S/4 x S/4
+
+# vit_tiny: a light ViT encoder and a narrow (128-d) prompt encoder / mask decoder.
+TINY_IMG_SIZE = 256
+TINY_ENCODER_DIM = 192
+TINY_ENCODER_DEPTH = 4
+TINY_ENCODER_HEADS = 3
+TINY_WINDOW = 8
+TINY_GLOBAL_ATTN = (1, 3)
+TINY_PROMPT_DIM = 128
+TINY_DECODER_MLP_DIM = 512
+
+# Buffers of Sam that are not persistent (never in its state dict); tolerated if present.
+_IGNORED_KEYS = ("pixel_mean", "pixel_std")
+_DDP_PREFIX = "module."
+
+
+def _check_model_type(model_type: str) -> None:
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {model_type!r}; expected one of {MODEL_TYPES}")
+
+
+def input_size(model_type: str) -> int:
+    """Side ``S`` of the square image the model's encoder takes (1024, or 256 for vit_tiny)."""
+    _check_model_type(model_type)
+    return TINY_IMG_SIZE if model_type == "vit_tiny" else 1024
+
+
+def _build_tiny_sam() -> Sam:
+    """A randomly initialised small SAM: 256 x 256 input, 16 x 16 x 128 embeddings."""
+    grid = TINY_IMG_SIZE // PATCH_SIZE
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=TINY_IMG_SIZE,
+            patch_size=PATCH_SIZE,
+            embed_dim=TINY_ENCODER_DIM,
+            depth=TINY_ENCODER_DEPTH,
+            num_heads=TINY_ENCODER_HEADS,
+            mlp_ratio=4,
+            out_chans=TINY_PROMPT_DIM,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=TINY_WINDOW,
+            global_attn_indexes=TINY_GLOBAL_ATTN,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=TINY_PROMPT_DIM,
+            image_embedding_size=(grid, grid),
+            input_image_size=(TINY_IMG_SIZE, TINY_IMG_SIZE),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=TINY_PROMPT_DIM,
+            transformer=TwoWayTransformer(
+                depth=2,
+                embedding_dim=TINY_PROMPT_DIM,
+                mlp_dim=TINY_DECODER_MLP_DIM,
+                num_heads=8,
+            ),
+            num_multimask_outputs=3,
+            iou_head_depth=3,
+            iou_head_hidden_dim=TINY_PROMPT_DIM,
+        ),
+    )
+
+
+def _check_checkpoint_file(checkpoint: str | Path, model_type: str) -> Path:
+    """The checkpoint as a Path; ValueError naming it (and the download URL) if absent."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        url = OFFICIAL_CHECKPOINT_URLS.get(model_type)
+        hint = f" (download the {model_type} weights from {url})" if url else ""
+        raise ValueError(f"{path}: checkpoint not found{hint}")
+    return path
+
+
+def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int = 0) -> Sam:
+    """Build a SAM of ``model_type`` in eval() mode, with weights from ``checkpoint``.
+
+    vit_b/l/h need a checkpoint (official SAM weights or a BudSAM checkpoint);
+    vit_tiny is randomly initialised from ``seed`` unless a checkpoint is given.
+    Random initialisation does not disturb the global torch RNG.
+
+    Raises:
+        ValueError: for an unknown type, a missing checkpoint, or one that cannot be
+            read or does not fit the architecture.
+    """
+    _check_model_type(model_type)
+    if checkpoint is None and model_type != "vit_tiny":
+        raise ValueError(
+            f"{model_type} needs pretrained SAM weights: pass -checkpoint PATH "
+            f"(download from {OFFICIAL_CHECKPOINT_URLS[model_type]})"
+        )
+    path = None if checkpoint is None else _check_checkpoint_file(checkpoint, model_type)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if model_type == "vit_tiny":
+            sam = _build_tiny_sam()
+        else:
+            # The package's builder loads without map_location: never hand it the file.
+            sam = sam_model_registry[model_type](checkpoint=None)
+    if path is not None:
+        load_sam_weights(sam, path, model_type)
+    return sam.eval()
+
+
+def _read_checkpoint(checkpoint: str | Path) -> Any:
+    """``torch.load`` of a checkpoint on the CPU (weights only); ValueError if unreadable."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        # mmap avoids holding a second copy of large (vit_h) weights; the legacy
+        # (non-zip) format does not support it, so fall back to a plain load.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        pass
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path}: cannot read checkpoint ({type(err).__name__}: {reason})"
+        ) from None
+
+
+def checkpoint_model_type(checkpoint: str | Path) -> str | None:
+    """The ``args["model_type"]`` recorded in a BudSAM checkpoint; None if it records none.
+
+    Raises:
+        ValueError: naming the file, when it is missing or unreadable.
+    """
+    obj = _read_checkpoint(checkpoint)
+    args = obj.get("args") if isinstance(obj, dict) else None
+    model_type = args.get("model_type") if isinstance(args, dict) else None
+    return model_type if isinstance(model_type, str) else None
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def load_sam_weights(model: nn.Module, checkpoint: str | Path, model_type: str) -> None:
+    """Load SAM weights into ``model`` (a ``Sam`` or a :class:`BudSAM`), in place.
+
+    Accepts an official SAM state dict (``image_encoder.*``, ``prompt_encoder.*``,
+    ``mask_decoder.*``) or a BudSAM checkpoint holding it under ``"model"``; DDP
+    ``module.`` prefixes are stripped.
+
+    Raises:
+        ValueError: naming the file, when it is missing or unreadable, or when its
+            keys or shapes do not match a ``model_type`` SAM.
+    """
+    _check_model_type(model_type)
+    path = Path(checkpoint)
+    obj = _read_checkpoint(path)
+    recorded = None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        args = obj.get("args")
+        recorded = args.get("model_type") if isinstance(args, dict) else None
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{path}: not a {model_type} SAM checkpoint (holds a {type(obj).__name__}, "
+            "not a state dict)"
+        )
+    state = {}
+    for key, value in obj.items():
+        key = str(key)
+        while key.startswith(_DDP_PREFIX):
+            key = key[len(_DDP_PREFIX) :]
+        if key not in _IGNORED_KEYS:
+            state[key] = value
+
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {_shape(state[k])} vs {_shape(v)}"
+        for k, v in expected.items()
+        if k in state and not (isinstance(state[k], torch.Tensor) and state[k].shape == v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        examples = [f"missing {k}" for k in missing[:1]]
+        examples += [f"unexpected {k}" for k in unexpected[:1]]
+        examples += mismatched[:1]
+        note = f"; it records model_type {recorded!r}" if recorded else ""
+        raise ValueError(
+            f"{path}: not a {model_type} SAM checkpoint ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} shape mismatches; "
+            f"e.g. {', '.join(examples)}{note})"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def upsample(low_res: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of logits ``(B, 1, h, w)`` to ``(B, 1, *size)``."""
+    return F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
+
+
+def batched_mask_decoder(
+    decoder: MaskDecoder,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's mask decoding for one prompt per image, batched over images.
+
+    Computes what ``decoder(..., multimask_output=False)`` computes for each sample on
+    its own, without the package's repeat of every image for every prompt (which turns
+    B images with B boxes into B*B masks).
+
+    Args:
+        decoder: the SAM mask decoder.
+        image_embeddings: ``(B, C, h, w)`` image-encoder output.
+        image_pe: ``(1, C, h, w)`` dense positional encoding (``get_dense_pe()``).
+        sparse: ``(B, N, C)`` sparse prompt embeddings (N = 2 for a box).
+        dense: ``(B, C, h, w)`` dense prompt embeddings.
+
+    Returns:
+        ``(low_res_masks, iou_pred)``: logits ``(B, 1, 4h, 4w)`` and ``(B, 1)``.
+    """
+    b, c, h, w = image_embeddings.shape
+    if image_pe.shape != (1, c, h, w):
+        raise ValueError(f"image_pe must be {(1, c, h, w)}, got {tuple(image_pe.shape)}")
+    if sparse.ndim != 3 or sparse.shape[0] != b or sparse.shape[2] != c:
+        raise ValueError(f"sparse embeddings must be ({b}, N, {c}), got {tuple(sparse.shape)}")
+    if dense.shape != image_embeddings.shape:
+        raise ValueError(f"dense embeddings must be {(b, c, h, w)}, got {tuple(dense.shape)}")
+
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+    src = image_embeddings + dense  # one prompt per image: no repeat
+    pos_src = image_pe.expand(b, -1, -1, -1)
+
+    hs, src = decoder.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    # All hypernetworks run (as in the package) so every decoder weight gets a gradient.
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+        dim=1,
+    )
+    _, cu, hu, wu = upscaled.shape
+    masks = (hyper_in @ upscaled.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
+    iou_pred = decoder.iou_prediction_head(iou_token_out)
+    return masks[:, 0:1], iou_pred[:, 0:1]
+
+
+class BudSAM(nn.Module):
+    """A SAM segmenting one box-prompted region per image, with per-part freezing.
+
+    Holds the Sam's ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` under
+    those names, so its state dict has exactly the Sam's keys. The prompt encoder is
+    always frozen.
+    """
+
+    def __init__(self, sam: Sam, trainable: str | Sequence[str] = ("mask_decoder",)) -> None:
+        super().__init__()
+        self.image_encoder = sam.image_encoder
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.img_size: int = int(sam.image_encoder.img_size)
+        self.trainable_parts: tuple[str, ...] = ()
+        self.set_trainable(trainable)
+
+    def set_trainable(self, parts: str | Sequence[str] = ("mask_decoder",)) -> None:
+        """Let only ``parts`` (from image_encoder, mask_decoder) learn; freeze the rest.
+
+        ``parts`` may be a comma-separated string such as ``"image_encoder,mask_decoder"``.
+        """
+        if isinstance(parts, str):
+            parts = parts.split(",")
+        names = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+        for name in names:
+            if name == "prompt_encoder":
+                raise ValueError("prompt_encoder cannot be trained: BudSAM always freezes it")
+            if name not in TRAINABLE_PARTS:
+                raise ValueError(f"unknown model part {name!r}; expected some of {TRAINABLE_PARTS}")
+        for name in TRAINABLE_PARTS:
+            getattr(self, name).requires_grad_(name in names)
+        self.prompt_encoder.requires_grad_(False)
+        # The loss never uses the predicted IoU, so its head gets no gradient; frozen, it
+        # stays as loaded and DDP needs no unused-parameter search.
+        self.mask_decoder.iou_prediction_head.requires_grad_(False)
+        self.trainable_parts = names
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings ``(B, C, S/16, S/16)`` of images ``(B, 3, S, S)`` in [0, 1]."""
+        s = self.img_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
+            raise ValueError(f"images must be (B, 3, {s}, {s}), got {tuple(images.shape)}")
+        return self.image_encoder(images)
+
+    def decode(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Low-res mask logits ``(B, 1, S/4, S/4)`` from embeddings ``(B, C, h, w)`` and
+        boxes ``(B, 4)`` (x0, y0, x1, y1 in input pixels)."""
+        b = embeddings.shape[0]
+        if boxes.shape != (b, 4):
+            raise ValueError(f"boxes must be ({b}, 4) for {b} images, got {tuple(boxes.shape)}")
+        boxes = boxes.to(device=embeddings.device, dtype=torch.float32)
+        with torch.no_grad():
+            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+            image_pe = self.prompt_encoder.get_dense_pe()
+        low_res, _ = batched_mask_decoder(self.mask_decoder, embeddings, image_pe, sparse, dense)
+        return low_res
+
+    def forward(
+        self,
+        images: torch.Tensor | None,
+        boxes: torch.Tensor,
+        embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mask logits ``(B, 1, S, S)`` for images ``(B, 3, S, S)`` and boxes ``(B, 4)``.
+
+        Pass ``embeddings`` (``(B, C, S/16, S/16)``, e.g. from a cache) instead of
+        images to skip the encoder; training goes through ``forward`` either way, so
+        DDP sees every step.
+        """
+        if embeddings is None:
+            embeddings = self.encode(images)
+        return upsample(self.decode(embeddings, boxes), (self.img_size, self.img_size))

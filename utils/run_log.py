@@ -1,0 +1,89 @@
+"""The run folder: arguments, command line, per-epoch metrics (JSON lines + CSV), plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LATEST = "budsam_model_latest.pth"
+BEST = "budsam_model_best.pth"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+
+
+def new_run_dir(work_dir: str | Path, task_name: str) -> Path:
+    """Create ``work_dir/<task_name>-<YYYYmmdd-HHMMSS>`` (a suffix keeps it unique)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(work_dir) / f"{task_name}-{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir, n = Path(f"{base}_{n}"), n + 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def latest_run_dir(work_dir: str | Path, task_name: str) -> Path | None:
+    """The newest run folder of ``task_name`` that holds a latest checkpoint."""
+    runs = sorted(
+        (p for p in Path(work_dir).glob(f"{task_name}-*") if (p / LATEST).is_file()),
+        key=lambda p: (p / LATEST).stat().st_mtime,
+    )
+    return runs[-1] if runs else None
+
+
+def save_run_config(run_dir: Path, args: dict) -> None:
+    """``args.json`` and ``command.txt`` (the command line as typed)."""
+    (run_dir / "args.json").write_text(json.dumps(args, indent=2, sort_keys=True, default=str))
+    command = shlex.join([sys.executable, *sys.argv])
+    with open(run_dir / "command.txt", "a") as handle:
+        handle.write(command + "\n")
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Add one epoch's record to ``metrics.jsonl`` and rewrite ``metrics.csv`` from it."""
+    with open(run_dir / METRICS_JSONL, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    records = read_metrics(run_dir)
+    columns = list(dict.fromkeys(key for r in records for key in r))
+    with open(run_dir / METRICS_CSV, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / METRICS_JSONL
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(run_dir: Path) -> None:
+    """``loss.png`` (train and validation loss) and ``val_metrics.png`` per epoch."""
+    records = read_metrics(run_dir)
+    if not records:
+        return
+    epochs = [r["epoch"] for r in records]
+    for filename, keys, ylabel in (
+        ("loss.png", [k for k in records[-1] if k.endswith("loss")], "Dice + BCE loss"),
+        ("val_metrics.png", [k for k in records[-1] if "iou" in k or "dice" in k], "score"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            ax.plot(epochs, [r.get(key) for r in records], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / filename, dpi=90)
+        plt.close(fig)
