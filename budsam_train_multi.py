@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from utils import distributed, run_log
@@ -57,6 +56,7 @@ PRESETS = {
         "lr": 5e-4,
         "weight_decay": 1e-4,
         "num_workers": 0,
+        "keep_in_memory": True,
         "synthetic": {"train": 400, "valid": 60, "test": 100, "seed": 0},
     },
 }
@@ -88,6 +88,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--train_parts", default="mask_decoder", help="comma list of " + ",".join(TRAIN_PARTS)
     )
     p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
+    p.add_argument(
+        "--keep_in_memory", action="store_true", help="keep preprocessed items (small sets)"
+    )
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument(
         "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
@@ -192,6 +195,7 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
         "bbox_shift": args.bbox_shift,
         "reference_preprocess": args.ref_preprocess,
         "load_images": load_images,
+        "keep_in_memory": args.keep_in_memory,
         "seed": args.seed,
     }
     datasets = {}
@@ -262,65 +266,101 @@ def worker(local_rank: int, args: argparse.Namespace) -> None:
         distributed.cleanup()
 
 
+def open_run_dir(
+    ctx: distributed.DistContext, args: argparse.Namespace
+) -> tuple[Path, dict | None]:
+    """The run folder (rank 0 creates it; a resumed run keeps its own) and the resumed state."""
+    resume_path = resolve_resume(args)
+    resumed = load_checkpoint(resume_path) if resume_path is not None else None
+    run_dir = None
+    if ctx.is_main:
+        if resumed is not None:
+            run_dir = resume_path.parent
+        else:
+            run_dir = run_log.new_run_dir(args.work_dir, args.task_name)
+        run_log.save_run_config(run_dir, vars(args))
+    run_dir = Path(distributed.broadcast_object(str(run_dir) if ctx.is_main else None))
+    if resumed is not None:
+        log(ctx, f"resuming from {resume_path}: epoch {resumed['epoch']}, step {resumed['step']}")
+    return run_dir, resumed
+
+
+def build_embedders(
+    model: BudSAM, datasets: dict, ctx: distributed.DistContext, args: argparse.Namespace
+) -> dict[str, Embedder | None]:
+    """Cached-embedding sources per split when the encoder is frozen; None otherwise."""
+    if "image_encoder" in args.train_parts:
+        return dict.fromkeys(datasets)
+    key = {
+        "model_type": args.model_type,
+        "encoder": module_fingerprint(model.image_encoder),
+        "input_size": input_size(args.model_type),
+        "preprocess": "reference" if args.ref_preprocess else "area",
+    }
+    cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", key)
+    embedders = {}
+    for split, dataset in datasets.items():
+        embedders[split] = Embedder(model, cache, dataset)
+        added = embedders[split].fill(ctx, args.eval_batch_size, args.amp, ctx.is_main)
+        reused = len(dataset) - added
+        log(ctx, f"embedding cache {cache.folder}: {split}: {added} computed, {reused} reused")
+    return embedders
+
+
+def restore_state(resumed: dict, model: BudSAM, optimizer, scaler) -> TrainState:
+    """Load weights, optimizer, scaler and RNG states; return the training progress."""
+    model.load_state_dict(resumed["model"])
+    optimizer.load_state_dict(resumed["optimizer"])
+    scaler.load_state_dict(resumed["scaler"])
+    set_rng_state(resumed["rng"])
+    return TrainState(
+        epoch=resumed["epoch"],
+        step=resumed["step"],
+        step_in_epoch=resumed["step_in_epoch"],
+        best_metric=resumed["best_metric"],
+        history=json.loads(resumed["history"]),
+    )
+
+
+def epoch_loader(
+    train_set: BSDSegmentation, sampler: DistributedSampler, state: TrainState, args
+) -> DataLoader:
+    """This rank's batches for the epoch in progress: whole optimizer steps only, and
+    without the steps a resumed run already took."""
+    sampler.set_epoch(state.epoch)
+    train_set.set_epoch(state.epoch)
+    per_step = args.batch_size * args.grad_acc_steps
+    indices = list(sampler)
+    steps = len(indices) // per_step
+    if args.max_steps_per_epoch:
+        steps = min(steps, args.max_steps_per_epoch)
+    indices = indices[state.step_in_epoch * per_step : steps * per_step]
+    return DataLoader(
+        Subset(train_set, indices),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        collate_fn=collate_skipping_none,
+    )
+
+
 def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop: StopRequest) -> None:
     torch.manual_seed(args.seed + ctx.rank)
     if distributed.launched_by_torchrun() and ctx.is_main:
         prepare_synthetic_data(args)
     distributed.barrier()
-
-    resume_path = resolve_resume(args)
-    resumed = load_checkpoint(resume_path) if resume_path is not None else None
-    if ctx.is_main:
-        run_dir = (
-            resume_path.parent
-            if resumed is not None
-            else run_log.new_run_dir(args.work_dir, args.task_name)
-        )
-        run_log.save_run_config(run_dir, vars(args))
-    run_dir = Path(distributed.broadcast_object(str(run_dir) if ctx.is_main else None))
+    run_dir, resumed = open_run_dir(ctx, args)
     log(ctx, f"run folder: {run_dir}")
 
-    size = input_size(args.model_type)
     model = build_model(args, ctx.device)
-    train_encoder = "image_encoder" in args.train_parts
-    datasets = make_datasets(args, size, load_images=train_encoder)
-    embedders: dict[str, Embedder | None] = dict.fromkeys(datasets)
-    if not train_encoder:
-        key = {
-            "model_type": args.model_type,
-            "encoder": module_fingerprint(model.image_encoder),
-            "input_size": size,
-            "preprocess": "reference" if args.ref_preprocess else "area",
-        }
-        cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", key)
-        for split, dataset in datasets.items():
-            embedders[split] = Embedder(model, cache, dataset)
-            added = embedders[split].fill(ctx, args.eval_batch_size, args.amp, ctx.is_main)
-            log(
-                ctx,
-                f"embedding cache {cache.folder}: {split}: {added} computed, {len(dataset) - added} reused",
-            )
-
+    datasets = make_datasets(args, input_size(args.model_type), "image_encoder" in args.train_parts)
+    embedders = build_embedders(model, datasets, ctx, args)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log(
-        ctx,
-        f"parameters: {sum(p.numel() for p in model.parameters()):,} total, {sum(p.numel() for p in trainable):,} trained ({','.join(args.train_parts)})",
-    )
+    total, trained = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
+    log(ctx, f"parameters: {total:,} total, {trained:,} trained ({','.join(args.train_parts)})")
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
-    scaler = torch.amp.GradScaler(
-        ctx.device.type, enabled=args.amp == "fp16" and ctx.device.type == "cuda"
-    )
-    state = TrainState()
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        state = TrainState(
-            epoch=resumed["epoch"], step=resumed["step"], step_in_epoch=resumed["step_in_epoch"],
-            best_metric=resumed["best_metric"], history=json.loads(resumed["history"]),
-        )  # fmt: skip
-        set_rng_state(resumed["rng"])
-        log(ctx, f"resumed from {resume_path}: epoch {state.epoch}, step {state.step}")
+    use_scaler = args.amp == "fp16" and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
+    state = TrainState() if resumed is None else restore_state(resumed, model, optimizer, scaler)
 
     ddp_model = model
     if ctx.distributed:
@@ -330,98 +370,84 @@ def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop: StopReq
             bucket_cap_mb=args.bucket_cap_mb,
             gradient_as_bucket_view=True,
         )
-    train_set = datasets["train"]
     sampler = DistributedSampler(
-        train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed
+        datasets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed
     )
-    micro_per_step = args.grad_acc_steps
 
     def save(name: str) -> None:
         if ctx.is_main:
             save_checkpoint(checkpoint_state(model, optimizer, scaler, state, args), run_dir / name)
 
+    best_weights = None
     while state.epoch < args.num_epochs:
         epoch_start = time.perf_counter()
-        sampler.set_epoch(state.epoch)
-        train_set.set_epoch(state.epoch)
-        indices = list(sampler)
-        steps = len(indices) // (args.batch_size * micro_per_step)
-        if args.max_steps_per_epoch:
-            steps = min(steps, args.max_steps_per_epoch)
-        done = state.step_in_epoch * args.batch_size * micro_per_step
-        indices = indices[done : steps * args.batch_size * micro_per_step]
-        loader = DataLoader(
-            torch.utils.data.Subset(train_set, indices),
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            collate_fn=collate_skipping_none,
-            persistent_workers=False,
-        )
         result = train_one_epoch(
-            ddp_model, loader, optimizer, scaler, state, ctx,
-            amp=args.amp, grad_acc_steps=micro_per_step, embedder=embedders["train"],
-            should_stop=lambda: stop.agreed(ctx), log_interval=args.log_interval,
+            ddp_model, epoch_loader(datasets["train"], sampler, state, args), optimizer, scaler,
+            state, ctx, amp=args.amp, grad_acc_steps=args.grad_acc_steps,
+            embedder=embedders["train"], should_stop=lambda: stop.agreed(ctx),
+            log_interval=args.log_interval,
         )  # fmt: skip
         if result["stopped"]:
             save(run_log.LATEST)
-            log(
-                ctx,
-                f"stopped by signal at epoch {state.epoch}, step {state.step}: saved {run_dir / run_log.LATEST}; continue with --resume {run_dir / run_log.LATEST}",
-            )
+            latest = run_dir / run_log.LATEST
+            log(ctx, f"stopped by signal at step {state.step}; saved {latest}; --resume {latest}")
             return
         scores = evaluate_both_prompts(
             model, datasets["valid"], ctx, args, embedders["valid"], "val"
         )
-        record = {
-            "epoch": state.epoch,
-            "step": state.step,
-            "train_loss": result["train_loss"],
-            **scores,
-            "seconds": round(time.perf_counter() - epoch_start, 2),
-        }
+        record = {"epoch": state.epoch, "step": state.step, "train_loss": result["train_loss"]}
+        record.update(scores, seconds=round(time.perf_counter() - epoch_start, 2))
         state.history.append(record)
         metric = scores[f"val_{args.val_prompt}_fg_iou"]
-        state.epoch += 1
-        state.step_in_epoch = 0
         improved = metric > state.best_metric
-        if improved:
-            state.best_metric = metric
+        state.best_metric = max(metric, state.best_metric)
+        state.epoch, state.step_in_epoch = state.epoch + 1, 0
         save(run_log.LATEST)
         if improved:
             save(run_log.BEST)
+            # Every rank holds the same weights: keep them, so no rank has to read rank 0's file.
+            best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
         if ctx.is_main:
             run_log.append_metrics(run_dir, record)
             run_log.plot_metrics(run_dir)
-        log(
-            ctx,
-            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {scores[f'val_{args.val_prompt}_loss']:.4f}, val fg IoU {metric:.4f} ({args.val_prompt} box){' (best)' if improved else ''}, {record['seconds']} s",
-        )
+        log(ctx, epoch_summary(record, args.val_prompt, improved))
 
-    best = load_checkpoint(run_dir / run_log.BEST)
-    model.load_state_dict(best["model"])
+    if best_weights is None:  # a resumed run that improved on nothing since: read the file
+        distributed.barrier()
+        best_weights = load_checkpoint(run_dir / run_log.BEST)["model"]
+    model.load_state_dict(best_weights)
     test = evaluate_both_prompts(model, datasets["test"], ctx, args, embedders["test"], "test")
     if ctx.is_main:
         (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
         print(format_test_table(test), flush=True)
     if state.skipped_items:
-        log(
-            ctx, f"warning: {state.skipped_items} training items could not be read and were skipped"
-        )
+        log(ctx, f"warning: {state.skipped_items} training items could not be read; skipped")
+
+
+def epoch_summary(record: dict, val_prompt: str, improved: bool) -> str:
+    prefix = f"val_{val_prompt}_"
+    return (
+        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+        f"val loss {record[prefix + 'loss']:.4f}, val fg IoU {record[prefix + 'fg_iou']:.4f} "
+        f"({val_prompt} box){' (best)' if improved else ''}, {record['seconds']} s"
+    )
 
 
 def format_test_table(test: dict) -> str:
     """The test split's scores under both prompt protocols, as a small text table."""
-    lines = [
-        "test split (best checkpoint):",
-        f"{'prompt':<28} {'fg IoU':>7} {'fg Dice':>8} {'paper IoU':>10} {'paper Dice':>11}",
-    ]
+    header = f"{'prompt':<28} {'fg IoU':>7} {'fg Dice':>8} {'paper IoU':>10} {'paper Dice':>11}"
+    lines = ["test split (best checkpoint):", header]
     for prompt, label in (
         ("gt_box", "ground-truth box (paper)"),
         ("full", "full-image box (no GT)"),
     ):
-        p = f"test_{prompt}_"
+        scores = [
+            test[f"test_{prompt}_{k}"] for k in ("fg_iou", "fg_dice", "paper_iou", "paper_dice")
+        ]
         lines.append(
-            f"{label:<28} {test[p + 'fg_iou']:>7.4f} {test[p + 'fg_dice']:>8.4f} {test[p + 'paper_iou']:>10.4f} {test[p + 'paper_dice']:>11.4f}"
+            f"{label:<28} {scores[0]:>7.4f} {scores[1]:>8.4f} {scores[2]:>10.4f} {scores[3]:>11.4f}"
         )
     return "\n".join(lines)
 

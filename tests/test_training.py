@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import torch
 from segment_anything.modeling import Sam
 
 import budsam_train_multi as train
+from tests.conftest import REPO_ROOT
 from utils import run_log
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.embedding_cache import EmbeddingCache
@@ -141,3 +145,77 @@ def test_embedding_cache_hit_miss_key_change_and_corruption(tmp_path):
     cache.path("x.png").write_bytes(bytes(raw))
     assert cache.load("x.png") is None
     assert cache.missing(["x.png"]) == ["x.png"]
+
+
+def test_sigterm_saves_latest_and_the_resumed_run_matches(data_root, tmp_path):
+    """Stop mid-epoch with SIGTERM, resume, and end with the uninterrupted weights."""
+    extra = (
+        "--train_parts",
+        "image_encoder,mask_decoder",
+        "-batch_size",
+        "1",
+        "--log_interval",
+        "1",
+    )
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train.main(_args(data_root, straight, "-num_epochs", "1", *extra))
+    command = [sys.executable, "-u", "budsam_train_multi.py"]
+    command += _args(data_root, stopped, "-num_epochs", "1", *extra)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("epoch 0 2/"):  # two optimizer steps done
+            process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, "".join(output)
+    text = "".join(output)
+    assert "stopped by signal" in text
+    latest = load_checkpoint(_only_run(stopped) / run_log.LATEST)
+    assert 2 <= latest["step"] < COUNTS["train"] and latest["epoch"] == 0
+    assert not (_only_run(stopped) / "test_metrics.json").exists()
+    train.main(_args(data_root, stopped, "-num_epochs", "1", "--resume", "auto", *extra))
+    uninterrupted = _weights(_only_run(straight) / run_log.LATEST)
+    resumed = _weights(_only_run(stopped) / run_log.LATEST)
+    for key in uninterrupted:
+        assert torch.equal(uninterrupted[key], resumed[key]), key
+
+
+def _run_until(command: list[str], marker: str) -> tuple[int, str]:
+    """Run a command; on the first output line starting with ``marker``, send SIGTERM."""
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if marker and line.startswith(marker):
+            process.send_signal(signal.SIGTERM)
+            marker = ""
+    return process.wait(timeout=300), "".join(output)
+
+
+def test_two_gloo_processes_train_and_stop_together_on_sigterm(data_root, tmp_path):
+    command = [sys.executable, "-u", "budsam_train_multi.py", "--world_size", "2"]
+    command += _args(data_root, tmp_path, "-num_epochs", "3", "-batch_size", "1")
+    command += ["--log_interval", "1", "--init_method", "tcp://127.0.0.1:29531"]
+    code, output = _run_until(command, "epoch 1 1/")
+    assert code == 0, output
+    assert "stopped by signal" in output
+    latest = load_checkpoint(_only_run(tmp_path) / run_log.LATEST)
+    # 6 images, 2 ranks, batch 1: 3 steps per epoch; stopped during epoch 1.
+    assert latest["epoch"] == 1 and 4 <= latest["step"] < 6
+    assert len(run_log.read_metrics(_only_run(tmp_path))) == 1  # epoch 0 completed
+
+
+def test_torchrun_launch(data_root, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", "29533", "budsam_train_multi.py"]
+    command += _args(data_root, tmp_path, "-num_epochs", "1", "-batch_size", "1")
+    code, output = _run_until(command, "")
+    assert code == 0, output
+    run_dir = _only_run(tmp_path)
+    assert load_checkpoint(run_dir / run_log.LATEST)["step"] == 3  # 6 images / (2 ranks x 1)
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["test_full_n_images"] == COUNTS["test"]

@@ -126,6 +126,32 @@ def find_audio_file(folder: str | Path, stem: str) -> Path | None:
     return None
 
 
+def raw_audio_for_image(
+    raw_dir: str | Path, image_name: str, image: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The part of a BSD image's raw recording that the image shows, and its rate.
+
+    Maps ``X_left.png`` to channel 1 of ``raw_dir/X.wav`` (and so on), and aligns the
+    decode to the image with :func:`align_to_image` when their widths differ.
+
+    Raises:
+        ValueError: naming the file, when it is missing, unreadable, or too short.
+    """
+    stem, channel = audio_source_for_image(image_name)
+    path = find_audio_file(raw_dir, stem)
+    if path is None:
+        raise ValueError(f"{Path(raw_dir) / stem}.*: no raw recording for {image_name}")
+    y, sr = load_audio(path, channel)
+    width = image.shape[1]
+    offset = 0 if num_frames(len(y)) == width else align_to_image(y, image)
+    segment = y[offset : offset + num_samples(width)]
+    if num_frames(len(segment)) != width:
+        raise ValueError(
+            f"{path}: {len(y)} samples cannot cover the {width} frames of {image_name}"
+        )
+    return segment, sr
+
+
 def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
     """Write ``y`` (``(samples,)`` or ``(channels, samples)``) to a WAV/FLAC file.
 

@@ -168,7 +168,9 @@ class BSDSegmentation(Dataset):
     ``load_images`` is False, for training on cached embeddings), ``mask`` (1, S, S)
     float32 in {0, 1}, ``box`` (4,) float32 ``x0, y0, x1, y1`` in input pixels,
     ``index`` and ``name``. An item whose PNG cannot be decoded is None (see
-    :func:`collate_skipping_none`).
+    :func:`collate_skipping_none`). ``keep_in_memory`` keeps each preprocessed
+    item after its first load (``S * S * 4`` bytes per image; for small sets and
+    ``num_workers=0``, where the same process serves every epoch).
 
     Prompts: ``"train"``: the ground-truth box with random jitter, replaced by the
     whole image with probability ``full_box_prob`` (and for empty masks);
@@ -187,6 +189,7 @@ class BSDSegmentation(Dataset):
         full_box_prob: float = 0.5,
         reference_preprocess: bool = False,
         load_images: bool = True,
+        keep_in_memory: bool = False,
         seed: int = 0,
         scan: SplitScan | None = None,
     ) -> None:
@@ -201,6 +204,8 @@ class BSDSegmentation(Dataset):
         self.full_box_prob = full_box_prob
         self.reference_preprocess = reference_preprocess
         self.load_images = load_images
+        self.keep_in_memory = keep_in_memory
+        self._memory: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
         self.seed = seed
         self.epoch = 0
 
@@ -211,15 +216,30 @@ class BSDSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, index: int) -> dict | None:
+    def _load(self, index: int) -> tuple[np.ndarray | None, np.ndarray] | None:
+        """Preprocessed ``(image (S, S) float32 or None, mask (S, S) bool)``, or None."""
+        if index in self._memory:
+            return self._memory[index]
         name = self.names[index]
         try:
             mask_png = read_gray_png(self.root / MASKS_DIR / name)
             image_png = read_gray_png(self.root / IMAGES_DIR / name) if self.load_images else None
         except ValueError as err:
-            warnings.warn(f"skipped: {err}", stacklevel=2)
+            warnings.warn(f"skipped: {err}", stacklevel=3)
             return None
         mask = preprocess_mask(mask_png, self.input_size, self.reference_preprocess)
+        image = None
+        if image_png is not None:
+            image = preprocess_image(image_png, self.input_size, self.reference_preprocess)[0]
+        if self.keep_in_memory:
+            self._memory[index] = (image, mask)
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict | None:
+        loaded = self._load(index)
+        if loaded is None:
+            return None
+        image, mask = loaded
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.prompt == "full" or (self.prompt == "train" and rng.random() < self.full_box_prob):
             box = full_box(*mask.shape)
@@ -229,11 +249,10 @@ class BSDSegmentation(Dataset):
             "mask": torch.from_numpy(mask[None].astype(np.float32)),
             "box": torch.from_numpy(box),
             "index": index,
-            "name": name,
+            "name": self.names[index],
         }
-        if image_png is not None:
-            image = preprocess_image(image_png, self.input_size, self.reference_preprocess)
-            item["image"] = torch.from_numpy(image)
+        if image is not None:
+            item["image"] = torch.from_numpy(np.repeat(image[None], 3, axis=0))
         return item
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from utils import distributed
 from utils.bsd_layout import IMAGES_DIR
@@ -21,6 +18,7 @@ from utils.embedding_cache import EmbeddingCache
 from utils.image_io import read_gray_png
 from utils.losses import DiceBCELoss
 from utils.metrics import confusion_counts, scores_from_counts, two_class_scores
+from utils.progress import Progress
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,29 +38,6 @@ class TrainState:
 def autocast(device: torch.device, amp: str):
     """The autocast context for ``--amp bf16|fp16|none``."""
     return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp in AMP_DTYPES)
-
-
-class Progress:
-    """A tqdm bar on a terminal; plain lines every ``interval`` steps otherwise (nohup logs)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool, interval: int = 10) -> None:
-        self.enabled, self.total, self.desc, self.interval = enabled, total, desc, max(1, interval)
-        self.bar = tqdm(total=total, desc=desc) if enabled and sys.stdout.isatty() else None
-        self.done, self.start = 0, time.perf_counter()
-
-    def update(self, **values: float) -> None:
-        self.done += 1
-        text = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        elif self.enabled and (self.done % self.interval == 0 or self.done == self.total):
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            print(f"{self.desc} {self.done}/{self.total} ({rate:.2f} it/s) {text}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Embedder:

@@ -29,7 +29,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy import signal as sps
-from tqdm import tqdm
 
 from utils import audio
 from utils.bsd_layout import (
@@ -40,6 +39,7 @@ from utils.bsd_layout import (
     RAW_AUDIO_DIR,
 )
 from utils.image_io import write_png
+from utils.progress import Progress
 
 SPLITS = ("train", "valid", "test")
 SAMPLE_RATES = (48000, 44100, 22050)
@@ -432,9 +432,8 @@ def generate_dataset(
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     rows: list[dict] = []
-    bar = tqdm(
-        total=sum(config["counts"].values()), desc="synthetic", unit="img", disable=not progress
-    )
+    total = sum(config["counts"].values())
+    bar = Progress(total, "synthetic", enabled=progress, interval=max(1, total // 20))
     if workers == 1:
         results = map(_write_recording_task, tasks)
         for result in results:
