@@ -51,13 +51,14 @@ PRESETS = {
         "device": "cpu",
         "world_size": 2,
         "train_parts": "image_encoder,mask_decoder",
-        "num_epochs": 8,
+        "num_epochs": 6,
         "batch_size": 4,
         "lr": 5e-4,
         "weight_decay": 1e-4,
         "num_workers": 0,
         "keep_in_memory": True,
-        "synthetic": {"train": 400, "valid": 60, "test": 100, "seed": 0},
+        "tile_width": 1024,
+        "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
     },
 }
 
@@ -90,6 +91,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
     p.add_argument(
         "--keep_in_memory", action="store_true", help="keep preprocessed items (small sets)"
+    )
+    p.add_argument(
+        "--tile_width",
+        type=int,
+        default=None,
+        help="cut images into time tiles of this many frames",
     )
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument(
@@ -196,6 +203,7 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
         "reference_preprocess": args.ref_preprocess,
         "load_images": load_images,
         "keep_in_memory": args.keep_in_memory,
+        "tile_width": args.tile_width,
         "seed": args.seed,
     }
     datasets = {}
@@ -258,7 +266,8 @@ def worker(local_rank: int, args: argparse.Namespace) -> None:
     )  # fmt: skip
     if ctx.device.type == "cpu":
         # Processes sharing the cores: more threads each only makes them wait on each other.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.nproc_per_node))
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", args.nproc_per_node))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_procs))
     stop = StopRequest()
     try:
         _train(ctx, args, stop)
@@ -296,6 +305,7 @@ def build_embedders(
         "encoder": module_fingerprint(model.image_encoder),
         "input_size": input_size(args.model_type),
         "preprocess": "reference" if args.ref_preprocess else "area",
+        "tile_width": args.tile_width,
     }
     cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", key)
     embedders = {}

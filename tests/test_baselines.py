@@ -15,9 +15,10 @@ from utils.image_io import read_gray_png, read_mask_png
 SR = 48000
 TONE_HZ = 4000.0
 BURST_S = (0.4, 0.6)
-# Lowest mean foreground IoU on the 6 training images of the seed-11 synthetic set;
-# measured: energy 0.82, noisereduce stationary 0.81, non-stationary 0.66.
-IOU_FLOOR = {"energy": 0.6, "nr_stationary": 0.6, "nr_nonstationary": 0.45}
+# Floors on the mean foreground IoU over the 6 training images of the seed-11 synthetic
+# set; measured: energy 0.672, noisereduce stationary 0.695, non-stationary 0.663
+# (marking every pixel as bird scores 0.031).
+IOU_FLOOR = {"energy": 0.5, "nr_stationary": 0.5, "nr_nonstationary": 0.5}
 NR_MODES = {"nr_stationary": True, "nr_nonstationary": False}
 
 
@@ -93,14 +94,21 @@ def test_noisereduce_mask_covers_the_tone_and_not_the_noise(stationary: bool) ->
 @pytest.mark.parametrize("stationary", [True, False])
 def test_noisereduce_audio_keeps_length_and_is_deterministic(stationary: bool) -> None:
     y, tone = tone_in_noise()
-    for n in (128, 30001, len(y)):
+    for n in (1024, 30001, len(y)):
         out = baselines.noisereduce_audio(y[:n], SR, stationary)
         assert out.shape == (n,) and out.dtype == np.float64
         assert np.all(np.isfinite(out))
-    again = baselines.noisereduce_audio(y, SR, stationary)
-    np.testing.assert_array_equal(out, again)
-    # It removes noise: the output is closer to the tone than the input is.
-    assert np.sum((out - tone) ** 2) < 0.5 * np.sum((y - tone) ** 2)
+    np.testing.assert_array_equal(out, baselines.noisereduce_audio(y, SR, stationary))
+    # It removes noise where there is only noise, and keeps the tone's waveform.
+    quiet, burst = slice(0, int(0.3 * SR)), slice(int(0.42 * SR), int(0.58 * SR))
+    assert np.sum(out[quiet] ** 2) < 0.5 * np.sum(y[quiet] ** 2)
+    assert np.corrcoef(out[burst], tone[burst])[0, 1] > 0.99
+
+
+def test_nonstationary_noisereduce_takes_a_single_window() -> None:
+    y, _ = tone_in_noise()
+    assert baselines.noisereduce_audio(y[:128], SR, stationary=False).shape == (128,)
+    assert baselines.noisereduce_mask(y[:128], SR).shape == (audio.N_FFT, 1)
 
 
 def test_keep_ratio_trades_coverage_for_precision() -> None:
@@ -122,8 +130,8 @@ def test_silence_gives_an_empty_mask_without_warnings() -> None:
             mask = baselines.noisereduce_mask(np.zeros(SR // 4), SR, stationary=stationary)
             assert mask.shape == (audio.N_FFT, audio.num_frames(SR // 4))
             assert not mask.any()
-            out = baselines.noisereduce_audio(np.zeros(1000), SR, stationary)
-            np.testing.assert_array_equal(out, np.zeros(1000))
+            out = baselines.noisereduce_audio(np.zeros(2000), SR, stationary)
+            np.testing.assert_array_equal(out, np.zeros(2000))
 
 
 def test_short_or_malformed_input_is_refused() -> None:
@@ -131,6 +139,8 @@ def test_short_or_malformed_input_is_refused() -> None:
         baselines.noisereduce_mask(np.ones(127), SR)
     with pytest.raises(ValueError, match="shorter than one STFT window"):
         baselines.noisereduce_audio(np.ones(100), SR, stationary=True)
+    with pytest.raises(ValueError, match="too short for stationary noisereduce"):
+        baselines.noisereduce_mask(np.ones(1023), SR, stationary=True)
     with pytest.raises(ValueError, match="1-D signal"):
         baselines.noisereduce_mask(np.ones((2, 1000)), SR)
     with pytest.raises(ValueError, match=r"\(1024, T\)"):

@@ -15,8 +15,9 @@ from utils.dataset import (
     preprocess_mask,
     scaled_box_shift,
     scan_split,
+    tile_starts,
 )
-from utils.image_io import write_png
+from utils.image_io import read_gray_png, write_png
 
 
 def _write_pair(root, name, width=300, mask_box=(400, 600, 50, 120), mask_width=None):
@@ -125,3 +126,35 @@ def test_undecodable_item_is_skipped_with_a_warning_and_counted(split):
         batch = collate_skipping_none([dataset[i] for i in range(3)])
     assert batch["skipped"] == 1
     assert batch["image"].shape[0] == 2 and batch["name"] == ["a.png", "c.png"]
+
+
+def test_keep_in_memory_serves_later_epochs_without_reading_files(split):
+    dataset = BSDSegmentation(split, 256, keep_in_memory=True, prompt="gt_box")
+    first = dataset[0]
+    (split / IMAGES_DIR / "a.png").unlink()
+    (split / MASKS_DIR / "a.png").unlink()
+    dataset.set_epoch(1)
+    again = dataset[0]
+    assert torch.equal(again["image"], first["image"]) and torch.equal(again["mask"], first["mask"])
+    with pytest.warns(UserWarning, match="a.png"):
+        assert BSDSegmentation(split, 256, scan=dataset.scan)[0] is None
+
+
+def test_tile_starts_cover_the_image_with_the_last_tile_at_the_end():
+    assert tile_starts(3000, 1024) == [0, 1024, 1976]
+    assert tile_starts(2048, 1024) == [0, 1024]
+    assert tile_starts(1000, 1024) == [0]
+    assert tile_starts(3000, None) == [0]
+
+
+def test_tiled_dataset_has_one_item_per_time_tile(split):
+    dataset = BSDSegmentation(split, 256, tile_width=128, prompt="full")
+    assert len(dataset) == 3 * 3  # three images of 300 frames: tiles at 0, 128, 172
+    assert [dataset.item_key(i) for i in range(3)] == ["a@0", "a@128", "a@172"]
+    item = dataset[2]
+    assert item["name"] == "a.png" and item["key"] == "a@172"
+    full = read_gray_png(split / IMAGES_DIR / "a.png")
+    expected = preprocess_image(full[:, 172:300], 256)
+    np.testing.assert_array_equal(item["image"].numpy(), expected)
+    # The mask's box (cols 50-120 of the image) lies in the first tile only.
+    assert BSDSegmentation(split, 256, tile_width=128, prompt="gt_box")[2]["mask"].sum() == 0

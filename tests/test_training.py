@@ -219,3 +219,25 @@ def test_torchrun_launch(data_root, tmp_path):
     assert load_checkpoint(run_dir / run_log.LATEST)["step"] == 3  # 6 images / (2 ranks x 1)
     test = json.loads((run_dir / "test_metrics.json").read_text())
     assert test["test_full_n_images"] == COUNTS["test"]
+
+
+def test_embedder_recomputes_a_deleted_or_damaged_cache_file(data_root, tmp_path):
+    from utils import distributed
+    from utils.dataset import BSDSegmentation
+    from utils.engine import Embedder
+    from utils.model import BudSAM
+
+    model = BudSAM(build_sam("vit_tiny", seed=0)).eval()
+    dataset = BSDSegmentation(data_root / "valid", 256, load_images=False)
+    cache = EmbeddingCache(tmp_path, {"model_type": "vit_tiny", "encoder": "test"})
+    embedder = Embedder(model, cache, dataset)
+    ctx = distributed.DistContext(0, 1, 0, torch.device("cpu"))
+    assert embedder.fill(ctx, batch_size=2, amp="none", show=False) == COUNTS["valid"]
+    indices = list(range(len(dataset)))
+    keys = [dataset.item_key(i) for i in indices]
+    original = embedder(indices, ctx.device, "none")
+    cache.path(keys[0]).unlink()  # deleted mid-run
+    cache.path(keys[1]).write_bytes(b"garbage")  # damaged mid-run
+    again = embedder(indices, ctx.device, "none")
+    assert torch.allclose(again, original, atol=1e-2)
+    assert cache.missing(keys) == []  # both stored again

@@ -48,6 +48,7 @@ class SplitScan:
     root: Path
     names: list[str]
     problems: dict[str, list[str]] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (height, width)
 
     @property
     def skipped(self) -> int:
@@ -81,7 +82,7 @@ def scan_split(split_root: str | Path) -> SplitScan:
         "unreadable PNGs": [],
         "image/mask size mismatches": [],
     }
-    names = []
+    names, sizes = [], {}
     for name in sorted(images & masks):
         image_size, mask_size = png_size(root / IMAGES_DIR / name), png_size(
             root / MASKS_DIR / name
@@ -92,9 +93,11 @@ def scan_split(split_root: str | Path) -> SplitScan:
             problems["image/mask size mismatches"].append(name)
         else:
             names.append(name)
+            sizes[name] = image_size
     if not names:
         raise ValueError(f"{root}: no usable image/mask pair found")
-    return SplitScan(root, names, {reason: found for reason, found in problems.items() if found})
+    found = {reason: listed for reason, listed in problems.items() if listed}
+    return SplitScan(root, names, found, sizes)
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -158,6 +161,19 @@ def scaled_box_shift(bbox_shift: int, size: int) -> int:
     return int(round(bbox_shift * size / 1024))
 
 
+def tile_starts(width: int, tile_width: int | None) -> list[int]:
+    """First columns of the time tiles covering ``width`` frames.
+
+    Tiles of ``tile_width`` frames side by side; the last one ends at the image's
+    end (overlapping its neighbour). One tile, the whole image, when ``tile_width``
+    is None or the image is not wider.
+    """
+    if tile_width is None or width <= tile_width:
+        return [0]
+    starts = list(range(0, width - tile_width, tile_width))
+    return starts + [width - tile_width]
+
+
 # ----------------------------------------------------------------------------- dataset
 
 
@@ -167,7 +183,10 @@ class BSDSegmentation(Dataset):
     Each item is a dict: ``image`` (3, S, S) float32 in [0, 1] (omitted when
     ``load_images`` is False, for training on cached embeddings), ``mask`` (1, S, S)
     float32 in {0, 1}, ``box`` (4,) float32 ``x0, y0, x1, y1`` in input pixels,
-    ``index`` and ``name``. An item whose PNG cannot be decoded is None (see
+    ``index``, ``name`` (the image file) and ``key`` (unique per item). With
+    ``tile_width``, each image is cut along time into tiles of that many frames
+    (see :func:`tile_starts`) and every tile is an item; by default an item is a
+    whole image, as in the paper. An item whose PNG cannot be decoded is None (see
     :func:`collate_skipping_none`). ``keep_in_memory`` keeps each preprocessed
     item after its first load (``S * S * 4`` bytes per image; for small sets and
     ``num_workers=0``, where the same process serves every epoch).
@@ -190,6 +209,7 @@ class BSDSegmentation(Dataset):
         reference_preprocess: bool = False,
         load_images: bool = True,
         keep_in_memory: bool = False,
+        tile_width: int | None = None,
         seed: int = 0,
         scan: SplitScan | None = None,
     ) -> None:
@@ -198,6 +218,13 @@ class BSDSegmentation(Dataset):
         self.scan = scan or scan_split(split_root)
         self.root = self.scan.root
         self.names = self.scan.names
+        self.tile_width = tile_width
+        # One item per time tile: (image name, first column).
+        self.items = [
+            (name, start)
+            for name in self.names
+            for start in tile_starts(self.scan.sizes[name][1], tile_width)
+        ]
         self.input_size = input_size
         self.prompt = prompt
         self.max_shift = scaled_box_shift(bbox_shift, input_size)
@@ -214,23 +241,39 @@ class BSDSegmentation(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.items)
+
+    def item_key(self, index: int) -> str:
+        """A file-name-safe key for an item: the image's stem, and its tile's first column."""
+        name, start = self.items[index]
+        stem = Path(name).stem
+        return stem if self.tile_width is None else f"{stem}@{start}"
+
+    def _crop(self, array: np.ndarray, start: int) -> np.ndarray:
+        return array if self.tile_width is None else array[:, start : start + self.tile_width]
+
+    def image_input(self, index: int) -> np.ndarray:
+        """The model input ``(3, S, S)`` float32 of one item, read from disk.
+
+        Raises:
+            ValueError: naming the file, when it cannot be read.
+        """
+        name, start = self.items[index]
+        image = self._crop(read_gray_png(self.root / IMAGES_DIR / name), start)
+        return preprocess_image(image, self.input_size, self.reference_preprocess)
 
     def _load(self, index: int) -> tuple[np.ndarray | None, np.ndarray] | None:
         """Preprocessed ``(image (S, S) float32 or None, mask (S, S) bool)``, or None."""
         if index in self._memory:
             return self._memory[index]
-        name = self.names[index]
+        name, start = self.items[index]
         try:
-            mask_png = read_gray_png(self.root / MASKS_DIR / name)
-            image_png = read_gray_png(self.root / IMAGES_DIR / name) if self.load_images else None
+            mask_png = self._crop(read_gray_png(self.root / MASKS_DIR / name), start)
+            image = self.image_input(index)[0] if self.load_images else None
         except ValueError as err:
             warnings.warn(f"skipped: {err}", stacklevel=3)
             return None
         mask = preprocess_mask(mask_png, self.input_size, self.reference_preprocess)
-        image = None
-        if image_png is not None:
-            image = preprocess_image(image_png, self.input_size, self.reference_preprocess)[0]
         if self.keep_in_memory:
             self._memory[index] = (image, mask)
         return image, mask
@@ -249,7 +292,8 @@ class BSDSegmentation(Dataset):
             "mask": torch.from_numpy(mask[None].astype(np.float32)),
             "box": torch.from_numpy(box),
             "index": index,
-            "name": self.names[index],
+            "name": self.items[index][0],
+            "key": self.item_key(index),
         }
         if image is not None:
             item["image"] = torch.from_numpy(np.repeat(image[None], 3, axis=0))

@@ -12,10 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from utils import distributed
-from utils.bsd_layout import IMAGES_DIR
-from utils.dataset import BSDSegmentation, collate_skipping_none, preprocess_image
+from utils.dataset import BSDSegmentation, collate_skipping_none
 from utils.embedding_cache import EmbeddingCache
-from utils.image_io import read_gray_png
 from utils.losses import DiceBCELoss
 from utils.metrics import confusion_counts, scores_from_counts, two_class_scores
 from utils.progress import Progress
@@ -51,44 +49,36 @@ class Embedder:
         self.model, self.cache, self.dataset = model, cache, dataset
 
     @torch.no_grad()
-    def encode_names(self, names: list[str], device: torch.device, amp: str) -> torch.Tensor:
-        images = [
-            preprocess_image(
-                read_gray_png(self.dataset.root / IMAGES_DIR / name),
-                self.dataset.input_size,
-                self.dataset.reference_preprocess,
-            )
-            for name in names
-        ]
+    def encode(self, indices: list[int], device: torch.device, amp: str) -> torch.Tensor:
+        """Run the encoder on the dataset items ``indices``: ``(N, C, h, w)`` float32."""
+        images = np.stack([self.dataset.image_input(i) for i in indices])
         with autocast(device, amp):
-            embeddings = self.model.encode(torch.from_numpy(np.stack(images)).to(device))
+            embeddings = self.model.encode(torch.from_numpy(images).to(device))
         return embeddings.float()
 
-    def __call__(self, names: list[str], device: torch.device, amp: str) -> torch.Tensor:
-        loaded = [self.cache.load(name) for name in names]
-        missing = [name for name, emb in zip(names, loaded, strict=True) if emb is None]
+    def __call__(self, indices: list[int], device: torch.device, amp: str) -> torch.Tensor:
+        keys = [self.dataset.item_key(i) for i in indices]
+        loaded = [self.cache.load(key) for key in keys]
+        missing = [i for i, emb in enumerate(loaded) if emb is None]
         if missing:
-            fresh = self.encode_names(missing, device, amp)
-            for name, embedding in zip(missing, fresh, strict=True):
-                self.cache.save(name, embedding)
-            by_name = dict(zip(missing, fresh.cpu(), strict=True))
-            loaded = [
-                by_name[n] if emb is None else emb for n, emb in zip(names, loaded, strict=True)
-            ]
+            fresh = self.encode([indices[i] for i in missing], device, amp).cpu()
+            for i, embedding in zip(missing, fresh, strict=True):
+                self.cache.save(keys[i], embedding)
+                loaded[i] = embedding
         return torch.stack(loaded).to(device)
 
     def fill(self, ctx: distributed.DistContext, batch_size: int, amp: str, show: bool) -> int:
         """Compute every embedding missing from the cache, shared across ranks; returns count."""
-        names = self.dataset.names
-        absent = [n for n in names if not self.cache.path(n).is_file()]
+        absent = [
+            i for i in range(len(self.dataset))
+            if not self.cache.path(self.dataset.item_key(i)).is_file()
+        ]  # fmt: skip
         mine = [absent[i] for i in distributed.shard_indices(len(absent), ctx.rank, ctx.world_size)]
         progress = Progress(math.ceil(len(mine) / batch_size), "cache", show and bool(mine))
         for start in range(0, len(mine), batch_size):
             chunk = mine[start : start + batch_size]
-            for name, embedding in zip(
-                chunk, self.encode_names(chunk, ctx.device, amp), strict=True
-            ):
-                self.cache.save(name, embedding)
+            for index, embedding in zip(chunk, self.encode(chunk, ctx.device, amp), strict=True):
+                self.cache.save(self.dataset.item_key(index), embedding)
             progress.update()
         progress.close()
         distributed.barrier()
@@ -107,7 +97,7 @@ def model_logits(
     with autocast(device, amp):
         if embedder is None:
             return model(batch["image"].to(device), boxes)
-        return model(None, boxes, embeddings=embedder(batch["name"], device, amp))
+        return model(None, boxes, embeddings=embedder(batch["index"].tolist(), device, amp))
 
 
 def train_one_epoch(

@@ -1,4 +1,4 @@
-"""Masks from a trained model at each spectrogram's own size."""
+"""Masks from a trained model at each spectrogram's own size, tile by tile along time."""
 
 from __future__ import annotations
 
@@ -6,49 +6,67 @@ import cv2
 import numpy as np
 import torch
 
-from utils.dataset import box_prompt, full_box, preprocess_image, preprocess_mask
+from utils.dataset import box_prompt, full_box, preprocess_image, preprocess_mask, tile_starts
 from utils.engine import autocast
 from utils.model import BudSAM
-
-
-def prompt_boxes(
-    masks: list[np.ndarray] | None, size: int, count: int, max_shift: int = 0, seed: int = 0
-) -> np.ndarray:
-    """Box prompts ``(N, 4)`` in input pixels: whole-image boxes when ``masks`` is None,
-    else each ground-truth mask's box (the paper's protocol) with ``max_shift`` jitter."""
-    if masks is None:
-        return np.stack([full_box(size, size)] * count)
-    rng = np.random.default_rng(seed)
-    return np.stack([box_prompt(preprocess_mask(m, size), rng, max_shift) for m in masks])
 
 
 @torch.no_grad()
 def predict_probabilities(
     model: BudSAM,
     images: list[np.ndarray],
-    boxes: np.ndarray,
+    truth_masks: list[np.ndarray] | None = None,
     *,
-    device: torch.device,
+    tile_width: int | None = None,
+    max_shift: int = 0,
+    seed: int = 0,
+    device: torch.device | None = None,
     amp: str = "none",
     batch_size: int = 8,
     reference_preprocess: bool = False,
 ) -> list[np.ndarray]:
     """Clean-sound probability maps, one ``(H, W)`` float32 array per ``(H, W)`` image.
 
-    The encoder runs on batches of ``batch_size``; each probability map is resized
-    bilinearly from the model's input size back to its image's size.
+    Each image is cut into time tiles of ``tile_width`` frames (the whole image when
+    None, see :func:`utils.dataset.tile_starts`); tiles are predicted in batches of
+    ``batch_size``, resized back to their own size, and averaged where they overlap.
+    Prompts: the whole tile, or with ``truth_masks`` the paper's protocol, a box
+    around each tile's ground-truth mask with up to ``max_shift`` pixels of jitter.
     """
     model.eval()
+    device = device or torch.device("cpu")
     size = model.img_size
-    probabilities: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        inputs = np.stack([preprocess_image(image, size, reference_preprocess) for image in chunk])
-        box = torch.from_numpy(boxes[start : start + len(chunk)]).float().to(device)
+    rng = np.random.default_rng(seed)
+    tiles = [
+        (i, s) for i, image in enumerate(images) for s in tile_starts(image.shape[1], tile_width)
+    ]
+    sums = [np.zeros(image.shape, np.float32) for image in images]
+    counts = [np.zeros(image.shape[1], np.float32) for image in images]
+    for first in range(0, len(tiles), batch_size):
+        chunk = tiles[first : first + batch_size]
+        crops = [_crop(images[i], s, tile_width) for i, s in chunk]
+        inputs = np.stack([preprocess_image(crop, size, reference_preprocess) for crop in crops])
+        if truth_masks is None:
+            boxes = np.stack([full_box(size, size)] * len(chunk))
+        else:
+            boxes = np.stack(
+                [
+                    box_prompt(
+                        preprocess_mask(_crop(truth_masks[i], s, tile_width), size), rng, max_shift
+                    )
+                    for i, s in chunk
+                ]
+            )
         with autocast(device, amp):
-            logits = model(torch.from_numpy(inputs).to(device), box)
+            logits = model(torch.from_numpy(inputs).to(device), torch.from_numpy(boxes).to(device))
         maps = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        for image, prob in zip(chunk, maps, strict=True):
-            height, width = image.shape
-            probabilities.append(cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR))
-    return probabilities
+        for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
+            height, width = crop.shape
+            resized = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+            sums[i][:, start : start + width] += resized
+            counts[i][start : start + width] += 1
+    return [total / count for total, count in zip(sums, counts, strict=True)]
+
+
+def _crop(array: np.ndarray, start: int, tile_width: int | None) -> np.ndarray:
+    return array if tile_width is None else array[:, start : start + tile_width]

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy import signal as sps
 
@@ -39,6 +38,7 @@ from utils.bsd_layout import (
     RAW_AUDIO_DIR,
 )
 from utils.image_io import write_png
+from utils.mask_ops import clean_mask_half
 from utils.progress import Progress
 
 SPLITS = ("train", "valid", "test")
@@ -270,13 +270,9 @@ def label_mask_half(clean_half: np.ndarray, noise_half: np.ndarray) -> np.ndarra
         return np.zeros(clean_half.shape, dtype=bool)
     visible = clean_mag > max(2.0 / 255.0, clean_mag.max() * 10 ** (-35 / 20))
     dominant = (visible & (clean_mag > np.abs(noise_half))).astype(np.uint8)
-    ellipse = cv2.getStructuringElement
-    blobs = cv2.morphologyEx(dominant, cv2.MORPH_OPEN, ellipse(cv2.MORPH_ELLIPSE, (3, 3)))
-    blobs = cv2.morphologyEx(blobs, cv2.MORPH_CLOSE, ellipse(cv2.MORPH_ELLIPSE, (15, 7)))
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(blobs, connectivity=8)
-    large = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_BLOB_PIXELS)
-    blobs = np.isin(labels, large[large > 0]).astype(np.uint8)
-    return cv2.dilate(blobs, ellipse(cv2.MORPH_ELLIPSE, (5, 5))) > 0
+    return clean_mask_half(
+        dominant, open_size=(3, 3), close_size=(15, 7), min_area=MIN_BLOB_PIXELS, dilate_size=(5, 5)
+    )
 
 
 # ----------------------------------------------------------------------------- recordings
