@@ -153,6 +153,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         gpus = torch.cuda.device_count() if args.device == "cuda" else 0
         args.nproc_per_node = min(args.world_size, gpus) if gpus else args.world_size
     args.eval_batch_size = args.eval_batch_size or args.batch_size
+    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
+        parser.error(f"--resume: {args.resume}: checkpoint not found")
+
+
+def check_data(tr_path: str) -> None:
+    """Fail early, before any process starts, if a split is missing or holds no pair.
+
+    Raises:
+        ValueError: naming the folder and the problem.
+    """
+    for split in ("train", "valid", "test"):
+        scan_split(split_dir(tr_path, split))
 
 
 def prepare_synthetic_data(args: argparse.Namespace) -> None:
@@ -242,7 +254,12 @@ def resolve_resume(args: argparse.Namespace) -> Path | None:
         return None
     if args.resume == "auto":
         run_dir = run_log.latest_run_dir(args.work_dir, args.task_name)
-        return None if run_dir is None else run_dir / run_log.LATEST
+        if run_dir is None:
+            print(
+                f"--resume auto: no earlier {args.task_name} run in {args.work_dir}; starting anew"
+            )
+            return None
+        return run_dir / run_log.LATEST
     return Path(args.resume)
 
 
@@ -471,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         worker(int(os.environ["LOCAL_RANK"]), args)
         return 0
     prepare_synthetic_data(args)
+    try:
+        check_data(args.tr_path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.nproc_per_node == 1:
         worker(0, args)
         return 0

@@ -112,6 +112,14 @@ def test_bad_arguments_fail_with_one_clear_line(data_root, tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_missing_data_or_checkpoint_is_one_clear_line(tmp_path, capsys):
+    assert train.main(_args(tmp_path / "nowhere", tmp_path)) == 2
+    assert "no train split found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(_args(tmp_path, tmp_path, "--resume", str(tmp_path / "gone.pth")))
+    assert "gone.pth: checkpoint not found" in capsys.readouterr().err
+
+
 def test_killed_save_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pth"
     save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
