@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -39,7 +40,7 @@ from utils.bsd_layout import split_dir
 from utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.dataset import BSDSegmentation, collate_skipping_none, scan_split
 from utils.embedding_cache import EmbeddingCache, module_fingerprint
-from utils.engine import Embedder, TrainState, evaluate, train_one_epoch
+from utils.engine import Embedder, TrainState, cosine_lr, evaluate, train_one_epoch
 from utils.model import MODEL_TYPES, BudSAM, build_sam, input_size
 from utils.synthetic import generate_dataset, is_generated
 
@@ -83,6 +84,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-num_workers", "--num_workers", type=int, default=4, help="loader workers")
     p.add_argument("-lr", "--lr", type=float, default=5e-5)
     p.add_argument("-weight_decay", "--weight_decay", type=float, default=4e-4)
+    p.add_argument(
+        "--lr_schedule", choices=("constant", "cosine"), default="constant",
+        help="cosine: 5%% linear warm-up, then cosine decay to 0 over the run",
+    )  # fmt: skip
     p.add_argument("-bbox_shift", "--bbox_shift", type=int, default=20, help="box jitter at 1024")
     p.add_argument("--full_box_prob", type=float, default=0.5, help="P(whole-image box)")
     p.add_argument(
@@ -401,6 +406,15 @@ def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop: StopReq
         datasets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed
     )
 
+    lr_at = None
+    if args.lr_schedule == "cosine":
+        per_step = args.batch_size * args.grad_acc_steps
+        steps = math.ceil(len(datasets["train"]) / ctx.world_size) // per_step
+        if args.max_steps_per_epoch:
+            steps = min(steps, args.max_steps_per_epoch)
+        total = steps * args.num_epochs
+        lr_at = cosine_lr(args.lr, total, max(1, total // 20))
+
     def save(name: str) -> None:
         if ctx.is_main:
             save_checkpoint(checkpoint_state(model, optimizer, scaler, state, args), run_dir / name)
@@ -412,7 +426,7 @@ def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop: StopReq
             ddp_model, epoch_loader(datasets["train"], sampler, state, args), optimizer, scaler,
             state, ctx, amp=args.amp, grad_acc_steps=args.grad_acc_steps,
             embedder=embedders["train"], should_stop=lambda: stop.agreed(ctx),
-            log_interval=args.log_interval,
+            log_interval=args.log_interval, lr_at=lr_at,
         )  # fmt: skip
         if result["stopped"]:
             save(run_log.LATEST)

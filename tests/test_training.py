@@ -249,3 +249,14 @@ def test_embedder_recomputes_a_deleted_or_damaged_cache_file(data_root, tmp_path
     again = embedder(indices, ctx.device, "none")
     assert torch.allclose(again, original, atol=1e-2)
     assert cache.missing(keys) == []  # both stored again
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from utils.engine import cosine_lr
+
+    lr_at = cosine_lr(1.0, total_steps=100, warmup_steps=10)
+    assert lr_at(0) == pytest.approx(0.1) and lr_at(9) == pytest.approx(1.0)
+    assert lr_at(10) == pytest.approx(1.0)
+    assert lr_at(55) == pytest.approx(0.5)
+    assert lr_at(100) == pytest.approx(0.0, abs=1e-12)
+    assert all(lr_at(s) >= lr_at(s + 1) for s in range(10, 100))

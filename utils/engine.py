@@ -21,6 +21,18 @@ from utils.progress import Progress
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cosine_lr(base_lr: float, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then cosine decay to 0."""
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return base_lr * (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return lr_at
+
+
 @dataclass
 class TrainState:
     """What a run has done so far; saved in every checkpoint."""
@@ -114,6 +126,7 @@ def train_one_epoch(
     should_stop: Callable[[], bool],
     log_interval: int = 10,
     on_step: Callable[[], None] | None = None,
+    lr_at: Callable[[int], float] | None = None,
 ) -> dict:
     """Train until the loader ends or ``should_stop()`` (checked after each optimizer step).
 
@@ -148,6 +161,9 @@ def train_one_epoch(
         loss_count += 1
         if not sync_now:
             continue
+        if lr_at is not None:  # a function of the step alone, so a resumed run agrees
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(state.step)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
