@@ -103,6 +103,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="cut images into time tiles of this many frames",
     )
+    p.add_argument(
+        "--half_spectrum", action="store_true", help="use only bins 0-512 (the image mirrors them)"
+    )
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument(
         "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
@@ -221,6 +224,7 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
         "load_images": load_images,
         "keep_in_memory": args.keep_in_memory,
         "tile_width": args.tile_width,
+        "half_spectrum": args.half_spectrum,
         "seed": args.seed,
     }
     datasets = {}
@@ -328,6 +332,7 @@ def build_embedders(
         "input_size": input_size(args.model_type),
         "preprocess": "reference" if args.ref_preprocess else "area",
         "tile_width": args.tile_width,
+        "half_spectrum": args.half_spectrum,
     }
     cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", key)
     embedders = {}

@@ -73,6 +73,7 @@ def main() -> None:
         start = time.perf_counter()
         probs = predict_probabilities(
             model, images, masks, tile_width=tile_width, device=device,
+            half_spectrum=bool(run_args.get("half_spectrum")),
             max_shift=scaled_box_shift(run_args["bbox_shift"], size),
         )  # fmt: skip
         seconds = time.perf_counter() - start

@@ -158,3 +158,10 @@ def test_tiled_dataset_has_one_item_per_time_tile(split):
     np.testing.assert_array_equal(item["image"].numpy(), expected)
     # The mask's box (cols 50-120 of the image) lies in the first tile only.
     assert BSDSegmentation(split, 256, tile_width=128, prompt="gt_box")[2]["mask"].sum() == 0
+
+
+def test_half_spectrum_items_keep_the_rows_of_bins_0_to_512(split):
+    dataset = BSDSegmentation(split, 256, half_spectrum=True, tile_width=128, prompt="full")
+    full = read_gray_png(split / IMAGES_DIR / "a.png")
+    expected = preprocess_image(full[511:, 128:256], 256)
+    np.testing.assert_array_equal(dataset[1]["image"].numpy(), expected)

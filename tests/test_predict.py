@@ -44,3 +44,13 @@ def test_tiles_are_stitched_and_overlaps_averaged():
     masks[0][300:400, 20:120] = True
     with_boxes = predict_probabilities(model, images, masks, tile_width=256)
     assert not np.allclose(with_boxes[0], probs[0])  # a ground-truth box prompt changes it
+
+
+def test_half_spectrum_prediction_is_mirror_symmetric_and_full_sized():
+    model = _model()
+    image = np.random.default_rng(2).integers(0, 255, (1024, 300), dtype=np.uint8)
+    (prob,) = predict_probabilities(model, [image], half_spectrum=True)
+    assert prob.shape == (1024, 300)
+    np.testing.assert_array_equal(prob[:511], prob[512:1023][::-1])
+    (from_half,) = predict_probabilities(model, [image[511:]])  # the half the model saw
+    np.testing.assert_allclose(prob[511:], from_half, atol=1e-5)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.audio import CENTER_ROW
 from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
 from utils.image_io import read_gray_png
 
@@ -174,6 +175,16 @@ def tile_starts(width: int, tile_width: int | None) -> list[int]:
     return starts + [width - tile_width]
 
 
+def crop_input(
+    array: np.ndarray, start: int, tile_width: int | None, half_spectrum: bool = False
+) -> np.ndarray:
+    """The part of a ``(1024, W)`` image or mask the model sees: one time tile, and with
+    ``half_spectrum`` only the rows of bins 0 ... 512 (the other half mirrors them)."""
+    rows = slice(CENTER_ROW, None) if half_spectrum else slice(None)
+    cols = slice(None) if tile_width is None else slice(start, start + tile_width)
+    return array[rows, cols]
+
+
 # ----------------------------------------------------------------------------- dataset
 
 
@@ -186,7 +197,9 @@ class BSDSegmentation(Dataset):
     ``index``, ``name`` (the image file) and ``key`` (unique per item). With
     ``tile_width``, each image is cut along time into tiles of that many frames
     (see :func:`tile_starts`) and every tile is an item; by default an item is a
-    whole image, as in the paper. An item whose PNG cannot be decoded is None (see
+    whole image, as in the paper. ``half_spectrum`` keeps only the rows of bins
+    0 ... 512 of each image and mask (BSD images are mirror-symmetric about DC).
+    An item whose PNG cannot be decoded is None (see
     :func:`collate_skipping_none`). ``keep_in_memory`` keeps each preprocessed
     item after its first load (``S * S * 4`` bytes per image; for small sets and
     ``num_workers=0``, where the same process serves every epoch).
@@ -210,6 +223,7 @@ class BSDSegmentation(Dataset):
         load_images: bool = True,
         keep_in_memory: bool = False,
         tile_width: int | None = None,
+        half_spectrum: bool = False,
         seed: int = 0,
         scan: SplitScan | None = None,
     ) -> None:
@@ -219,6 +233,7 @@ class BSDSegmentation(Dataset):
         self.root = self.scan.root
         self.names = self.scan.names
         self.tile_width = tile_width
+        self.half_spectrum = half_spectrum
         # One item per time tile: (image name, first column).
         self.items = [
             (name, start)
@@ -250,7 +265,7 @@ class BSDSegmentation(Dataset):
         return stem if self.tile_width is None else f"{stem}@{start}"
 
     def _crop(self, array: np.ndarray, start: int) -> np.ndarray:
-        return array if self.tile_width is None else array[:, start : start + self.tile_width]
+        return crop_input(array, start, self.tile_width, self.half_spectrum)
 
     def image_input(self, index: int) -> np.ndarray:
         """The model input ``(3, S, S)`` float32 of one item, read from disk.

@@ -6,7 +6,15 @@ import cv2
 import numpy as np
 import torch
 
-from utils.dataset import box_prompt, full_box, preprocess_image, preprocess_mask, tile_starts
+from utils.audio import two_sided
+from utils.dataset import (
+    box_prompt,
+    crop_input,
+    full_box,
+    preprocess_image,
+    preprocess_mask,
+    tile_starts,
+)
 from utils.engine import autocast
 from utils.model import BudSAM
 
@@ -18,6 +26,7 @@ def predict_probabilities(
     truth_masks: list[np.ndarray] | None = None,
     *,
     tile_width: int | None = None,
+    half_spectrum: bool = False,
     max_shift: int = 0,
     seed: int = 0,
     device: torch.device | None = None,
@@ -32,6 +41,7 @@ def predict_probabilities(
     ``batch_size``, resized back to their own size, and averaged where they overlap.
     Prompts: the whole tile, or with ``truth_masks`` the paper's protocol, a box
     around each tile's ground-truth mask with up to ``max_shift`` pixels of jitter.
+    With ``half_spectrum`` the model sees bins 0 ... 512 only and its map is mirrored.
     """
     model.eval()
     device = device or torch.device("cpu")
@@ -40,11 +50,11 @@ def predict_probabilities(
     tiles = [
         (i, s) for i, image in enumerate(images) for s in tile_starts(image.shape[1], tile_width)
     ]
-    sums = [np.zeros(image.shape, np.float32) for image in images]
+    sums = [np.zeros(crop_input(im, 0, None, half_spectrum).shape, np.float32) for im in images]
     counts = [np.zeros(image.shape[1], np.float32) for image in images]
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first : first + batch_size]
-        crops = [_crop(images[i], s, tile_width) for i, s in chunk]
+        crops = [crop_input(images[i], s, tile_width, half_spectrum) for i, s in chunk]
         inputs = np.stack([preprocess_image(crop, size, reference_preprocess) for crop in crops])
         if truth_masks is None:
             boxes = np.stack([full_box(size, size)] * len(chunk))
@@ -52,7 +62,11 @@ def predict_probabilities(
             boxes = np.stack(
                 [
                     box_prompt(
-                        preprocess_mask(_crop(truth_masks[i], s, tile_width), size), rng, max_shift
+                        preprocess_mask(
+                            crop_input(truth_masks[i], s, tile_width, half_spectrum), size
+                        ),
+                        rng,
+                        max_shift,
                     )
                     for i, s in chunk
                 ]
@@ -65,8 +79,5 @@ def predict_probabilities(
             resized = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
             sums[i][:, start : start + width] += resized
             counts[i][start : start + width] += 1
-    return [total / count for total, count in zip(sums, counts, strict=True)]
-
-
-def _crop(array: np.ndarray, start: int, tile_width: int | None) -> np.ndarray:
-    return array if tile_width is None else array[:, start : start + tile_width]
+    stitched = [total / count for total, count in zip(sums, counts, strict=True)]
+    return [two_sided(m) for m in stitched] if half_spectrum else stitched
