@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,7 +126,6 @@ def train_one_epoch(
     embedder: Embedder | None,
     should_stop: Callable[[], bool],
     log_interval: int = 10,
-    on_step: Callable[[], None] | None = None,
     lr_at: Callable[[int], float] | None = None,
 ) -> dict:
     """Train until the loader ends or ``should_stop()`` (checked after each optimizer step).
@@ -152,7 +152,7 @@ def train_one_epoch(
         micro += 1
         sync_now = micro % grad_acc_steps == 0
         no_sync = getattr(ddp_model, "no_sync", None)
-        context = no_sync() if (no_sync is not None and not sync_now) else _null_context()
+        context = no_sync() if (no_sync is not None and not sync_now) else nullcontext()
         with context:
             logits = model_logits(ddp_model, batch, ctx.device, amp, embedder)
             loss = loss_fn(logits.float(), batch["mask"].to(ctx.device))
@@ -170,22 +170,12 @@ def train_one_epoch(
         state.step += 1
         state.step_in_epoch += 1
         progress.update(loss=loss.item())
-        if on_step is not None:
-            on_step()
         if should_stop():
             stopped = True
             break
     progress.close()
     totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count]).to(ctx.device))
     return {"train_loss": (totals[0] / totals[1].clamp(min=1)).item(), "stopped": stopped}
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @torch.no_grad()
