@@ -54,11 +54,13 @@ PRESETS = {
         "train_parts": "image_encoder,mask_decoder",
         "num_epochs": 6,
         "batch_size": 4,
-        "lr": 5e-4,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
         "weight_decay": 1e-4,
         "num_workers": 0,
         "keep_in_memory": True,
         "tile_width": 1024,
+        "half_spectrum": True,
         "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
     },
 }
@@ -95,7 +97,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
     p.add_argument(
-        "--keep_in_memory", action="store_true", help="keep preprocessed items (small sets)"
+        "--keep_in_memory",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep preprocessed items (small sets)",
     )
     p.add_argument(
         "--tile_width",
@@ -104,7 +109,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="cut images into time tiles of this many frames",
     )
     p.add_argument(
-        "--half_spectrum", action="store_true", help="use only bins 0-512 (the image mirrors them)"
+        "--half_spectrum",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="use only bins 0-512 (the image mirrors them)",
     )
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument(

@@ -260,3 +260,12 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert lr_at(55) == pytest.approx(0.5)
     assert lr_at(100) == pytest.approx(0.0, abs=1e-12)
     assert all(lr_at(s) >= lr_at(s + 1) for s in range(10, 100))
+
+
+def test_preset_sets_defaults_that_any_flag_overrides():
+    demo = train.parse_args(["--preset", "cpu_demo"])
+    assert (demo.model_type, demo.world_size, demo.device) == ("vit_tiny", 2, "cpu")
+    assert demo.half_spectrum and demo.tile_width == 1024 and demo.synthetic["train"] == 240
+    changed = train.parse_args(["--preset", "cpu_demo", "--no-half_spectrum", "-num_epochs", "1"])
+    assert not changed.half_spectrum and changed.num_epochs == 1
+    assert not train.parse_args([]).half_spectrum  # the paper's whole two-sided images by default
