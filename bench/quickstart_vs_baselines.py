@@ -22,7 +22,7 @@ from utils.bsd_layout import IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR, split_dir
 from utils.checkpoint import load_checkpoint
 from utils.dataset import scaled_box_shift, scan_split
 from utils.image_io import read_gray_png, read_mask_png
-from utils.metrics import foreground_scores, two_class_scores
+from utils.metrics import confusion_counts, scores_from_counts, two_class_scores_from_counts
 from utils.model import BudSAM, build_sam
 from utils.predict import predict_probabilities
 from utils.run_log import BEST
@@ -31,14 +31,15 @@ PAPER_BATCH = 4  # batch size over which the papers' two-class IoU is pooled
 
 
 def score(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict:
-    """Mean per-image foreground IoU/Dice and the batch-averaged two-class IoU."""
-    fg = [foreground_scores(p, t) for p, t in zip(predictions, truths, strict=True)]
+    """Mean per-image foreground IoU/Dice, and the two-class IoU pooled over batches of
+    ``PAPER_BATCH`` images and averaged over the batches, as the papers do."""
+    counts = [confusion_counts(p, t) for p, t in zip(predictions, truths, strict=True)]
+    fg = [scores_from_counts(c) for c in counts]
     paper = [
-        np.mean([two_class_scores(p[None], t[None])["iou"] for p, t in zip(pc, tc, strict=True)])
-        for pc, tc in (
-            (predictions[i : i + PAPER_BATCH], truths[i : i + PAPER_BATCH])
-            for i in range(0, len(truths), PAPER_BATCH)
-        )
+        two_class_scores_from_counts(
+            {k: np.concatenate([c[k] for c in counts[i : i + PAPER_BATCH]]) for k in counts[0]}
+        )["iou"]
+        for i in range(0, len(counts), PAPER_BATCH)
     ]
     return {
         "fg_iou": float(np.mean([s["iou"][0] for s in fg])),

@@ -131,3 +131,24 @@ def test_audio_metrics_vectorised_and_checked():
     np.testing.assert_allclose(batch, [metrics.sdr(s[i], estimate[i]) for i in range(3)])
     with pytest.raises(ValueError, match="shape"):
         metrics.si_sdr(np.zeros(4), np.zeros(5))
+
+
+def test_two_class_scores_pool_images_of_different_sizes_through_counts():
+    small_pred, small_truth = PRED[:1, :2], TRUTH[:1, :2]  # tp 1, fp 1
+    pooled = metrics.two_class_scores_from_counts(
+        {
+            k: np.concatenate([a[k], b[k]])
+            for (a, b) in [
+                (
+                    metrics.confusion_counts(PRED, TRUTH),
+                    metrics.confusion_counts(small_pred, small_truth),
+                )
+            ]
+            for k in a
+        }
+    )
+    # tp 2, fp 2, fn 1, tn 5: foreground 2/5, background 5/8.
+    assert pooled["iou"] == pytest.approx((2 / 5 + 5 / 8) / 2)
+    same_size = metrics.two_class_scores(np.stack([PRED, PRED]), np.stack([TRUTH, TRUTH]))
+    counts = metrics.confusion_counts(np.stack([PRED, PRED]), np.stack([TRUTH, TRUTH]))
+    assert metrics.two_class_scores_from_counts(counts) == same_size

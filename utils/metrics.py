@@ -95,7 +95,15 @@ def two_class_scores(pred: Any, target: Any) -> dict[str, float]:
     prediction and target scores 0, not 1. The papers average these batch values
     over the batches of a split.
     """
-    counts = {name: value.sum() for name, value in confusion_counts(pred, target).items()}
+    return two_class_scores_from_counts(confusion_counts(pred, target))
+
+
+def two_class_scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, float]:
+    """:func:`two_class_scores` from per-image :func:`confusion_counts`, pooled.
+
+    Lets a batch of images of different sizes be pooled: concatenate their counts.
+    """
+    counts = {name: float(np.sum(value)) for name, value in counts.items()}
     per_class = {
         "foreground": (counts["tp"], counts["tp"] + counts["fp"] + counts["fn"]),
         "background": (counts["tn"], counts["tn"] + counts["fp"] + counts["fn"]),
