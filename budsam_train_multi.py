@@ -37,12 +37,13 @@ from torch.utils.data.distributed import DistributedSampler
 
 from utils import distributed, run_log
 from utils.bsd_layout import split_dir
-from utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.dataset import BSDSegmentation, collate_skipping_none, scan_split
 from utils.embedding_cache import EmbeddingCache, module_fingerprint
-from utils.engine import Embedder, TrainState, cosine_lr, evaluate, train_one_epoch
+from utils.engine import Embedder, cosine_lr, evaluate, train_one_epoch
 from utils.model import MODEL_TYPES, BudSAM, build_sam, input_size
 from utils.synthetic import generate_dataset, is_generated
+from utils.train_state import TrainState, checkpoint_state, restore_state
 
 TRAIN_PARTS = ("image_encoder", "mask_decoder")
 PRESETS = {
@@ -197,23 +198,6 @@ def prepare_synthetic_data(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- one process
 
 
-class StopRequest:
-    """Set by SIGTERM/SIGINT; training stops after the current optimizer step."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signal = signum
-
-    def agreed(self, ctx: distributed.DistContext) -> bool:
-        """True on every rank as soon as any rank was asked to stop."""
-        flag = torch.tensor([1.0 if self.signal is not None else 0.0], device=ctx.device)
-        return bool(distributed.all_reduce_sum(flag).item() > 0)
-
-
 def log(ctx: distributed.DistContext, message: str) -> None:
     if ctx.is_main:
         print(message, flush=True)
@@ -246,24 +230,6 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
             root, size, prompt=prompt, full_box_prob=args.full_box_prob, scan=scan, **common
         )
     return datasets
-
-
-def checkpoint_state(model, optimizer, scaler, state: TrainState, args) -> dict:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": state.epoch,
-        "step": state.step,
-        "step_in_epoch": state.step_in_epoch,
-        "best_metric": state.best_metric,
-        "history": json.dumps(state.history),
-        "args": {
-            k: (v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v))
-            for k, v in vars(args).items()
-        },
-        "rng": rng_state(),
-    }
 
 
 def resolve_resume(args: argparse.Namespace) -> Path | None:
@@ -302,7 +268,7 @@ def worker(local_rank: int, args: argparse.Namespace) -> None:
         # Processes sharing the cores: more threads each only makes them wait on each other.
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", args.nproc_per_node))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_procs))
-    stop = StopRequest()
+    stop = distributed.StopRequest()
     try:
         _train(ctx, args, stop)
     finally:
@@ -352,21 +318,6 @@ def build_embedders(
     return embedders
 
 
-def restore_state(resumed: dict, model: BudSAM, optimizer, scaler) -> TrainState:
-    """Load weights, optimizer, scaler and RNG states; return the training progress."""
-    model.load_state_dict(resumed["model"])
-    optimizer.load_state_dict(resumed["optimizer"])
-    scaler.load_state_dict(resumed["scaler"])
-    set_rng_state(resumed["rng"])
-    return TrainState(
-        epoch=resumed["epoch"],
-        step=resumed["step"],
-        step_in_epoch=resumed["step_in_epoch"],
-        best_metric=resumed["best_metric"],
-        history=json.loads(resumed["history"]),
-    )
-
-
 def epoch_loader(
     train_set: BSDSegmentation, sampler: DistributedSampler, state: TrainState, args
 ) -> DataLoader:
@@ -388,7 +339,9 @@ def epoch_loader(
     )
 
 
-def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop: StopRequest) -> None:
+def _train(
+    ctx: distributed.DistContext, args: argparse.Namespace, stop: distributed.StopRequest
+) -> None:
     torch.manual_seed(args.seed + ctx.rank)
     if distributed.launched_by_torchrun() and ctx.is_main:
         prepare_synthetic_data(args)

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 
 from utils import distributed
 from utils.dataset import collate_skipping_none
-from utils.engine import TrainState, evaluate, train_one_epoch
+from utils.engine import evaluate, train_one_epoch
 from utils.model import BudSAM, build_sam
+from utils.train_state import TrainState
 
 SIZE = 256
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -108,3 +109,20 @@ def shard_indices(n_items: int, rank: int, world_size: int) -> list[int]:
     counts each sample once.
     """
     return list(range(rank, n_items, world_size))
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGINT; training stops after the current optimizer step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def agreed(self, ctx: DistContext) -> bool:
+        """True on every rank as soon as any rank was asked to stop."""
+        flag = torch.tensor([1.0 if self.signal is not None else 0.0], device=ctx.device)
+        return bool(all_reduce_sum(flag).item() > 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from utils.embedding_cache import EmbeddingCache
 from utils.losses import DiceBCELoss
 from utils.metrics import confusion_counts, scores_from_counts, two_class_scores
 from utils.progress import Progress
+from utils.train_state import TrainState
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -32,18 +32,6 @@ def cosine_lr(base_lr: float, total_steps: int, warmup_steps: int) -> Callable[[
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return lr_at
-
-
-@dataclass
-class TrainState:
-    """What a run has done so far; saved in every checkpoint."""
-
-    epoch: int = 0  # the epoch in progress (or the next one, once an epoch ends)
-    step: int = 0  # optimizer steps taken in the whole run
-    step_in_epoch: int = 0  # optimizer steps taken in the epoch in progress
-    best_metric: float = -math.inf
-    skipped_items: int = 0
-    history: list[dict] = field(default_factory=list)
 
 
 def autocast(device: torch.device, amp: str):
