@@ -74,19 +74,18 @@ def test_noisereduce_mask_is_bool_and_mirror_symmetric(stationary: bool) -> None
 # ----------------------------------------------------------------------------- behaviour
 
 
-def test_energy_mask_covers_the_tone_and_not_the_noise() -> None:
+@pytest.mark.parametrize(
+    "make_mask",
+    [
+        lambda y: baselines.energy_threshold_mask(audio.spectrogram_to_image(audio.stft(y))),
+        lambda y: baselines.noisereduce_mask(y, SR, stationary=True),
+        lambda y: baselines.noisereduce_mask(y, SR, stationary=False),
+    ],
+    ids=["energy", "noisereduce-stationary", "noisereduce-non-stationary"],
+)
+def test_mask_covers_the_tone_and_not_the_noise(make_mask) -> None:
     y, tone = tone_in_noise()
-    mask = baselines.energy_threshold_mask(audio.spectrogram_to_image(audio.stft(y)))
-    tone_share, noise_share = coverage(mask, y, tone)
-    assert tone_share > 0.9
-    assert noise_share < 0.01
-
-
-@pytest.mark.parametrize("stationary", [True, False])
-def test_noisereduce_mask_covers_the_tone_and_not_the_noise(stationary: bool) -> None:
-    y, tone = tone_in_noise()
-    mask = baselines.noisereduce_mask(y, SR, stationary=stationary)
-    tone_share, noise_share = coverage(mask, y, tone)
+    tone_share, noise_share = coverage(make_mask(y), y, tone)
     assert tone_share > 0.9
     assert noise_share < 0.01
 

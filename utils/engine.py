@@ -15,7 +15,7 @@ from utils import distributed
 from utils.dataset import BSDSegmentation, collate_skipping_none
 from utils.embedding_cache import EmbeddingCache
 from utils.losses import DiceBCELoss
-from utils.metrics import confusion_counts, scores_from_counts, two_class_scores
+from utils.metrics import confusion_counts, scores_from_counts, two_class_scores_from_counts
 from utils.progress import Progress
 from utils.train_state import TrainState
 
@@ -203,11 +203,12 @@ def evaluate(
         sums[0] += loss_fn(logits, target).item() * n
         sums[1] += n
         pred, truth = (logits[:, 0] > 0).cpu(), (target[:, 0] > 0).cpu()
-        scores = scores_from_counts(confusion_counts(pred, truth))
+        counts = confusion_counts(pred, truth)
+        scores = scores_from_counts(counts)
         sums[2] += scores["iou"].sum()
         sums[3] += scores["dice"].sum()
         sums[4] += scores["f1"].sum()
-        paper = two_class_scores(pred, truth)
+        paper = two_class_scores_from_counts(counts)
         sums[5] += paper["iou"]
         sums[6] += paper["dice"]
         sums[7] += 1
