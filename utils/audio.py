@@ -137,6 +137,15 @@ def raw_audio_for_image(
     Raises:
         ValueError: naming the file, when it is missing, unreadable, or too short.
     """
+    segment, sr, _ = raw_audio_segment(raw_dir, image_name, image)
+    return segment, sr
+
+
+def raw_audio_segment(
+    raw_dir: str | Path, image_name: str, image: np.ndarray
+) -> tuple[np.ndarray, int, int]:
+    """:func:`raw_audio_for_image` that also returns the sample ``offset`` of the part
+    shown (0 unless the decode had to be aligned): ``(segment, sr, offset)``."""
     stem, channel = audio_source_for_image(image_name)
     path = find_audio_file(raw_dir, stem)
     if path is None:
@@ -149,7 +158,7 @@ def raw_audio_for_image(
         raise ValueError(
             f"{path}: {len(y)} samples cannot cover the {width} frames of {image_name}"
         )
-    return segment, sr
+    return segment, sr, offset
 
 
 def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
@@ -293,6 +302,72 @@ def fit_length(x: np.ndarray, length: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- images and masks
+
+
+def frame_at(seconds: float, sr: int) -> float:
+    """The (fractional) STFT frame, i.e. image column, whose window is centred at ``seconds``.
+
+    Frame ``t`` spans samples ``64 t ... 64 t + 127``, centred on sample ``64 t + 64``.
+    """
+    return float(seconds) * sr / HOP_LENGTH - 1.0
+
+
+def bin_at(hertz: float, sr: int) -> float:
+    """The (fractional) frequency bin of ``hertz``: bin ``k`` is ``k * sr / 1024`` Hz, and is
+    image row ``CENTER_ROW + k`` (``CENTER_ROW - k`` for its mirror)."""
+    return float(hertz) * N_FFT / sr
+
+
+def band_extent(
+    seconds: tuple[float, float], hertz: tuple[float, float], sr: int, width: int
+) -> tuple[int, int, int, int]:
+    """Columns ``x0 ... x1 - 1`` and bins ``k0 ... k1`` of a time span and frequency band
+    in a ``(1024, width)`` BSD image: ``(x0, x1, k0, k1)``.
+
+    Raises:
+        ValueError: for an empty or reversed span or band, or one outside the image.
+    """
+    (t0, t1), (f0, f1) = seconds, hertz
+    if not (0 <= t0 < t1 and 0 <= f0 < f1):
+        raise ValueError(f"box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} {f0} {f1}")
+    if f0 >= sr / 2:
+        raise ValueError(f"box band {f0}-{f1} Hz lies above the Nyquist frequency {sr / 2:g} Hz")
+    x0 = max(0, int(np.floor(frame_at(t0, sr))))
+    x1 = min(width, int(np.ceil(frame_at(t1, sr))) + 1)
+    if x1 <= x0:
+        raise ValueError(f"box time span {t0}-{t1} s lies past the recording's end")
+    k0 = int(np.floor(bin_at(f0, sr)))
+    k1 = min(N_FFT // 2, int(np.ceil(bin_at(f1, sr))))
+    return x0, x1, k0, k1
+
+
+def band_box(
+    seconds: tuple[float, float],
+    hertz: tuple[float, float],
+    sr: int,
+    width: int,
+    half_spectrum: bool = False,
+) -> np.ndarray:
+    """Box prompt ``[x0, y0, x1, y1]`` (image pixels, ends exclusive) for a time span and
+    frequency band of a ``(1024, width)`` BSD image (see :func:`band_extent`).
+
+    The two-sided image shows the band twice, mirrored about the centre row, so the
+    box spans from -F1 to +F1; with ``half_spectrum`` (a model that sees bins
+    0 ... 512 only) it spans the band itself, F0 to F1.
+    """
+    x0, x1, k0, k1 = band_extent(seconds, hertz, sr, width)
+    y0 = CENTER_ROW + k0 if half_spectrum else CENTER_ROW - min(k1, CENTER_ROW)
+    return np.array([x0, y0, x1, CENTER_ROW + k1 + 1], dtype=np.float32)
+
+
+def band_region(
+    seconds: tuple[float, float], hertz: tuple[float, float], sr: int, width: int
+) -> np.ndarray:
+    """Bool ``(1024, width)``: the pixels of a time span and band, in both mirrored halves."""
+    x0, x1, k0, k1 = band_extent(seconds, hertz, sr, width)
+    half = np.zeros((N_FFT // 2 + 1, width), dtype=bool)
+    half[k0 : k1 + 1, x0:x1] = True
+    return two_sided(half)
 
 
 def spectrogram_to_image(S: np.ndarray) -> np.ndarray:

@@ -173,7 +173,24 @@ def noisereduce_mask(
     """
     y = _check_signal(y)
     denoised = noisereduce_audio(y, sr, stationary)
-    kept = np.abs(audio.stft_half(denoised))
+    return kept_bins_mask(y, denoised, keep_ratio, min_level=min_level, clean=clean)
+
+
+def kept_bins_mask(
+    y: np.ndarray,
+    denoised: np.ndarray,
+    keep_ratio: float = 0.2,
+    *,
+    min_level: float = 96.0,
+    clean: bool = True,
+) -> np.ndarray:
+    """The bins a denoiser kept: ``|stft(denoised)| >= keep_ratio * |stft(y)|``, cleaned.
+
+    The mask half of :func:`noisereduce_mask` for a denoised signal already at hand
+    (``y`` and ``denoised`` of equal length); same arguments, same ``(1024, T)`` result.
+    """
+    y = _check_signal(y)
+    kept = np.abs(audio.stft_half(_check_signal(denoised)))
     level = np.abs(audio.stft_half(y))
     keep = (kept >= keep_ratio * level) & (level > 0)
     if min_level > 0:

@@ -55,16 +55,21 @@ _MASK_PNG = [
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Write a 2-D uint8 image, or a bool mask as 0/255, atomically (temp file + rename)."""
+    """Write a 2-D uint8 image, a bool mask as 0/255, or an RGB uint8 ``(H, W, 3)`` image,
+    atomically (temp file + rename)."""
     path = Path(path)
     image = np.asarray(image)
     params = _MASK_PNG if image.dtype == bool else _SPECTROGRAM_PNG
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
-    if image.ndim != 2 or image.dtype != np.uint8:
+    is_rgb = image.ndim == 3 and image.shape[2] == 3
+    if not (image.ndim == 2 or is_rgb) or image.dtype != np.uint8:
         raise ValueError(
-            f"{path}: can only write 2-D uint8 or bool images, got {image.dtype} {image.shape}"
+            f"{path}: can only write 2-D uint8, RGB uint8 or bool images, "
+            f"got {image.dtype} {image.shape}"
         )
+    if is_rgb:
+        image = np.ascontiguousarray(image[..., ::-1])  # OpenCV writes BGR
     tmp = path.with_name(f".{path.name}.tmp.png")
     if not cv2.imwrite(str(tmp), image, params):
         raise ValueError(f"{path}: could not write the image")

@@ -144,7 +144,7 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int =
     return sam.eval()
 
 
-def _read_checkpoint(checkpoint: str | Path) -> Any:
+def read_checkpoint(checkpoint: str | Path) -> Any:
     """``torch.load`` of a checkpoint on the CPU (weights only); ValueError if unreadable."""
     path = Path(checkpoint)
     if not path.is_file():
@@ -170,10 +170,19 @@ def checkpoint_model_type(checkpoint: str | Path) -> str | None:
     Raises:
         ValueError: naming the file, when it is missing or unreadable.
     """
-    obj = _read_checkpoint(checkpoint)
-    args = obj.get("args") if isinstance(obj, dict) else None
-    model_type = args.get("model_type") if isinstance(args, dict) else None
+    model_type = checkpoint_args(checkpoint).get("model_type")
     return model_type if isinstance(model_type, str) else None
+
+
+def checkpoint_args(checkpoint: str | Path) -> dict:
+    """The training arguments a BudSAM checkpoint records (``{}`` for an official SAM file).
+
+    Raises:
+        ValueError: naming the file, when it is missing or unreadable.
+    """
+    obj = read_checkpoint(checkpoint)
+    args = obj.get("args") if isinstance(obj, dict) else None
+    return dict(args) if isinstance(args, dict) else {}
 
 
 def _shape(value: Any) -> str:
@@ -193,7 +202,7 @@ def load_sam_weights(model: nn.Module, checkpoint: str | Path, model_type: str) 
     """
     _check_model_type(model_type)
     path = Path(checkpoint)
-    obj = _read_checkpoint(path)
+    obj = read_checkpoint(path)
     recorded = None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         args = obj.get("args")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.audio import two_sided
+from utils.audio import CENTER_ROW, two_sided
 from utils.dataset import (
     box_prompt,
     crop_input,
@@ -19,13 +19,66 @@ from utils.engine import autocast
 from utils.model import BudSAM
 
 
+def overlapping_tile_starts(width: int, tile_width: int | None, overlap: float = 0.0) -> list[int]:
+    """First columns of time tiles of ``tile_width`` frames that overlap by ``overlap``.
+
+    ``overlap`` is the fraction of a tile shared with the next one (0 <= overlap < 1);
+    0 gives :func:`utils.dataset.tile_starts` (side by side, the last tile ending at
+    the image's end). One tile when ``tile_width`` is None or not below ``width``.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
+    if overlap == 0.0 or tile_width is None or width <= tile_width:
+        return tile_starts(width, tile_width)
+    step = max(1, int(round(tile_width * (1.0 - overlap))))
+    starts = list(range(0, width - tile_width, step))
+    return starts + [width - tile_width]
+
+
+def tile_weights(width: int) -> np.ndarray:
+    """Blending weights ``(width,)`` of a tile's columns: a triangle peaking mid-tile, so
+    where tiles overlap the one whose centre is nearer counts more. All positive."""
+    ramp = np.arange(1, width + 1, dtype=np.float32)
+    return np.minimum(ramp, ramp[::-1])
+
+
+def tile_box(
+    image_box: np.ndarray, start: int, crop_shape: tuple[int, int], half_spectrum: bool, size: int
+) -> np.ndarray | None:
+    """A box ``[x0, y0, x1, y1]`` in full-image pixels as a prompt for one tile.
+
+    Clipped to the tile (columns ``start ...``, and rows from the centre row down
+    with ``half_spectrum``) and scaled to the model's ``size`` x ``size`` input;
+    None when the box misses the tile.
+    """
+    height, width = crop_shape
+    row_offset = CENTER_ROW if half_spectrum else 0
+    x0, y0, x1, y1 = (float(v) for v in image_box)
+    x0, x1 = max(x0 - start, 0.0), min(x1 - start, float(width))
+    y0, y1 = max(y0 - row_offset, 0.0), min(y1 - row_offset, float(height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    scale_x, scale_y = size / width, size / height
+    return np.array([x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y], dtype=np.float32)
+
+
+def box_region(shape: tuple[int, int], image_box: np.ndarray) -> np.ndarray:
+    """Bool ``shape`` array, True inside the box ``[x0, y0, x1, y1]`` (ends exclusive)."""
+    inside = np.zeros(shape, dtype=bool)
+    x0, y0, x1, y1 = (int(round(float(v))) for v in image_box)
+    inside[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+    return inside
+
+
 @torch.no_grad()
 def predict_probabilities(
     model: BudSAM,
     images: list[np.ndarray],
     truth_masks: list[np.ndarray] | None = None,
     *,
+    boxes: list[np.ndarray] | None = None,
     tile_width: int | None = None,
+    overlap: float = 0.0,
     half_spectrum: bool = False,
     max_shift: int = 0,
     seed: int = 0,
@@ -36,48 +89,71 @@ def predict_probabilities(
 ) -> list[np.ndarray]:
     """Clean-sound probability maps, one ``(H, W)`` float32 array per ``(H, W)`` image.
 
-    Each image is cut into time tiles of ``tile_width`` frames (the whole image when
-    None, see :func:`utils.dataset.tile_starts`); tiles are predicted in batches of
-    ``batch_size``, resized back to their own size, and averaged where they overlap.
-    Prompts: the whole tile, or with ``truth_masks`` the paper's protocol, a box
-    around each tile's ground-truth mask with up to ``max_shift`` pixels of jitter.
-    With ``half_spectrum`` the model sees bins 0 ... 512 only and its map is mirrored.
+    Each image is cut into time tiles of ``tile_width`` frames overlapping by the
+    fraction ``overlap`` (the whole image when None, see
+    :func:`overlapping_tile_starts`); tiles from all images are predicted together
+    in batches of ``batch_size``, resized back to their own size, and blended with
+    :func:`tile_weights` where they overlap.
+
+    Prompts, per tile: the whole tile by default; with ``truth_masks`` the paper's
+    protocol, a box around the tile's ground-truth mask with up to ``max_shift``
+    pixels of jitter; with ``boxes`` (one ``[x0, y0, x1, y1]`` in full-image pixels
+    per image) that box, and the map is zero outside it (a tile it misses is not
+    run). With ``half_spectrum`` the model sees bins 0 ... 512 only and its map is
+    mirrored.
     """
+    if truth_masks is not None and boxes is not None:
+        raise ValueError("give ground-truth masks or boxes as prompts, not both")
     model.eval()
     device = device or torch.device("cpu")
     size = model.img_size
     rng = np.random.default_rng(seed)
     tiles = [
-        (i, s) for i, image in enumerate(images) for s in tile_starts(image.shape[1], tile_width)
+        (i, s)
+        for i, image in enumerate(images)
+        for s in overlapping_tile_starts(image.shape[1], tile_width, overlap)
     ]
     sums = [np.zeros(crop_input(im, 0, None, half_spectrum).shape, np.float32) for im in images]
-    counts = [np.zeros(image.shape[1], np.float32) for image in images]
+    weights = [np.zeros(image.shape[1], np.float32) for image in images]
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first : first + batch_size]
         crops = [crop_input(images[i], s, tile_width, half_spectrum) for i, s in chunk]
-        inputs = np.stack([preprocess_image(crop, size, reference_preprocess) for crop in crops])
-        if truth_masks is None:
-            boxes = np.stack([full_box(size, size)] * len(chunk))
+        if boxes is not None:
+            prompts = [
+                tile_box(boxes[i], s, crop.shape, half_spectrum, size)
+                for (i, s), crop in zip(chunk, crops, strict=True)
+            ]
+        elif truth_masks is not None:
+            prompts = [
+                box_prompt(
+                    preprocess_mask(crop_input(truth_masks[i], s, tile_width, half_spectrum), size),
+                    rng,
+                    max_shift,
+                )
+                for i, s in chunk
+            ]
         else:
-            boxes = np.stack(
-                [
-                    box_prompt(
-                        preprocess_mask(
-                            crop_input(truth_masks[i], s, tile_width, half_spectrum), size
-                        ),
-                        rng,
-                        max_shift,
-                    )
-                    for i, s in chunk
-                ]
-            )
-        with autocast(device, amp):
-            logits = model(torch.from_numpy(inputs).to(device), torch.from_numpy(boxes).to(device))
-        maps = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            prompts = [full_box(size, size)] * len(chunk)
+        run = [k for k, prompt in enumerate(prompts) if prompt is not None]
+        maps = np.zeros((len(chunk), size, size), np.float32)
+        if run:
+            inputs = np.stack([preprocess_image(crops[k], size, reference_preprocess) for k in run])
+            with autocast(device, amp):
+                logits = model(
+                    torch.from_numpy(inputs).to(device),
+                    torch.from_numpy(np.stack([prompts[k] for k in run])).to(device),
+                )
+            maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
         for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
             height, width = crop.shape
             resized = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-            sums[i][:, start : start + width] += resized
-            counts[i][start : start + width] += 1
-    stitched = [total / count for total, count in zip(sums, counts, strict=True)]
+            weight = tile_weights(width)
+            sums[i][:, start : start + width] += resized * weight
+            weights[i][start : start + width] += weight
+    stitched = [total / weight for total, weight in zip(sums, weights, strict=True)]
+    if boxes is not None:
+        row_offset = CENTER_ROW if half_spectrum else 0
+        for prob, box in zip(stitched, boxes, strict=True):
+            shifted = np.asarray(box, np.float32) - [0, row_offset, 0, row_offset]
+            prob[~box_region(prob.shape, shifted)] = 0.0
     return [two_sided(m) for m in stitched] if half_spectrum else stitched

@@ -1,0 +1,263 @@
+"""What to denoise: find the inputs in a folder and load them as spectrogram views.
+
+Three kinds of input folder (or a single file) are recognised:
+
+* a BSD split: ``Images/*.png`` with optional ``Masks/``, ``Raw_audios/``,
+  ``Clean_audios/`` (synthetic data) and ``Denoised_audios/``; a BSD root holding
+  split folders is read at its ``split`` (``test`` by default);
+* a plain folder of spectrogram PNGs in the BSD format (a recording with the same
+  stem beside an image is used as its raw audio);
+* a folder of recordings (wav/flac/ogg/mp3, any length, any number of channels),
+  each channel turned into a BSD spectrogram with :func:`utils.audio.stft`.
+
+A :class:`Source` is one input file; loading it gives one :class:`View` per
+spectrogram to segment (one per channel of a recording). Anything that cannot be
+loaded raises ``ValueError`` naming the file; problems that leave the image usable
+(e.g. its recording is unreadable) become the view's ``warnings``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from utils import audio
+from utils.bsd_layout import (
+    CLEAN_AUDIO_DIR,
+    DENOISED_AUDIO_DIR,
+    IMAGES_DIR,
+    MASKS_DIR,
+    RAW_AUDIO_DIR,
+    SPLIT_FOLDERS,
+    split_dir,
+)
+from utils.image_io import read_gray_png, read_mask_png
+
+IMAGE = "image"
+RECORDING = "recording"
+# The dataset's reference denoised files may carry this suffix (XC41136_denoised.wav).
+DENOISED_SUFFIX = "_denoised"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: a spectrogram image (with where to look for its other files),
+    or a recording."""
+
+    name: str  # output stem: the image's or the recording's
+    kind: str  # IMAGE or RECORDING
+    path: Path
+    mask_dir: Path | None = None
+    raw_dir: Path | None = None
+    clean_dir: Path | None = None
+    denoised_dir: Path | None = None
+    audio_expected: bool = False  # a missing raw recording is worth a warning
+
+
+@dataclass
+class View:
+    """One spectrogram to segment, with what is known about it.
+
+    ``image`` is uint8 ``(1024, T)``; ``mask`` bool ``(1024, T)`` or None; ``audio``
+    the raw signal the image shows (``num_samples(T)`` samples) or None;
+    ``reference`` the clean signal to score the denoised audio against (same
+    length) and ``reference_kind`` where it came from (``"clean"`` or ``"denoised"``).
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    sr: int | None = None
+    reference: np.ndarray | None = None
+    reference_kind: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the audio the view covers (0 without audio)."""
+        return 0.0 if self.audio is None or not self.sr else len(self.audio) / self.sr
+
+
+@dataclass
+class Discovery:
+    """The sources found under an input path, what kind of input it is, and problems."""
+
+    root: Path
+    layout: str  # "bsd split", "spectrogram folder", "recordings"
+    sources: list[Source]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def has_masks(self) -> bool:
+        return any(s.mask_dir is not None for s in self.sources)
+
+
+def _files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+
+
+def _optional_dir(root: Path, name: str) -> Path | None:
+    return root / name if (root / name).is_dir() else None
+
+
+def _bsd_split(root: Path) -> Discovery:
+    images = _files(root / IMAGES_DIR, (".png",))
+    mask_dir = _optional_dir(root, MASKS_DIR)
+    problems = []
+    if mask_dir is not None:
+        image_names = {p.name for p in images}
+        orphans = sorted(p.name for p in _files(mask_dir, (".png",)) if p.name not in image_names)
+        if orphans:
+            problems.append(f"{mask_dir}: {len(orphans)} masks without an image: {orphans[:3]}")
+    sources = [
+        Source(
+            p.stem,
+            IMAGE,
+            p,
+            mask_dir=mask_dir if mask_dir and (mask_dir / p.name).is_file() else None,
+            raw_dir=_optional_dir(root, RAW_AUDIO_DIR),
+            audio_expected=(root / RAW_AUDIO_DIR).is_dir(),
+            clean_dir=_optional_dir(root, CLEAN_AUDIO_DIR),
+            denoised_dir=_optional_dir(root, DENOISED_AUDIO_DIR),
+        )
+        for p in images
+    ]
+    return Discovery(root, "bsd split", sources, problems)
+
+
+def discover(path: str | Path, split: str = "test") -> Discovery:
+    """Find what to denoise under ``path`` (a folder or one file), see the module docstring.
+
+    Raises:
+        ValueError: naming the path, when it does not exist or holds nothing usable.
+    """
+    path = Path(path)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".png":
+            return Discovery(path.parent, "spectrogram folder", [_plain_image(path)])
+        if suffix in audio.AUDIO_EXTENSIONS:
+            return Discovery(path.parent, "recordings", [Source(path.stem, RECORDING, path)])
+        raise ValueError(
+            f"{path}: neither a spectrogram PNG nor a recording "
+            f"({', '.join(audio.AUDIO_EXTENSIONS)})"
+        )
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such file or folder")
+    if (path / IMAGES_DIR).is_dir():
+        return _bsd_split(path)
+    if any((path / name).is_dir() for names in SPLIT_FOLDERS.values() for name in names):
+        return _bsd_split(split_dir(path, split))
+    images = _files(path, (".png",))
+    if images:
+        return Discovery(path, "spectrogram folder", [_plain_image(p) for p in images])
+    recordings = _files(path, audio.AUDIO_EXTENSIONS)
+    if recordings:
+        return Discovery(path, "recordings", [Source(p.stem, RECORDING, p) for p in recordings])
+    raise ValueError(
+        f"{path}: found no BSD split ({IMAGES_DIR}/), spectrogram PNGs or recordings "
+        f"({', '.join(audio.AUDIO_EXTENSIONS)})"
+    )
+
+
+def _plain_image(path: Path) -> Source:
+    return Source(path.stem, IMAGE, path, raw_dir=path.parent)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_views(source: Source) -> list[View]:
+    """The spectrogram views of a source (one for an image, one per channel of a recording).
+
+    Raises:
+        ValueError: naming the file, when the image or recording cannot be used.
+    """
+    return _recording_views(source) if source.kind == RECORDING else [_image_view(source)]
+
+
+def channel_names(name: str, n_channels: int) -> list[str]:
+    """View names of a recording's channels: ``NAME`` (mono), ``NAME_left``/``NAME_right``
+    (stereo, as BSD names its images), or ``NAME_ch1`` ... for more channels."""
+    if n_channels == 1:
+        return [name]
+    if n_channels == 2:
+        return [f"{name}{suffix}" for suffix in audio.CHANNEL_SUFFIXES]
+    return [f"{name}_ch{c + 1}" for c in range(n_channels)]
+
+
+def _recording_views(source: Source) -> list[View]:
+    signals, sr = audio.load_audio_channels(source.path)
+    if audio.num_frames(signals.shape[1]) == 0:
+        raise ValueError(
+            f"{source.path}: {signals.shape[1]} samples is shorter than one STFT window "
+            f"({audio.WINDOW_LENGTH})"
+        )
+    views = []
+    for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
+        image = audio.two_sided(audio.spectrogram_to_image(audio.stft_half(y)))
+        views.append(View(name, image, audio=y[: audio.num_samples(image.shape[1])], sr=sr))
+        if not np.any(y):
+            views[-1].warnings.append(f"{source.path}: channel of {name} is silent (all zeros)")
+    return views
+
+
+def _image_view(source: Source) -> View:
+    image = read_gray_png(source.path)
+    if image.shape[0] != audio.N_FFT:
+        raise ValueError(
+            f"{source.path}: a BSD spectrogram is {audio.N_FFT} pixels high, this one "
+            f"{image.shape[0]}"
+        )
+    view = View(source.name, image)
+    if source.mask_dir is not None:
+        mask_path = source.mask_dir / source.path.name
+        mask = read_mask_png(mask_path)
+        if mask.shape != image.shape:
+            raise ValueError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        view.mask = mask
+    if source.raw_dir is not None:
+        _attach_audio(view, source)
+    return view
+
+
+def _attach_audio(view: View, source: Source) -> None:
+    """Add the raw audio the image shows and a reference to score against, if found."""
+    stem, channel = audio.audio_source_for_image(source.path.name)
+    if audio.find_audio_file(source.raw_dir, stem) is None:
+        if source.audio_expected:
+            view.warnings.append(f"{source.raw_dir / stem}.*: no raw recording for {view.name}")
+        return
+    try:
+        view.audio, view.sr, offset = audio.raw_audio_segment(
+            source.raw_dir, source.path.name, view.image
+        )
+    except ValueError as err:
+        view.warnings.append(str(err))
+        return
+    clean = source.clean_dir and audio.find_audio_file(source.clean_dir, stem)
+    if clean:
+        try:
+            y, _ = audio.load_audio(clean, channel)
+            view.reference = audio.fit_length(y[offset:], len(view.audio))
+            view.reference_kind = "clean"
+            return
+        except ValueError as err:
+            view.warnings.append(str(err))
+    reference = source.denoised_dir and (
+        audio.find_audio_file(source.denoised_dir, view.name)
+        or audio.find_audio_file(source.denoised_dir, view.name + DENOISED_SUFFIX)
+    )
+    if reference:
+        try:
+            y, _ = audio.load_audio(reference)
+            view.reference = audio.fit_length(y, len(view.audio))
+            view.reference_kind = "denoised"
+        except ValueError as err:
+            view.warnings.append(str(err))
