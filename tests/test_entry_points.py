@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-@pytest.mark.parametrize("module", ["budsam_train_multi", "budsam_infer"])
+@pytest.mark.parametrize("module", ["budsam_train_multi", "budsam_infer", "budsam_eval"])
 def test_scripts_have_no_import_time_side_effects(module):
     result = subprocess.run(
         [sys.executable, "-c", f"import {module}"],

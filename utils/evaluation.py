@@ -22,7 +22,8 @@ from utils import metrics
 from utils.inputs import View
 
 PAPER_BATCH = 4  # images per batch over which the papers pool their two-class scores
-MASK_COLUMNS = ("fg_iou", "fg_dice", "fg_f1", "paper_iou", "tp", "fp", "fn", "tn")
+COUNT_COLUMNS = ("tp", "fp", "fn", "tn")
+MASK_COLUMNS = ("fg_iou", "fg_dice", "fg_f1", "paper_iou") + COUNT_COLUMNS
 AUDIO_COLUMNS = (
     "bsd_sdr",
     "input_sdr",
@@ -75,35 +76,33 @@ def view_row(view: View, pred_mask: np.ndarray | None, denoised: np.ndarray | No
     return row
 
 
-def pooled_paper_iou(rows: list[dict]) -> float:
-    """The papers' two-class IoU: counts pooled over batches of :data:`PAPER_BATCH`
-    consecutive images, averaged over the batches. NaN without mask scores."""
+def pooled_two_class(rows: list[dict]) -> dict[str, float]:
+    """The papers' two-class IoU and Dice (= their F1): counts pooled over batches of
+    :data:`PAPER_BATCH` consecutive images, averaged over the batches. NaN without
+    mask scores."""
     scored = [r for r in rows if not math.isnan(r["tp"])]
     if not scored:
-        return math.nan
-    batches = [scored[i : i + PAPER_BATCH] for i in range(0, len(scored), PAPER_BATCH)]
-    return float(
-        np.mean(
-            [
-                metrics.two_class_scores_from_counts(
-                    {k: np.array([r[k] for r in batch]) for k in ("tp", "fp", "fn", "tn")}
-                )["iou"]
-                for batch in batches
-            ]
+        return {"iou": math.nan, "dice": math.nan}
+    batches = [
+        metrics.two_class_scores_from_counts(
+            {k: np.array([r[k] for r in scored[i : i + PAPER_BATCH]]) for k in COUNT_COLUMNS}
         )
-    )
+        for i in range(0, len(scored), PAPER_BATCH)
+    ]
+    return {name: float(np.mean([b[name] for b in batches])) for name in ("iou", "dice")}
 
 
 def summarize(rows: list[dict], compute_seconds: float | None = None) -> dict:
     """Means over the rows (NaNs left out; ``n_<column>`` says how many counted), the
-    pooled two-class IoU, the audio duration, and seconds of audio per compute second."""
+    pooled two-class IoU and Dice, the audio duration, and seconds of audio per compute second."""
     summary: dict = {"n_views": len(rows)}
     for column in MEAN_COLUMNS:
         values = np.array([r[column] for r in rows], dtype=np.float64)
         values = values[~np.isnan(values)]
         summary[column] = float(np.mean(values)) if values.size else math.nan
         summary[f"n_{column}"] = int(values.size)
-    summary["paper_iou"] = pooled_paper_iou(rows)
+    pooled = pooled_two_class(rows)
+    summary["paper_iou"], summary["paper_dice"] = pooled["iou"], pooled["dice"]
     audio_seconds = float(sum(r["audio_seconds"] for r in rows))
     summary["audio_seconds"] = audio_seconds
     if compute_seconds is not None:
@@ -127,7 +126,9 @@ def _json_safe(value):
     return value
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (temporary file + rename)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -135,7 +136,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: dict) -> None:
     """Write ``obj`` as indented JSON (NaN -> null, inf -> "inf"), atomically."""
-    _write_atomically(Path(path), json.dumps(_json_safe(obj), indent=2) + "\n")
+    write_text(Path(path), json.dumps(_json_safe(obj), indent=2) + "\n")
 
 
 def write_rows_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
@@ -147,4 +148,4 @@ def write_rows_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...])
         writer.writerow(
             {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
         )
-    _write_atomically(Path(path), buffer.getvalue())
+    write_text(Path(path), buffer.getvalue())

@@ -61,7 +61,8 @@ class View:
     """One spectrogram to segment, with what is known about it.
 
     ``image`` is uint8 ``(1024, T)``; ``mask`` bool ``(1024, T)`` or None; ``audio``
-    the raw signal the image shows (``num_samples(T)`` samples) or None;
+    the raw signal the image shows or None (for a BSD image the ``num_samples(T)``
+    samples it shows, as the dataset cuts them; for a recording all of it);
     ``reference`` the clean signal to score the denoised audio against (same
     length) and ``reference_kind`` where it came from (``"clean"`` or ``"denoised"``).
     """
@@ -199,7 +200,7 @@ def _recording_views(source: Source) -> list[View]:
     views = []
     for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
         image = audio.two_sided(audio.spectrogram_to_image(audio.stft_half(y)))
-        views.append(View(name, image, audio=y[: audio.num_samples(image.shape[1])], sr=sr))
+        views.append(View(name, image, audio=y, sr=sr))
         if not np.any(y):
             views[-1].warnings.append(f"{source.path}: channel of {name} is silent (all zeros)")
     return views

@@ -1,0 +1,212 @@
+"""Compare denoising methods on one split with the same metric code: the table of results.
+
+    python budsam_eval.py -i data/synthetic -checkpoint work_dir/<run>/budsam_model_best.pth
+    python budsam_eval.py -i BSD/Test -checkpoint A.pth B.pth --pred_masks other/masks
+
+Methods: each BudSAM checkpoint under the paper's ground-truth box and under the
+whole-spectrogram box, noisereduce (stationary, non-stationary), an energy-threshold
+mask, the identity (no denoising) and the oracle (the ground-truth mask: the
+ceiling), plus masks or denoised audio made elsewhere (``--pred_masks``,
+``--pred_audio``). Prints one table and writes it to ``-o`` as ``comparison.csv``,
+``comparison.md`` and ``comparison.png``, with every view's scores per method in
+``per_view.csv`` and everything in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from utils import comparison, evaluation
+from utils.inference import Segmenter, load_model
+from utils.inputs import discover, load_views
+from utils.progress import Progress
+
+METHOD_GROUPS = ("budsam", "noisereduce", "energy", "identity", "oracle")
+RESULT_FILES = ("comparison.csv", "comparison.md", "comparison.png", "per_view.csv")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Compare denoising methods on one split (IoU and SDR table).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-i", "--input", required=True,
+                   help="a BSD split or root, or any budsam_infer.py input")  # fmt: skip
+    p.add_argument("-o", "--output", default="results/eval", help="output folder")
+    p.add_argument("-checkpoint", "--checkpoint", nargs="*", default=[],
+                   help="BudSAM (or official SAM) checkpoints to evaluate")  # fmt: skip
+    p.add_argument("-model_type", "--model_type", default=None,
+                   help="for official SAM checkpoints, which record none")  # fmt: skip
+    p.add_argument("--split", default="test", help="the split to read when -i is a BSD root")
+    p.add_argument("--methods", default=",".join(METHOD_GROUPS),
+                   help=f"comma-separated, from {','.join(METHOD_GROUPS)}")  # fmt: skip
+    p.add_argument("--pred_masks", nargs="*", default=[], help="folders of NAME.png masks")
+    p.add_argument("--pred_audio", nargs="*", default=[], help="folders of NAME.wav audio")
+    p.add_argument("--limit", type=int, default=None, help="only the first N files")
+    p.add_argument("--chunk", type=int, default=16, help="files loaded and scored at a time")
+    p.add_argument("--batch_size", type=int, default=8, help="tiles per model call")
+    p.add_argument("--device", choices=("cuda", "cpu"),
+                   default="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
+    p.add_argument("--seed", type=int, default=0, help="seed of the gt_box jitter")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHOD_GROUPS))
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; choose from {','.join(METHOD_GROUPS)}")
+    if "budsam" in args.methods and not args.checkpoint:
+        args.methods.remove("budsam")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1, got {args.limit}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible; use --device cpu")
+    return args
+
+
+def checkpoint_label(path: str) -> str:
+    """``run-folder/file-stem`` of a checkpoint, short enough for a table."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.Method]:
+    """The methods to compare, in table order; loads every checkpoint.
+
+    Raises:
+        ValueError: for a checkpoint that cannot be loaded.
+    """
+    methods: list[comparison.Method] = []
+    device = torch.device(args.device)
+    for checkpoint in args.checkpoint if "budsam" in args.methods else []:
+        model, settings = load_model(checkpoint, args.model_type, device)
+        common = dict(batch_size=args.batch_size, device=device, amp=args.amp, seed=args.seed)
+        label = f"BudSAM {checkpoint_label(checkpoint)}"
+        if has_masks:
+            methods.append(
+                comparison.ModelMethod(
+                    f"{label}, ground-truth box (paper protocol)",
+                    Segmenter(model, settings, prompt="gt_box", **common),
+                )
+            )
+        methods.append(
+            comparison.ModelMethod(
+                f"{label}, full box (no ground truth)",
+                Segmenter(model, settings, prompt="full", **common),
+            )
+        )
+    if "noisereduce" in args.methods:
+        methods += [comparison.NoisereduceMethod(True), comparison.NoisereduceMethod(False)]
+    if "energy" in args.methods:
+        methods.append(comparison.MaskMethod("energy threshold", comparison.energy_mask))
+    for folder in args.pred_masks:
+        methods.append(
+            comparison.MaskMethod(f"masks from {folder}", comparison.folder_mask(folder))
+        )
+    methods += [comparison.AudioFolderMethod(folder) for folder in args.pred_audio]
+    if "identity" in args.methods:
+        methods.append(comparison.IdentityMethod("identity (no denoising)"))
+    if "oracle" in args.methods and has_masks:
+        methods.append(comparison.MaskMethod("oracle (ground-truth mask)", comparison.oracle_mask))
+    return methods
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Create ``out``; refuse to replace an earlier comparison unless ``overwrite``."""
+    found = [name for name in RESULT_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise ValueError(
+            f"{out}: already holds a comparison ({', '.join(found)}); pass --overwrite or "
+            "choose another -o"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{out}: cannot create the output folder ({err})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.output)
+    try:
+        check_output(out, args.overwrite)
+        found = discover(args.input, args.split)
+        methods = build_methods(args, found.has_masks)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not methods:
+        print("error: nothing to compare (no checkpoint and no method selected)", file=sys.stderr)
+        return 2
+    sources = found.sources[: args.limit]
+    print(f"{found.root}: {found.layout}, {len(sources)} files; {len(methods)} methods")
+
+    rows = {m.label: [] for m in methods}
+    seconds = {m.label: 0.0 for m in methods}
+    skipped: list[str] = list(found.problems)
+    progress = Progress(len(sources), "evaluate", interval=max(1, len(sources) // 20))
+    for first in range(0, len(sources), args.chunk):
+        views = []
+        for source in sources[first : first + args.chunk]:
+            try:
+                views.extend(load_views(source))
+            except ValueError as err:
+                skipped.append(str(err))
+                print(f"warning: skipped: {err}", file=sys.stderr)
+        for method in methods:
+            start = time.perf_counter()
+            outputs = method.run(views)
+            seconds[method.label] += time.perf_counter() - start
+            rows[method.label].extend(
+                evaluation.view_row(view, mask, denoised)
+                for view, (mask, denoised) in zip(views, outputs, strict=True)
+            )
+        progress.update(len(sources[first : first + args.chunk]))
+    progress.close()
+
+    summaries = {m.label: evaluation.summarize(rows[m.label], seconds[m.label]) for m in methods}
+    table = comparison.markdown_table(summaries)
+    columns = ("method",) + tuple(key for key, _, _ in comparison.TABLE_COLUMNS)
+    evaluation.write_rows_csv(out / "comparison.csv", comparison.table_rows(summaries), columns)
+    evaluation.write_text(out / "comparison.md", table + "\n")
+    comparison.plot_comparison(summaries, out / "comparison.png")
+    per_view = [
+        {"method": label, **row} for label, method_rows in rows.items() for row in method_rows
+    ]
+    evaluation.write_rows_csv(out / "per_view.csv", per_view, ("method",) + evaluation.ROW_COLUMNS)
+    evaluation.write_json(
+        out / "summary.json",
+        {
+            "input": str(found.root),
+            "files": len(sources),
+            "skipped": len(skipped),
+            "skipped_reasons": skipped,
+            "methods": summaries,
+            "notes": {m.label: m.notes for m in methods if m.notes},
+        },
+    )
+    print(table)
+    for method in methods:
+        if method.notes:
+            print(f"note: {method.label}: no output for {len(method.notes)} views "
+                  f"(e.g. {method.notes[0]})")  # fmt: skip
+    print(f"{len(skipped)} files skipped; results in {out}/ ({', '.join(RESULT_FILES)}, "
+          "summary.json)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""budsam_infer.py end to end on the CPU: BSD splits, recordings, prompts, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import budsam_infer as infer
+from utils import audio
+from utils.checkpoint import save_checkpoint
+from utils.image_io import read_gray_png, read_mask_png
+from utils.inference import BandPrompt, Segmenter, load_model
+from utils.inputs import View, discover, load_views
+from utils.model import build_sam
+from utils.predict import overlapping_tile_starts, predict_probabilities
+
+
+def _run(*argv: str) -> int:
+    return infer.main([*argv, "--device", "cpu", "--threads", "1"])
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bsd_split_gives_masks_denoised_audio_metrics_and_summary(
+    tiny_test_split, tiny_checkpoint, tmp_path
+):
+    out = tmp_path / "out"
+    assert _run("-i", str(tiny_test_split), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                "--save_overlays") == 0  # fmt: skip
+    names = sorted(p.stem for p in (tiny_test_split / "Images").glob("*.png"))
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == names
+    for name in names:
+        image = read_gray_png(tiny_test_split / "Images" / f"{name}.png")
+        assert read_mask_png(out / "masks" / f"{name}.png").shape == image.shape
+        y, sr = audio.load_audio(out / "denoised" / f"{name}.wav")
+        raw, raw_sr = audio.raw_audio_for_image(tiny_test_split / "Raw_audios", name, image)
+        assert len(y) == len(raw) and sr == raw_sr
+        assert (out / "overlays" / f"{name}.png").is_file()
+    rows = _rows(out)
+    assert [r["name"] for r in rows] == names
+    for row in rows:
+        assert 0.0 <= float(row["fg_iou"]) <= 1.0
+        assert row["reference"] == "clean"  # synthetic data keep the exact clean signal
+        stem, channel = audio.audio_source_for_image(row["name"])
+        clean, _ = audio.load_audio(tiny_test_split / "Clean_audios" / f"{stem}.wav", channel)
+        if not clean.any():  # a recording without birds: SDR is undefined, left empty
+            assert row["si_sdr"] == row["sdr"] == ""
+            continue
+        imp = float(row["si_sdr"]) - float(row["input_si_sdr"])
+        assert float(row["si_sdr_imp"]) == pytest.approx(imp)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_views"] == 4 and summary["skipped"] == 0
+    assert summary["prompt"] == "full" and summary["uses_ground_truth"] is False
+    assert summary["tile_width"] == 256 and summary["half_spectrum"] is True
+    assert summary["audio_per_compute_second"] > 0
+
+
+def test_an_output_folder_with_results_is_refused_unless_overwrite(
+    tiny_test_split, tiny_checkpoint, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    common = ("-i", str(tiny_test_split / "Images" / "syn_test_00001.png"), "-o", str(out),
+              "-checkpoint", str(tiny_checkpoint))  # fmt: skip
+    assert _run(*common) == 0
+    before = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert _run(*common) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out}: already holds results") and "\n" not in err
+    assert (out / "summary.json").read_bytes() == before  # nothing touched
+    assert _run(*common, "--overwrite") == 0
+
+
+def test_gt_box_prompt_says_it_uses_ground_truth(tiny_test_split, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    assert _run("-i", str(tiny_test_split), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                "--prompt", "gt_box") == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompt"] == "gt_box" and summary["uses_ground_truth"] is True
+
+
+def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
+    tiny_checkpoint, tmp_path
+):
+    sr, seconds = 22050, 40
+    rng = np.random.default_rng(0)
+    signal = 0.05 * rng.standard_normal((int(sr * seconds) + 37, 2))
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    sf.write(recordings / "long.flac", signal, sr, subtype="PCM_16")
+    out = tmp_path / "out"
+    assert _run("-i", str(recordings), "-o", str(out), "-checkpoint", str(tiny_checkpoint)) == 0
+
+    written, written_sr = sf.read(out / "denoised" / "long.wav", always_2d=True)
+    assert written.shape == signal.shape and written_sr == sr
+    frames = audio.num_frames(len(signal))
+    assert len(overlapping_tile_starts(frames, 256, 0.25)) > 50  # really tiled
+    left = read_mask_png(out / "masks" / "long_left.png")
+    assert left.shape == (1024, frames) and (out / "masks" / "long_right.png").is_file()
+    # The left mask is the blend of overlapping tiles of the left channel, thresholded once.
+    model, settings = load_model(str(tiny_checkpoint))
+    y, _ = audio.load_audio(recordings / "long.flac", "left")
+    image = audio.two_sided(audio.spectrogram_to_image(audio.stft_half(y)))
+    (expected,) = predict_probabilities(
+        model, [image], tile_width=256, overlap=0.25, half_spectrum=True
+    )
+    np.testing.assert_array_equal(left, expected >= 0.5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layout"] == "recordings" and summary["audio_seconds"] == pytest.approx(
+        2 * len(signal) / sr
+    )
+
+
+def test_box_converts_seconds_and_hertz_and_keeps_the_mask_inside_the_band():
+    sr = 48000
+    box = audio.band_box((1.0, 2.0), (2000.0, 12000.0), sr, width=3000)
+    # 1 s is the window centred on sample 48000: frame 749; 12 kHz is bin 256.
+    np.testing.assert_array_equal(box, [749, 511 - 256, 1500, 511 + 256 + 1])
+    half_box = audio.band_box((1.0, 2.0), (2000.0, 12000.0), sr, width=3000, half_spectrum=True)
+    assert half_box[1] == 511 + 42  # 2 kHz is bin 42.7: the band starts at bin 42
+    region = audio.band_region((1.0, 2.0), (2000.0, 12000.0), sr, width=3000)
+    rows = np.nonzero(region.any(axis=1))[0]
+    assert set(rows) == set(range(511 + 42, 511 + 257)) | set(range(511 - 256, 511 - 41))
+    with pytest.raises(ValueError, match="Nyquist"):
+        audio.band_box((0.0, 1.0), (30000.0, 40000.0), sr, width=3000)
+
+
+def test_box_prompt_on_the_cli_masks_only_the_band(tiny_checkpoint, tmp_path):
+    sr = 16000
+    y = 0.3 * np.random.default_rng(1).standard_normal(sr * 3)
+    path = tmp_path / "song.wav"
+    sf.write(path, y, sr)
+    out = tmp_path / "out"
+    # A low threshold so the random model's mask is not empty inside the band.
+    assert _run("-i", str(path), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                "--box", "0.5", "2.0", "1000", "4000", "--threshold", "0.05") == 0  # fmt: skip
+    mask = read_mask_png(out / "masks" / "song.png")
+    region = audio.band_region((0.5, 2.0), (1000.0, 4000.0), sr, mask.shape[1])
+    assert mask.any() and not (mask & ~region).any()
+
+
+def test_official_sam_checkpoint_needs_a_model_type_and_a_mismatch_is_named(
+    tiny_test_split, tmp_path, capsys
+):
+    official = tmp_path / "sam_tiny.pth"
+    torch.save(build_sam("vit_tiny", seed=0).state_dict(), official)
+    image = str(tiny_test_split / "Images" / "syn_test_00001.png")
+    assert _run("-i", image, "-o", str(tmp_path / "a"), "-checkpoint", str(official)) == 2
+    assert "records no model type" in capsys.readouterr().err
+    assert _run("-i", image, "-o", str(tmp_path / "b"), "-checkpoint", str(official),
+                "-model_type", "vit_tiny") == 0  # fmt: skip
+    budsam = tmp_path / "budsam.pth"
+    save_checkpoint({"model": torch.load(official), "args": {"model_type": "vit_tiny"}}, budsam)
+    capsys.readouterr()
+    assert _run("-i", image, "-o", str(tmp_path / "c"), "-checkpoint", str(budsam),
+                "-model_type", "vit_b") == 2  # fmt: skip
+    assert "is a vit_tiny model, but -model_type vit_b" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_skipped_counted_and_the_run_goes_on(
+    tiny_test_split, tiny_checkpoint, tmp_path
+):
+    split = tmp_path / "split"
+    shutil.copytree(tiny_test_split, split)
+    (split / "Images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    shutil.copy(split / "Masks" / "syn_test_00001.png", split / "Masks" / "broken.png")
+    (split / "Raw_audios" / "syn_test_00002.wav").write_bytes(b"RIFF....WAVE nonsense")
+    out = tmp_path / "out"
+    assert _run("-i", str(split), "-o", str(out), "-checkpoint", str(tiny_checkpoint)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == 1 and "broken.png" in summary["skipped_reasons"][0]
+    assert summary["n_views"] == 4  # the four good images
+    # The unreadable recording costs only that image's audio, with a warning.
+    assert not (out / "denoised" / "syn_test_00002.wav").exists()
+    assert (out / "masks" / "syn_test_00002.png").is_file()
+    assert any("syn_test_00002.wav" in w for w in summary["warnings"])
+
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    sf.write(recordings / "good.wav", np.random.default_rng(2).standard_normal(8000) * 0.1, 8000)
+    (recordings / "bad.mp3").write_bytes(b"not audio at all")
+    out = tmp_path / "out_recordings"
+    assert _run("-i", str(recordings), "-o", str(out), "-checkpoint", str(tiny_checkpoint)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == 1 and summary["n_views"] == 1
+    assert (out / "denoised" / "good.wav").is_file()
+
+
+def test_discover_reads_a_bsd_root_at_its_split_and_refuses_an_empty_folder(
+    tiny_test_split, tmp_path
+):
+    found = discover(tiny_test_split.parent)
+    assert found.layout == "bsd split" and found.root == tiny_test_split
+    assert found.has_masks and len(found.sources) == 4
+    (view,) = load_views(found.sources[0])
+    assert view.name == "syn_test_00000_left" and view.reference_kind == "clean"
+    with pytest.raises(ValueError, match="found no BSD split"):
+        discover(tmp_path)
+
+
+def test_segmenter_refuses_what_a_prompt_cannot_use(tiny_checkpoint):
+    model, settings = load_model(str(tiny_checkpoint))
+    view = View("x", np.zeros((1024, 300), np.uint8))
+    gt_box = Segmenter(model, settings, prompt="gt_box")
+    assert "needs its ground-truth mask" in gt_box.cannot_segment(view)
+    band = BandPrompt((0.0, 1.0), (100.0, 2000.0))
+    assert "--box needs the sample rate" in Segmenter(
+        model, settings, prompt="box", band=band
+    ).cannot_segment(view)
+    assert (
+        Segmenter(model, settings, prompt="box", band=band, default_sr=8000).cannot_segment(view)
+        is None
+    )
