@@ -139,3 +139,24 @@ def test_pooled_two_class_scores_match_the_batch_metric():
     summary = evaluation.summarize(rows, compute_seconds=2.0)
     assert summary["paper_iou"] == pooled["iou"] and math.isnan(summary["si_sdr"])
     assert summary["fg_iou"] == pytest.approx(np.mean([r["fg_iou"] for r in rows]))
+
+
+def test_published_sample_through_the_bsd_layout(bsd_sample, tmp_path):
+    """The real sample (MP3 behind .wav, decoder offset) laid out as a BSD split: the
+    oracle reproduces the published denoised audio and scores IoU 1."""
+    split = tmp_path / "Test"
+    for folder, source in (
+        ("Images", "XC41136.png"),
+        ("Masks", "XC41136_mask.png"),
+        ("Raw_audios", "XC41136.wav"),
+        ("Denoised_audios", "XC41136_denoised.wav"),
+    ):
+        (split / folder).mkdir(parents=True)
+        name = "XC41136" + Path(source).suffix
+        (split / folder / name).symlink_to(bsd_sample / source)
+    (view,) = load_views(discover(tmp_path).sources[0])
+    assert view.reference_kind == "denoised" and len(view.audio) == 194_112
+    ((mask, denoised),) = comparison.MaskMethod("oracle", comparison.oracle_mask).run([view])
+    assert evaluation.mask_scores(mask, view.mask)["fg_iou"] == 1.0
+    snr = metrics.sdr(view.reference, denoised)
+    assert snr >= 40.0
