@@ -35,7 +35,7 @@ from utils.inference import (
     denoise,
     load_model,
 )
-from utils.inputs import RECORDING, Source, View, discover, load_views
+from utils.inputs import RECORDING, Discovery, Source, View, discover, load_views
 from utils.progress import Progress
 from utils.visualize import overlay
 
@@ -142,16 +142,76 @@ def write_denoised(path: Path, y: np.ndarray, sr: int) -> None:
     audio.write_audio(path, y, sr, subtype="PCM_16" if np.max(np.abs(y)) < 1.0 else "FLOAT")
 
 
+def load_usable(source: Source, segmenter: Segmenter, skipped: list, notes: list) -> list[View]:
+    """The views of ``source`` if it can be read and prompted; else record why not."""
+    try:
+        views = load_views(source)
+    except ValueError as err:
+        skipped.append(str(err))
+        print(f"warning: skipped: {err}", file=sys.stderr)
+        return []
+    for note in (note for view in views for note in view.warnings):
+        notes.append(note)
+        print(f"warning: {note}", file=sys.stderr)
+    reasons = [r for r in map(segmenter.cannot_segment, views) if r]
+    for reason in reasons:
+        skipped.append(reason)
+        print(f"warning: skipped: {reason}", file=sys.stderr)
+    return [] if reasons else views
+
+
+def denoise_all(
+    found: Discovery, segmenter: Segmenter, out: Path, overlays: bool
+) -> tuple[list[dict], list[str], list[str], float]:
+    """Segment and denoise every source, writing its outputs as soon as it is done.
+
+    Sources are gathered until their tiles fill a batch, so the encoder runs on
+    full batches even for short files. Returns the metric rows, the skipped files
+    (with reasons), the warnings and the compute seconds (file loading excluded).
+    """
+    rows: list[dict] = []
+    skipped: list[str] = []
+    notes: list[str] = []
+    compute_seconds = 0.0
+    pending: list[tuple[Source, list[View]]] = []
+    progress = Progress(len(found.sources), "denoise", interval=max(1, len(found.sources) // 20))
+
+    def flush() -> float:
+        start = time.perf_counter()
+        views = [view for _, source_views in pending for view in source_views]
+        masks = iter(segmenter.masks(views))
+        for source, source_views in pending:
+            source_masks = [next(masks) for _ in source_views]
+            denoised = write_source_outputs(out, source, source_views, source_masks, overlays)
+            rows.extend(map(evaluation.view_row, source_views, source_masks, denoised))
+        progress.update(len(pending))
+        pending.clear()
+        return time.perf_counter() - start
+
+    for source in found.sources:
+        views = load_usable(source, segmenter, skipped, notes)
+        if not views:
+            progress.update()
+            continue
+        pending.append((source, views))
+        if sum(segmenter.count_tiles(v) for _, vs in pending for v in vs) >= segmenter.batch_size:
+            compute_seconds += flush()
+    if pending:
+        compute_seconds += flush()
+    progress.close()
+    return rows, skipped, notes, compute_seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output)
     try:
-        prepare_output(out, args.overwrite, args.save_overlays)
         found = discover(args.input, args.split)
         if args.prompt == "gt_box" and not found.has_masks:
             raise ValueError(f"{found.root}: --prompt gt_box needs ground-truth masks (Masks/)")
+        prepare_output(out, args.overwrite, args.save_overlays)
         device = torch.device(args.device)
         start = time.perf_counter()
         model, settings = load_model(args.checkpoint, args.model_type, device)
@@ -176,39 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     for problem in found.problems:
         print(f"warning: {problem}", file=sys.stderr)
 
-    rows, skipped, notes = [], [], list(found.problems)
-    compute_seconds = 0.0
-    progress = Progress(len(found.sources), "denoise", interval=max(1, len(found.sources) // 20))
-    for source in found.sources:
-        try:
-            views = load_views(source)
-        except ValueError as err:
-            skipped.append(str(err))
-            print(f"warning: skipped: {err}", file=sys.stderr)
-            progress.update()
-            continue
-        for view in views:
-            notes.extend(view.warnings)
-            for note in view.warnings:
-                print(f"warning: {note}", file=sys.stderr)
-        reasons = [segmenter.cannot_segment(view) for view in views]
-        if any(reasons):
-            skipped.extend(r for r in reasons if r)
-            for reason in filter(None, reasons):
-                print(f"warning: skipped: {reason}", file=sys.stderr)
-            progress.update()
-            continue
-        start = time.perf_counter()
-        masks = segmenter.masks(views)
-        denoised = write_source_outputs(out, source, views, masks, args.save_overlays)
-        compute_seconds += time.perf_counter() - start
-        rows.extend(
-            evaluation.view_row(view, mask, signal)
-            for view, mask, signal in zip(views, masks, denoised, strict=True)
-        )
-        progress.update()
-    progress.close()
-
+    rows, skipped, notes, compute_seconds = denoise_all(found, segmenter, out, args.save_overlays)
+    notes = found.problems + notes
     summary = {
         "input": str(found.root),
         "layout": found.layout,

@@ -19,7 +19,7 @@ from utils import audio
 from utils.dataset import scaled_box_shift
 from utils.inputs import View
 from utils.model import BudSAM, build_sam, checkpoint_args
-from utils.predict import predict_probabilities
+from utils.predict import overlapping_tile_starts, predict_probabilities
 
 PROMPTS = ("full", "gt_box", "box")
 # Time tiles for recordings when the model was trained on whole images: about the
@@ -130,14 +130,15 @@ class Segmenter:
             return f"{view.name}: --box needs the sample rate (no audio found; pass --sr)"
         return None
 
-    def masks(self, views: list[View], tile_width: int | None = None) -> list[np.ndarray]:
-        """One bool ``(1024, T)`` mask per view (see :meth:`cannot_segment` first).
+    def count_tiles(self, view: View) -> int:
+        """How many tiles the model will see for ``view``."""
+        width = view.image.shape[1]
+        return len(overlapping_tile_starts(width, self.tile_width, self.overlap))
 
-        ``tile_width`` overrides the segmenter's for this call (e.g. for recordings).
-        """
+    def masks(self, views: list[View]) -> list[np.ndarray]:
+        """One bool ``(1024, T)`` mask per view (see :meth:`cannot_segment` first)."""
         if not views:
             return []
-        width = tile_width or self.tile_width
         boxes = regions = None
         if self.prompt == "box":
             seconds, hertz, half = self.band.seconds, self.band.hertz, self.settings.half_spectrum
@@ -149,8 +150,8 @@ class Segmenter:
             [view.image for view in views],
             [view.mask for view in views] if self.prompt == "gt_box" else None,
             boxes=boxes,
-            tile_width=width,
-            overlap=self.overlap if width else 0.0,
+            tile_width=self.tile_width,
+            overlap=self.overlap if self.tile_width else 0.0,
             half_spectrum=self.settings.half_spectrum,
             max_shift=scaled_box_shift(self.settings.bbox_shift, self.model.img_size),
             seed=self.seed,
