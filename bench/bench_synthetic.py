@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench.timing import machine, spread
 from utils.synthetic import generate_dataset
 
 
@@ -46,12 +46,9 @@ def main() -> None:
         shutil.rmtree(out)
         print(f"repeat {repeat}: {seconds[-1]:.1f} s")
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {machine()}")
     print(f"images: {args.n}, workers: {args.workers}, repeats: {args.repeats}")
-    print(
-        f"seconds: min {min(seconds):.1f} / median {statistics.median(seconds):.1f} "
-        f"/ max {max(seconds):.1f}"
-    )
+    print(f"seconds (min / median / max): {spread(seconds, 1)}")
     print(f"images/s (median): {args.n / statistics.median(seconds):.2f}")
     print(f"disk per set: {size / 1e9:.2f} GB ({size / args.n / 1e6:.2f} MB per image)")
 

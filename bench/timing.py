@@ -1,0 +1,44 @@
+"""Shared helpers of the benchmark scripts: repeated timing and how to report it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_repeats(run: Callable[[], object], repeats: int, warmup: int = 0) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``run`` (after ``warmup`` untimed calls)."""
+    for _ in range(warmup):
+        run()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """``min / median / max`` of repeated measurements."""
+    return " / ".join(
+        f"{v:.{digits}f}" for v in (min(values), statistics.median(values), max(values))
+    )
+
+
+def machine() -> str:
+    """The machine in a few words: CPU, cores, load, and the GPU if one is visible."""
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores (load {load:.2f} at start){gpu}"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
