@@ -167,7 +167,8 @@ def denoise_all(
 
     Sources are gathered until their tiles fill a batch, so the encoder runs on
     full batches even for short files. Returns the metric rows, the skipped files
-    (with reasons), the warnings and the compute seconds (file loading excluded).
+    (with reasons), the warnings and the processing seconds (from reading each file
+    to writing its outputs; loading the model excluded).
     """
     rows: list[dict] = []
     skipped: list[str] = []
@@ -189,7 +190,9 @@ def denoise_all(
         return time.perf_counter() - start
 
     for source in found.sources:
+        start = time.perf_counter()
         views = load_usable(source, segmenter, skipped, notes)
+        compute_seconds += time.perf_counter() - start
         if not views:
             progress.update()
             continue

@@ -407,15 +407,18 @@ def apply_mask(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask_for_spectrum(mask, S.shape), S, 0)
 
 
-def mask_to_audio(y: np.ndarray, mask: np.ndarray, length: int | None = None) -> np.ndarray:
+def mask_to_audio(
+    y: np.ndarray, mask: np.ndarray, length: int | None = None, half: np.ndarray | None = None
+) -> np.ndarray:
     """The dataset's image2audio: keep the masked bins of ``stft(y)`` and invert.
 
     ``mask`` is a two-sided binary mask (``(1024, T)``, or any size, then resized as
     :func:`apply_mask` does). Returns the denoised signal, ``len(y)`` samples long
     unless ``length`` is given (samples past the last full STFT frame are zero).
-    Equal to ``istft(apply_mask(stft(y), mask))``, computed on half the bins.
+    Equal to ``istft(apply_mask(stft(y), mask))``, computed on half the bins;
+    ``half`` is ``stft_half(y)`` when the caller has it already.
     """
-    half = stft_half(y)
+    half = stft_half(y) if half is None else half
     keep = mask_for_spectrum(mask, (N_FFT, half.shape[1]))
     return istft_half(half * fold_mask(keep), length=len(y) if length is None else length)
 

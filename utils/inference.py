@@ -168,4 +168,4 @@ class Segmenter:
 
 def denoise(view: View, mask: np.ndarray) -> np.ndarray | None:
     """The view's raw audio with the mask applied (BSD's image2audio); None without audio."""
-    return None if view.audio is None else audio.mask_to_audio(view.audio, mask)
+    return None if view.audio is None else audio.mask_to_audio(view.audio, mask, half=view.spectrum)

@@ -74,6 +74,7 @@ class View:
     sr: int | None = None
     reference: np.ndarray | None = None
     reference_kind: str | None = None
+    spectrum: np.ndarray | None = None  # stft_half(audio), kept when it was computed anyway
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -199,8 +200,9 @@ def _recording_views(source: Source) -> list[View]:
         )
     views = []
     for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
-        image = audio.two_sided(audio.spectrogram_to_image(audio.stft_half(y)))
-        views.append(View(name, image, audio=y, sr=sr))
+        half = audio.stft_half(y)
+        image = audio.two_sided(audio.spectrogram_to_image(half))
+        views.append(View(name, image, audio=y, sr=sr, spectrum=half))
         if not np.any(y):
             views[-1].warnings.append(f"{source.path}: channel of {name} is silent (all zeros)")
     return views

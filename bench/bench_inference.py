@@ -1,0 +1,106 @@
+"""Benchmark: seconds of audio denoised per second by budsam_infer.py, against
+noisereduce's non-stationary gate on the same recordings, side by side in one run.
+
+    python -m bench.bench_inference --n 40 --repeats 3 [--checkpoint CKPT]
+
+The recordings are the raw audio of ``--n`` synthetic test recordings (2-8 s,
+mono and stereo, 22-48 kHz) copied into a folder. ``budsam_infer.py`` runs on it
+as a user would (a fresh process per repeat, ``--threads`` torch threads); its
+``summary.json`` gives its processing time (reading each file to writing its
+outputs; model loading excluded, reported apart) and the process's peak memory.
+noisereduce runs in this process on the same files, one thread (``n_jobs=1``),
+timed the same way: reading, denoising every channel, writing a WAV.
+Without ``--checkpoint`` a random ``vit_tiny`` with the quick-start preset's
+input settings (1,024-frame half-spectrum tiles) is used: speed does not depend
+on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.timing import machine, spread
+from utils import audio
+from utils.baselines import noisereduce_audio
+from utils.bsd_layout import RAW_AUDIO_DIR
+from utils.checkpoint import save_checkpoint
+from utils.model import build_sam
+from utils.synthetic import generate_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESET_INPUT = {"model_type": "vit_tiny", "tile_width": 1024, "half_spectrum": True}
+
+
+def run_infer(recordings: Path, out: Path, checkpoint: Path, threads: int) -> dict:
+    """One ``budsam_infer.py`` run in a fresh process; returns its summary."""
+    command = [sys.executable, "budsam_infer.py", "-i", str(recordings), "-o", str(out),
+               "-checkpoint", str(checkpoint), "--device", "cpu", "--threads", str(threads),
+               "--overwrite"]  # fmt: skip
+    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    return json.loads((out / "summary.json").read_text())
+
+
+def noisereduce_seconds(recordings: Path, out: Path) -> tuple[float, float]:
+    """(audio seconds, processing seconds) of noisereduce non-stationary on every file:
+    reading it, denoising each channel, writing the result, as budsam_infer.py does."""
+    out.mkdir(exist_ok=True)
+    total_audio, start = 0.0, time.perf_counter()
+    for path in sorted(recordings.iterdir()):
+        signals, sr = audio.load_audio_channels(path)
+        denoised = np.stack([noisereduce_audio(y, sr, stationary=False) for y in signals])
+        audio.write_audio(out / f"{path.stem}.wav", denoised, sr)
+        total_audio += signals.size / sr
+    return total_audio, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=40, help="recordings")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--checkpoint", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
+        tmp = Path(tmp)
+        generate_dataset(tmp / "data", {"train": 0, "valid": 0, "test": args.n}, seed=7,
+                         workers=2, progress=False)  # fmt: skip
+        recordings = tmp / "recordings"
+        shutil.copytree(tmp / "data" / "test" / RAW_AUDIO_DIR, recordings)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else tmp / "tiny.pth"
+        if not args.checkpoint:
+            model = build_sam("vit_tiny", seed=0)
+            save_checkpoint({"model": model.state_dict(), "args": PRESET_INPUT}, checkpoint)
+
+        rates = {threads: [] for threads in args.threads}
+        loads, memory, baseline = [], [], []
+        for _ in range(args.repeats):  # interleaved, so all see the same load
+            for threads in args.threads:
+                summary = run_infer(recordings, tmp / "out", checkpoint, threads)
+                rates[threads].append(summary["audio_per_compute_second"])
+                loads.append(summary["model_load_seconds"])
+                memory.append(summary["peak_memory_mb"])
+            seconds_audio, seconds_compute = noisereduce_seconds(recordings, tmp / "nr")
+            baseline.append(seconds_audio / seconds_compute)
+
+    print(f"machine: {machine()}")
+    print(f"{args.n} synthetic test recordings, {summary['audio_seconds']:.0f} s of audio, "
+          f"{args.repeats} repeats")  # fmt: skip
+    for threads, values in rates.items():
+        print(f"budsam_infer.py vit_tiny, {threads} thread(s): audio s per s "
+              f"(min / median / max) {spread(values, 1)}")  # fmt: skip
+    print(f"noisereduce non-stationary, 1 thread: audio s per s {spread(baseline, 1)}")
+    print(f"model load s: {spread(loads, 2)}; budsam_infer.py peak memory MiB: {spread(memory, 0)}")
+
+
+if __name__ == "__main__":
+    main()
