@@ -6,9 +6,15 @@ import cv2
 import numpy as np
 import torch
 
-from utils.dataset import preprocess_image
+from utils.dataset import preprocess_image, tile_starts
 from utils.model import BudSAM, build_sam
-from utils.predict import predict_probabilities
+from utils.predict import (
+    box_region,
+    overlapping_tile_starts,
+    predict_probabilities,
+    tile_box,
+    tile_weights,
+)
 
 
 def _model() -> BudSAM:
@@ -54,3 +60,35 @@ def test_half_spectrum_prediction_is_mirror_symmetric_and_full_sized():
     np.testing.assert_array_equal(prob[:511], prob[512:1023][::-1])
     (from_half,) = predict_probabilities(model, [image[511:]])  # the half the model saw
     np.testing.assert_allclose(prob[511:], from_half, atol=1e-5)
+
+
+def test_overlapping_tiles_cover_the_image_and_share_the_requested_fraction():
+    starts = overlapping_tile_starts(3000, 1024, 0.25)
+    assert starts[0] == 0 and starts[-1] == 3000 - 1024
+    assert set(np.diff(starts[:-1])) == {768}
+    assert overlapping_tile_starts(3000, 1024, 0.0) == tile_starts(3000, 1024)
+    assert overlapping_tile_starts(500, 1024, 0.5) == [0]
+    weights = tile_weights(7)
+    np.testing.assert_array_equal(weights, [1, 2, 3, 4, 3, 2, 1])
+
+
+def test_overlapping_tiles_blend_to_a_smooth_full_size_map():
+    model = _model()
+    image = np.random.default_rng(3).integers(0, 255, (1024, 700), dtype=np.uint8)
+    (prob,) = predict_probabilities(model, [image], tile_width=256, overlap=0.5)
+    assert prob.shape == (1024, 700) and np.all((prob >= 0) & (prob <= 1))
+    # Tiles start at 0, 128, 256, ...: columns 0-127 come from the first tile alone.
+    (first,) = predict_probabilities(model, [image[:, :256]])
+    np.testing.assert_allclose(prob[:, :128], first[:, :128], atol=1e-5)
+    assert not np.allclose(prob[:, 128:256], first[:, 128:256])  # blended with the next tile
+
+
+def test_a_box_prompt_zeroes_the_map_outside_it_and_skips_tiles_it_misses():
+    model = _model()
+    image = np.random.default_rng(4).integers(0, 255, (1024, 600), dtype=np.uint8)
+    box = np.array([300, 400, 450, 700], np.float32)
+    (prob,) = predict_probabilities(model, [image], boxes=[box], tile_width=256)
+    inside = box_region(prob.shape, box)
+    assert not prob[~inside].any() and prob[inside].any()
+    assert tile_box(box, 0, (1024, 256), False, 256) is None  # the first tile misses it
+    np.testing.assert_allclose(tile_box(box, 256, (1024, 256), False, 256), [44, 100, 194, 175])
