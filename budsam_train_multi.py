@@ -1,6 +1,6 @@
 """BudSAM training: fine-tune SAM on BSD spectrogram/mask pairs under DDP.
 
-The quick start (CPU, built-in synthetic data, 2 gloo processes, about 10 minutes):
+The quick start (CPU, built-in synthetic data, 2 gloo processes, about 11 minutes on 2 cores):
 
     python budsam_train_multi.py -task_name quickstart --preset cpu_demo
 
@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -38,9 +39,11 @@ from torch.utils.data.distributed import DistributedSampler
 from utils import distributed, run_log
 from utils.bsd_layout import split_dir
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.dataset import BSDSegmentation, collate_skipping_none, scan_split
+from utils.dataset import MASK_RESIZES, BSDSegmentation, collate_skipping_none, scan_split
+from utils.ema import WeightEMA
 from utils.embedding_cache import EmbeddingCache, module_fingerprint
 from utils.engine import Embedder, cosine_lr, evaluate, train_one_epoch
+from utils.losses import DICE_REDUCTIONS, DiceBCELoss
 from utils.model import MODEL_TYPES, BudSAM, build_sam, input_size
 from utils.synthetic import generate_dataset, is_generated
 from utils.train_state import TrainState, checkpoint_state, restore_state
@@ -49,11 +52,11 @@ TRAIN_PARTS = ("image_encoder", "mask_decoder")
 PRESETS = {
     "cpu_demo": {
         "tr_path": "data/synthetic",
-        "model_type": "vit_tiny",
+        "model_type": "vit_tiny_p16x8",
         "device": "cpu",
         "world_size": 2,
         "train_parts": "image_encoder,mask_decoder",
-        "num_epochs": 6,
+        "num_epochs": 7,
         "batch_size": 4,
         "lr": 1e-3,
         "lr_schedule": "cosine",
@@ -62,6 +65,10 @@ PRESETS = {
         "keep_in_memory": True,
         "tile_width": 1024,
         "half_spectrum": True,
+        "mask_resize": "area",
+        "dice": "batch",
+        "ema_decay": 0.99,
+        "val_metric": "whole_fg_iou",
         "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
     },
 }
@@ -115,6 +122,21 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=False,
         help="use only bins 0-512 (the image mirrors them)",
     )
+    p.add_argument(
+        "--mask_resize", choices=MASK_RESIZES, default="nearest",
+        help="target masks at the input size: nearest ({0,1}, the reference) or area "
+        "(soft: each pixel's foreground fraction)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dice", choices=DICE_REDUCTIONS, default="sample",
+        help="Dice term per sample (the reference), pooled over the batch, or per sample "
+        "over the samples with foreground only (see utils/losses.py)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ema_decay", type=float, default=0.0,
+        help="if > 0: keep an exponential moving average of the trained weights with this "
+        "decay per step; validation, 'best' and the test use the averaged weights",
+    )  # fmt: skip
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument(
         "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
@@ -126,6 +148,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val_prompt", choices=("full", "gt_box"), default="full", help="selects 'best'"
     )
+    p.add_argument(
+        "--val_metric", choices=("fg_iou", "whole_fg_iou"), default="fg_iou",
+        help="selects 'best': foreground IoU per item (per tile with --tile_width), or per "
+        "whole spectrogram (its tiles pooled)",
+    )  # fmt: skip
     p.add_argument("--eval_batch_size", type=int, default=None)
     p.add_argument("--log_interval", type=int, default=10, help="steps between plain log lines")
     p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap, for smoke tests")
@@ -164,6 +191,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     args.train_parts = parts
     if not 0.0 <= args.full_box_prob <= 1.0:
         parser.error("--full_box_prob must be within [0, 1]")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--ema_decay must be within [0, 1), got {args.ema_decay}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     if args.nproc_per_node is None:
@@ -217,6 +246,7 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
         "keep_in_memory": args.keep_in_memory,
         "tile_width": args.tile_width,
         "half_spectrum": args.half_spectrum,
+        "mask_resize": args.mask_resize,
         "seed": args.seed,
     }
     datasets = {}
@@ -252,7 +282,7 @@ def evaluate_both_prompts(model, dataset, ctx, args, embedder, prefix: str) -> d
         dataset.prompt = prompt
         scores = evaluate(
             model, dataset, ctx, batch_size=args.eval_batch_size, amp=args.amp,
-            embedder=embedder, desc=f"{prefix} ({prompt} box)",
+            embedder=embedder, desc=f"{prefix} ({prompt} box)", loss_fn=DiceBCELoss(args.dice),
         )  # fmt: skip
         results.update({f"{prefix}_{prompt}_{k}": v for k, v in scores.items()})
     return results
@@ -358,7 +388,10 @@ def _train(
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     use_scaler = args.amp == "fp16" and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
-    state = TrainState() if resumed is None else restore_state(resumed, model, optimizer, scaler)
+    ema = WeightEMA(model, args.ema_decay) if args.ema_decay > 0 else None
+    state = (
+        TrainState() if resumed is None else restore_state(resumed, model, optimizer, scaler, ema)
+    )
 
     ddp_model = model
     if ctx.distributed:
@@ -383,7 +416,12 @@ def _train(
 
     def save(name: str) -> None:
         if ctx.is_main:
-            save_checkpoint(checkpoint_state(model, optimizer, scaler, state, args), run_dir / name)
+            checkpoint = checkpoint_state(model, optimizer, scaler, state, args, ema)
+            save_checkpoint(checkpoint, run_dir / name)
+
+    def evaluated_weights():
+        """The weights that are validated, kept as 'best' and tested: the EMA's if any."""
+        return ema.applied(model) if ema is not None else nullcontext(model)
 
     best_weights = None
     while state.epoch < args.num_epochs:
@@ -392,34 +430,37 @@ def _train(
             ddp_model, epoch_loader(datasets["train"], sampler, state, args), optimizer, scaler,
             state, ctx, amp=args.amp, grad_acc_steps=args.grad_acc_steps,
             embedder=embedders["train"], should_stop=lambda: stop.agreed(ctx),
-            log_interval=args.log_interval, lr_at=lr_at,
+            log_interval=args.log_interval, lr_at=lr_at, loss_fn=DiceBCELoss(args.dice),
+            after_step=None if ema is None else lambda: ema.update(model),
         )  # fmt: skip
         if result["stopped"]:
             save(run_log.LATEST)
             latest = run_dir / run_log.LATEST
             log(ctx, f"stopped by signal at step {state.step}; saved {latest}; --resume {latest}")
             return
-        scores = evaluate_both_prompts(
-            model, datasets["valid"], ctx, args, embedders["valid"], "val"
-        )
+        with evaluated_weights():
+            scores = evaluate_both_prompts(
+                model, datasets["valid"], ctx, args, embedders["valid"], "val"
+            )
         record = {"epoch": state.epoch, "step": state.step, "train_loss": result["train_loss"]}
         record.update(scores, seconds=round(time.perf_counter() - epoch_start, 2))
         state.history.append(record)
-        metric = scores[f"val_{args.val_prompt}_fg_iou"]
+        metric = scores[f"val_{args.val_prompt}_{args.val_metric}"]
         improved = metric > state.best_metric
         state.best_metric = max(metric, state.best_metric)
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
         save(run_log.LATEST)
         if improved:
-            save(run_log.BEST)
-            # Every rank holds the same weights: keep them, so no rank has to read rank 0's file.
-            best_weights = {
-                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            }
+            with evaluated_weights():
+                save(run_log.BEST)
+                # Every rank holds the same weights: keep them, so no rank reads rank 0's file.
+                best_weights = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
         if ctx.is_main:
             run_log.append_metrics(run_dir, record)
             run_log.plot_metrics(run_dir)
-        log(ctx, epoch_summary(record, args.val_prompt, improved))
+        log(ctx, epoch_summary(record, args.val_prompt, improved, args.val_metric))
 
     if best_weights is None:  # a resumed run that improved on nothing since: read the file
         distributed.barrier()
@@ -433,12 +474,14 @@ def _train(
         log(ctx, f"warning: {state.skipped_items} training items could not be read; skipped")
 
 
-def epoch_summary(record: dict, val_prompt: str, improved: bool) -> str:
+def epoch_summary(record: dict, val_prompt: str, improved: bool, val_metric: str = "fg_iou") -> str:
     prefix = f"val_{val_prompt}_"
     return (
         f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
-        f"val loss {record[prefix + 'loss']:.4f}, val fg IoU {record[prefix + 'fg_iou']:.4f} "
-        f"({val_prompt} box){' (best)' if improved else ''}, {record['seconds']} s"
+        f"val loss {record[prefix + 'loss']:.4f}, val fg IoU {record[prefix + 'fg_iou']:.4f}, "
+        f"whole-image fg IoU {record[prefix + 'whole_fg_iou']:.4f} "
+        f"({val_prompt} box; best by {val_metric}){' (best)' if improved else ''}, "
+        f"{record['seconds']} s"
     )
 
 

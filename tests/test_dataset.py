@@ -165,3 +165,28 @@ def test_half_spectrum_items_keep_the_rows_of_bins_0_to_512(split):
     full = read_gray_png(split / IMAGES_DIR / "a.png")
     expected = preprocess_image(full[511:, 128:256], 256)
     np.testing.assert_array_equal(dataset[1]["image"].numpy(), expected)
+
+
+def test_area_mask_resize_keeps_each_pixels_foreground_fraction(split):
+    mask = np.zeros((1024, 1024), dtype=np.uint8)
+    mask[100:102, :] = 255  # a 2-row line: a quarter of each 8-row input pixel at 128
+    mask[512:, 512:] = 255
+    soft = preprocess_mask(mask, 128, resize="area")
+    assert soft.dtype == np.float32 and 0.0 <= soft.min() and soft.max() <= 1.0
+    np.testing.assert_allclose(soft[12], 0.25)  # rows 96..103
+    assert soft[64:, 64:].min() == 1.0 and soft[20:60].max() == 0.0
+    assert soft.sum() * 64 == pytest.approx((mask > 0).sum())  # area preserved
+    nearest = preprocess_mask(mask, 128)
+    assert nearest.dtype == bool and not nearest[12].any()  # the thin line is lost
+    with pytest.raises(ValueError, match="unknown mask resize 'cubic'"):
+        preprocess_mask(mask, 128, resize="cubic")
+    dataset = BSDSegmentation(split, 256, prompt="gt_box", mask_resize="area")
+    item = dataset[0]
+    values = torch.unique(item["mask"])
+    assert item["mask"].dtype == torch.float32 and ((values > 0) & (values < 1)).any()
+    # The box covers every pixel with some foreground.
+    rows, cols = torch.nonzero(item["mask"][0] > 0, as_tuple=True)
+    x0, y0, x1, y1 = item["box"].tolist()
+    assert x0 <= cols.min() and y0 <= rows.min() and x1 >= cols.max() and y1 >= rows.max()
+    with pytest.raises(ValueError, match="unknown mask resize"):
+        BSDSegmentation(split, 256, mask_resize="bilinear")

@@ -41,8 +41,8 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_registry_types_and_input_sizes():
-    assert M.MODEL_TYPES == ("vit_tiny", "vit_b", "vit_l", "vit_h")
-    assert [M.input_size(t) for t in M.MODEL_TYPES] == [256, 1024, 1024, 1024]
+    assert M.MODEL_TYPES == ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
+    assert [M.input_size(t) for t in M.MODEL_TYPES] == [256, 256, 1024, 1024, 1024]
     assert sorted(M.OFFICIAL_CHECKPOINT_URLS) == ["vit_b", "vit_h", "vit_l"]
     assert M.OFFICIAL_CHECKPOINT_URLS["vit_b"].endswith("/sam_vit_b_01ec64.pth")
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
@@ -68,6 +68,33 @@ def test_tiny_size_shapes_and_eval_mode(tiny):
     assert logits.shape == (2, 1, TINY, TINY)
     assert torch.isfinite(logits).all()
     assert torch.equal(logits, M.upsample(low_res, TINY))
+
+
+def test_p16x8_variant_has_a_wider_grid_and_matches_the_official_pipeline():
+    sam = M.build_sam("vit_tiny_p16x8", seed=0)
+    assert sam.image_encoder.patch_embed.proj.kernel_size == (16, 8)
+    assert 1_000_000 < sum(p.numel() for p in sam.parameters()) < 10_000_000
+    net = M.BudSAM(sam)
+    images, boxes = torch.rand(2, 3, TINY, TINY), _boxes(2, seed=3)
+    with torch.no_grad():
+        embeddings = net.encode(images)
+        low_res = net.decode(embeddings, boxes)
+        logits = net(images, boxes)
+        assert embeddings.shape == (2, 128, 16, 32) and low_res.shape == (2, 1, 64, 128)
+        assert logits.shape == (2, 1, TINY, TINY)
+        for i in range(2):  # the package's own Sam modules, one sample at a time
+            sparse, dense = sam.prompt_encoder(points=None, boxes=boxes[i : i + 1], masks=None)
+            low, _ = sam.mask_decoder(
+                sam.image_encoder(images[i : i + 1]), sam.prompt_encoder.get_dense_pe(),
+                sparse, dense, False,
+            )  # fmt: skip
+            assert torch.allclose(low_res[i : i + 1], low, atol=1e-4)
+    # Its state dict loads into another build of the same type, not into vit_tiny.
+    other = M.build_sam("vit_tiny_p16x8", seed=1)
+    other.load_state_dict(net.state_dict(), strict=True)
+    assert _same_weights(other, sam)
+    with pytest.raises(RuntimeError):
+        M.build_sam("vit_tiny").load_state_dict(net.state_dict(), strict=True)
 
 
 def test_same_seed_same_weights_and_global_rng_untouched():

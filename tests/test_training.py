@@ -106,6 +106,7 @@ def test_bad_arguments_fail_with_one_clear_line(data_root, tmp_path, capsys):
         (("-batch_size", "0"), "--batch_size must be >= 1"),
         (("--grad_acc_steps", "0"), "--grad_acc_steps must be >= 1"),
         (("--train_parts", "prompt_encoder"), "--train_parts: unknown ['prompt_encoder']"),
+        (("--ema_decay", "1"), "--ema_decay must be within [0, 1)"),
     ):
         with pytest.raises(SystemExit):
             train.parse_args(_args(data_root, tmp_path, *extra))
@@ -264,8 +265,55 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 def test_preset_sets_defaults_that_any_flag_overrides():
     demo = train.parse_args(["--preset", "cpu_demo"])
-    assert (demo.model_type, demo.world_size, demo.device) == ("vit_tiny", 2, "cpu")
+    assert (demo.model_type, demo.world_size, demo.device) == ("vit_tiny_p16x8", 2, "cpu")
     assert demo.half_spectrum and demo.tile_width == 1024 and demo.synthetic["train"] == 240
+    assert demo.num_epochs == 7 and demo.ema_decay == 0.99
+    assert (demo.dice, demo.mask_resize, demo.val_metric) == ("batch", "area", "whole_fg_iou")
     changed = train.parse_args(["--preset", "cpu_demo", "--no-half_spectrum", "-num_epochs", "1"])
     assert not changed.half_spectrum and changed.num_epochs == 1
-    assert not train.parse_args([]).half_spectrum  # the paper's whole two-sided images by default
+    plain = train.parse_args([])  # the paper's settings by default
+    assert not plain.half_spectrum and plain.ema_decay == 0.0
+    assert (plain.dice, plain.mask_resize, plain.val_metric) == ("sample", "nearest", "fg_iou")
+
+
+def test_ema_batch_dice_and_soft_targets_train_and_resume_exactly(data_root, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    extra = ("--ema_decay", "0.9", "--dice", "batch", "--mask_resize", "area")
+    train.main(_args(data_root, straight, "-num_epochs", "2", *extra))
+    train.main(_args(data_root, split, "-num_epochs", "1", *extra))
+    train.main(_args(data_root, split, "-num_epochs", "2", "--resume", "auto", *extra))
+    latest = {
+        name: load_checkpoint(_only_run(folder) / run_log.LATEST)
+        for name, folder in (("straight", straight), ("split", split))
+    }
+    assert latest["straight"]["ema"]["updates"] == 2 * (COUNTS["train"] // 2)
+    for key, value in latest["straight"]["model"].items():
+        assert torch.equal(value, latest["split"]["model"][key]), key
+    for key, value in latest["straight"]["ema"]["shadow"].items():
+        assert torch.equal(value, latest["split"]["ema"]["shadow"][key]), key
+    # 'best' holds the averaged weights, not the last ones.
+    run_dir = _only_run(straight)
+    best = load_checkpoint(run_dir / run_log.BEST)
+    shadow = best["ema"]["shadow"]
+    assert shadow and all(torch.equal(best["model"][k], v) for k, v in shadow.items())
+    assert not all(torch.equal(best["model"][k], latest["straight"]["model"][k]) for k in shadow)
+    args = json.loads((run_dir / "args.json").read_text())
+    assert (args["ema_decay"], args["dice"], args["mask_resize"]) == (0.9, "batch", "area")
+
+
+def test_resuming_with_ema_needs_a_checkpoint_that_has_one(data_root, tmp_path):
+    train.main(_args(data_root, tmp_path, "-num_epochs", "1"))
+    with pytest.raises(ValueError, match="holds no weight EMA"):
+        train.main(_args(data_root, tmp_path, "-num_epochs", "2", "--resume", "auto",
+                         "--ema_decay", "0.9"))  # fmt: skip
+
+
+def test_whole_image_iou_pools_the_tiles_of_each_image():
+    from utils.engine import whole_image_iou
+
+    # Image a: two tiles, one empty and predicted with a stray pixel (tile IoU 0), one
+    # with 9 of 10 pixels right; pooled: 9 / (9 + 1 + 1). Image b: one empty tile,
+    # predicted empty (IoU 1).
+    per_item = torch.tensor([[0.0, 1.0, 0.0], [9.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    assert whole_image_iou(per_item, ["a", "a", "b"]) == pytest.approx((9 / 11 + 1.0) / 2)
+    assert whole_image_iou(per_item, ["a", "b", "c"]) == pytest.approx((0 + 0.9 + 1) / 3)

@@ -27,6 +27,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REFERENCE_SIZE = 256  # the reference code first resizes everything to 256 x 256
 BOX_SHIFT_AT_1024 = 20  # the paper's -bbox_shift, in pixels of a 1024 input
 PROMPTS = ("train", "gt_box", "full")
+MASK_RESIZES = ("nearest", "area")
 
 
 def png_size(path: Path) -> tuple[int, int] | None:
@@ -121,9 +122,21 @@ def preprocess_image(image: np.ndarray, size: int, reference: bool = False) -> n
     return np.repeat(scaled.astype(np.float32)[None], 3, axis=0)
 
 
-def preprocess_mask(mask: np.ndarray, size: int, reference: bool = False) -> np.ndarray:
-    """Mask ``(H, W)`` -> ``(size, size)`` bool by nearest resizing (via 256 for ``reference``)."""
+def preprocess_mask(
+    mask: np.ndarray, size: int, reference: bool = False, resize: str = "nearest"
+) -> np.ndarray:
+    """Mask ``(H, W)`` -> ``(size, size)``.
+
+    ``resize="nearest"`` (the default, as the reference): bool, by nearest resizing
+    (via 256 for ``reference``). ``resize="area"``: float32 in [0, 1], each pixel the
+    foreground fraction of the input area it covers (a soft target that keeps thin
+    structures nearest resizing drops or fattens; ``reference`` is ignored).
+    """
+    if resize not in MASK_RESIZES:
+        raise ValueError(f"unknown mask resize {resize!r}; expected one of {MASK_RESIZES}")
     binary = (mask > 0).astype(np.uint8)
+    if resize == "area":
+        return cv2.resize(binary.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     if reference:
         binary = cv2.resize(
             binary, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_NEAREST
@@ -194,7 +207,9 @@ class BSDSegmentation(Dataset):
     Each item is a dict: ``image`` (3, S, S) float32 in [0, 1] (omitted when
     ``load_images`` is False, for training on cached embeddings), ``mask`` (1, S, S)
     float32 in {0, 1}, ``box`` (4,) float32 ``x0, y0, x1, y1`` in input pixels,
-    ``index``, ``name`` (the image file) and ``key`` (unique per item). With
+    ``index``, ``name`` (the image file) and ``key`` (unique per item); with
+    ``mask_resize="area"`` the mask is soft, in [0, 1] (see :func:`preprocess_mask`;
+    its box prompt then covers every pixel with some foreground). With
     ``tile_width``, each image is cut along time into tiles of that many frames
     (see :func:`tile_starts`) and every tile is an item; by default an item is a
     whole image, as in the paper. ``half_spectrum`` keeps only the rows of bins
@@ -224,11 +239,14 @@ class BSDSegmentation(Dataset):
         keep_in_memory: bool = False,
         tile_width: int | None = None,
         half_spectrum: bool = False,
+        mask_resize: str = "nearest",
         seed: int = 0,
         scan: SplitScan | None = None,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
+        if mask_resize not in MASK_RESIZES:
+            raise ValueError(f"unknown mask resize {mask_resize!r}; expected one of {MASK_RESIZES}")
         self.scan = scan or scan_split(split_root)
         self.root = self.scan.root
         self.names = self.scan.names
@@ -245,6 +263,7 @@ class BSDSegmentation(Dataset):
         self.max_shift = scaled_box_shift(bbox_shift, input_size)
         self.full_box_prob = full_box_prob
         self.reference_preprocess = reference_preprocess
+        self.mask_resize = mask_resize
         self.load_images = load_images
         self.keep_in_memory = keep_in_memory
         self._memory: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
@@ -278,7 +297,7 @@ class BSDSegmentation(Dataset):
         return preprocess_image(image, self.input_size, self.reference_preprocess)
 
     def _load(self, index: int) -> tuple[np.ndarray | None, np.ndarray] | None:
-        """Preprocessed ``(image (S, S) float32 or None, mask (S, S) bool)``, or None."""
+        """Preprocessed ``(image (S, S) float32 or None, mask (S, S))``, or None."""
         if index in self._memory:
             return self._memory[index]
         name, start = self.items[index]
@@ -288,7 +307,9 @@ class BSDSegmentation(Dataset):
         except ValueError as err:
             warnings.warn(f"skipped: {err}", stacklevel=3)
             return None
-        mask = preprocess_mask(mask_png, self.input_size, self.reference_preprocess)
+        mask = preprocess_mask(
+            mask_png, self.input_size, self.reference_preprocess, self.mask_resize
+        )
         if self.keep_in_memory:
             self._memory[index] = (image, mask)
         return image, mask

@@ -115,6 +115,8 @@ def train_one_epoch(
     should_stop: Callable[[], bool],
     log_interval: int = 10,
     lr_at: Callable[[int], float] | None = None,
+    loss_fn: nn.Module | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict:
     """Train until the loader ends or ``should_stop()`` (checked after each optimizer step).
 
@@ -123,9 +125,10 @@ def train_one_epoch(
     up; the loss is divided by ``grad_acc_steps``; the optimizer steps and the
     gradients are zeroed once per ``grad_acc_steps`` micro-batches. Trailing
     micro-batches that do not fill a whole step are ignored (the caller hands in
-    whole steps only).
+    whole steps only). ``loss_fn`` defaults to :class:`DiceBCELoss`; ``after_step``
+    runs after every optimizer step (e.g. a weight-EMA update).
     """
-    loss_fn = DiceBCELoss()
+    loss_fn = loss_fn or DiceBCELoss()
     ddp_model.train()
     n_steps = len(loader) // grad_acc_steps
     progress = Progress(n_steps, f"epoch {state.epoch}", ctx.is_main, log_interval)
@@ -155,6 +158,8 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
         state.step += 1
         state.step_in_epoch += 1
         progress.update(loss=loss.item())
@@ -164,6 +169,30 @@ def train_one_epoch(
     progress.close()
     totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count]).to(ctx.device))
     return {"train_loss": (totals[0] / totals[1].clamp(min=1)).item(), "stopped": stopped}
+
+
+def source_images(dataset) -> list:
+    """The source image of each item: a :class:`BSDSegmentation`'s ``items`` know it (one
+    image, several time tiles); for any other dataset every item is its own image."""
+    items = getattr(dataset, "items", None)
+    if isinstance(items, list) and len(items) == len(dataset):
+        return [name for name, _ in items]
+    return list(range(len(dataset)))
+
+
+def whole_image_iou(per_item: torch.Tensor, names: list) -> float:
+    """Mean over source images of the foreground IoU of their items' pooled counts.
+
+    Args:
+        per_item: ``(N, 3)`` true positives, false positives, false negatives per item.
+        names: the source image of each of the N items (several for time tiles).
+    """
+    pooled: dict[str, torch.Tensor] = {}
+    for name, counts in zip(names, per_item, strict=True):
+        pooled[name] = pooled.get(name, 0) + counts
+    stacked = torch.stack(list(pooled.values())).numpy()
+    counts = {"tp": stacked[:, 0], "fp": stacked[:, 1], "fn": stacked[:, 2]}
+    return float(scores_from_counts(counts)["iou"].mean())
 
 
 @torch.no_grad()
@@ -177,14 +206,21 @@ def evaluate(
     embedder: Embedder | None,
     num_workers: int = 0,
     desc: str = "eval",
+    loss_fn: nn.Module | None = None,
 ) -> dict:
     """Loss and mask scores on a whole split, each sample counted exactly once.
 
     Every rank takes its own share (no padding), and sums are reduced across
     ranks. Foreground IoU/Dice/F1 are per-image means; ``paper_iou``/``paper_dice``
-    are the ViTVS/BudSAM two-class scores averaged over batches.
+    are the ViTVS/BudSAM two-class scores averaged over batches. A soft target
+    (``--mask_resize area``) counts as foreground where it is >= 0.5.
+
+    With time tiles an item is one tile, and a tile without foreground scores 1 or
+    0 by whether a single pixel is predicted. ``whole_fg_iou`` scores each whole
+    spectrogram instead (the counts of its tiles pooled, at the input resolution),
+    averaged over spectrograms: what a full-size evaluation measures.
     """
-    loss_fn = DiceBCELoss()
+    loss_fn = loss_fn or DiceBCELoss()
     model.eval()
     shard = Subset(dataset, distributed.shard_indices(len(dataset), ctx.rank, ctx.world_size))
     loader = DataLoader(
@@ -192,6 +228,7 @@ def evaluate(
     )
     # loss sum, images, fg iou, fg dice, fg f1, paper iou sum, paper dice sum, batches, skipped
     sums = torch.zeros(9, dtype=torch.float64)
+    per_item = torch.zeros(len(dataset), 3, dtype=torch.float64)  # tp, fp, fn of each item
     progress = Progress(len(loader), desc, ctx.is_main)
     for batch in loader:
         sums[8] += batch["skipped"]
@@ -202,9 +239,12 @@ def evaluate(
         n = target.shape[0]
         sums[0] += loss_fn(logits, target).item() * n
         sums[1] += n
-        pred, truth = (logits[:, 0] > 0).cpu(), (target[:, 0] > 0).cpu()
+        pred, truth = (logits[:, 0] > 0).cpu(), (target[:, 0] >= 0.5).cpu()
         counts = confusion_counts(pred, truth)
         scores = scores_from_counts(counts)
+        per_item[batch["index"]] = torch.from_numpy(
+            np.stack([counts["tp"], counts["fp"], counts["fn"]], axis=1)
+        )
         sums[2] += scores["iou"].sum()
         sums[3] += scores["dice"].sum()
         sums[4] += scores["f1"].sum()
@@ -215,6 +255,7 @@ def evaluate(
         progress.update()
     progress.close()
     sums = distributed.all_reduce_sum(sums.to(ctx.device)).cpu()
+    per_item = distributed.all_reduce_sum(per_item.to(ctx.device)).cpu()
     images, batches = max(sums[1].item(), 1), max(sums[7].item(), 1)
     return {
         "loss": sums[0].item() / images,
@@ -223,6 +264,7 @@ def evaluate(
         "fg_f1": sums[4].item() / images,
         "paper_iou": sums[5].item() / batches,
         "paper_dice": sums[6].item() / batches,
+        "whole_fg_iou": whole_image_iou(per_item, source_images(dataset)),
         "n_images": int(sums[1].item()),
         "skipped": int(sums[8].item()),
     }

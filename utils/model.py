@@ -6,7 +6,10 @@ Images enter the image encoder as float tensors ``(B, 3, S, S)`` scaled to [0, 1
 
 ``vit_b``/``vit_l``/``vit_h`` are the official SAM architectures (S = 1024) and need the
 official weights; ``vit_tiny`` is a small randomly initialised SAM (S = 256) for CPU runs
-and tests. All are built from the ``segment_anything`` package's own modules, so a
+and tests, and ``vit_tiny_p16x8`` the same with 16 x 8 (rows x columns) patches: a
+16 x 32 embedding grid, twice vit_tiny's along the width (time, for spectrograms), at
+a narrower width (128) so that a step costs about 1.3x vit_tiny's.
+All are built from the ``segment_anything`` package's own modules, so a
 :class:`BudSAM` state dict loads into the package's ``Sam`` and vice versa.
 """
 
@@ -27,16 +30,18 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+from segment_anything.modeling.image_encoder import Block, PatchEmbed
 from torch import nn
 
-MODEL_TYPES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
+TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8")
 OFFICIAL_CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
 }
 TRAINABLE_PARTS = ("image_encoder", "mask_decoder")
-PATCH_SIZE = 16  # image-encoder patch: the embedding grid is S/16 x S/16
+PATCH_SIZE = 16  # image-encoder patch: the embedding grid is S/16 x S/16 (but vit_tiny_p16x8)
 LOW_RES_FACTOR = 4  # the mask decoder's output is 4x the embedding grid, i.e. S/4 x S/4
 
 # vit_tiny: a light ViT encoder and a narrow (128-d) prompt encoder / mask decoder.
@@ -48,6 +53,15 @@ TINY_WINDOW = 8
 TINY_GLOBAL_ATTN = (1, 3)
 TINY_PROMPT_DIM = 128
 TINY_DECODER_MLP_DIM = 512
+# vit_tiny_p16x8: (patch rows, patch columns), encoder width and heads; the rest as vit_tiny.
+TINY_VARIANTS = {
+    "vit_tiny": {
+        "patch": (PATCH_SIZE, PATCH_SIZE),
+        "dim": TINY_ENCODER_DIM,
+        "heads": TINY_ENCODER_HEADS,
+    },
+    "vit_tiny_p16x8": {"patch": (16, 8), "dim": 128, "heads": 4},
+}
 
 # Buffers of Sam that are not persistent (never in its state dict); tolerated if present.
 _IGNORED_KEYS = ("pixel_mean", "pixel_std")
@@ -60,32 +74,52 @@ def _check_model_type(model_type: str) -> None:
 
 
 def input_size(model_type: str) -> int:
-    """Side ``S`` of the square image the model's encoder takes (1024, or 256 for vit_tiny)."""
+    """Side ``S`` of the square image the model's encoder takes (1024, or 256 for vit_tiny*)."""
     _check_model_type(model_type)
-    return TINY_IMG_SIZE if model_type == "vit_tiny" else 1024
+    return TINY_IMG_SIZE if model_type in TINY_TYPES else 1024
 
 
-def _build_tiny_sam() -> Sam:
-    """A randomly initialised small SAM: 256 x 256 input, 16 x 16 x 128 embeddings."""
-    grid = TINY_IMG_SIZE // PATCH_SIZE
+def _build_tiny_sam(model_type: str = "vit_tiny") -> Sam:
+    """A randomly initialised small SAM: 256 x 256 input, 128-channel embeddings on a
+    grid of ``256 / patch rows`` x ``256 / patch columns`` (16 x 16 for vit_tiny).
+
+    Non-square patches use the package's own classes: its ``PatchEmbed`` takes any
+    kernel, and the position embedding and the global-attention ``Block``s are sized
+    for the grid (windowed blocks do not depend on it).
+    """
+    variant = TINY_VARIANTS[model_type]
+    (patch_h, patch_w), dim, heads = variant["patch"], variant["dim"], variant["heads"]
+    grid = (TINY_IMG_SIZE // patch_h, TINY_IMG_SIZE // patch_w)
+    block_args = {
+        "dim": dim,
+        "num_heads": heads,
+        "mlp_ratio": 4,
+        "qkv_bias": True,
+        "norm_layer": partial(nn.LayerNorm, eps=1e-6),
+        "use_rel_pos": True,
+    }
+    encoder = ImageEncoderViT(
+        img_size=TINY_IMG_SIZE,
+        patch_size=patch_h,
+        embed_dim=dim,
+        depth=TINY_ENCODER_DEPTH,
+        out_chans=TINY_PROMPT_DIM,
+        window_size=TINY_WINDOW,
+        global_attn_indexes=TINY_GLOBAL_ATTN,
+        **{k: v for k, v in block_args.items() if k != "dim"},
+    )
+    if patch_h != patch_w:
+        encoder.patch_embed = PatchEmbed(
+            kernel_size=(patch_h, patch_w), stride=(patch_h, patch_w), in_chans=3, embed_dim=dim
+        )
+        encoder.pos_embed = nn.Parameter(torch.zeros(1, *grid, dim))
+        for index in TINY_GLOBAL_ATTN:
+            encoder.blocks[index] = Block(**block_args, window_size=0, input_size=grid)
     return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=TINY_IMG_SIZE,
-            patch_size=PATCH_SIZE,
-            embed_dim=TINY_ENCODER_DIM,
-            depth=TINY_ENCODER_DEPTH,
-            num_heads=TINY_ENCODER_HEADS,
-            mlp_ratio=4,
-            out_chans=TINY_PROMPT_DIM,
-            qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=TINY_WINDOW,
-            global_attn_indexes=TINY_GLOBAL_ATTN,
-        ),
+        image_encoder=encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=TINY_PROMPT_DIM,
-            image_embedding_size=(grid, grid),
+            image_embedding_size=grid,
             input_image_size=(TINY_IMG_SIZE, TINY_IMG_SIZE),
             mask_in_chans=16,
         ),
@@ -118,7 +152,7 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int =
     """Build a SAM of ``model_type`` in eval() mode, with weights from ``checkpoint``.
 
     vit_b/l/h need a checkpoint (official SAM weights or a BudSAM checkpoint);
-    vit_tiny is randomly initialised from ``seed`` unless a checkpoint is given.
+    vit_tiny* are randomly initialised from ``seed`` unless a checkpoint is given.
     Random initialisation does not disturb the global torch RNG.
 
     Raises:
@@ -126,7 +160,7 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int =
             read or does not fit the architecture.
     """
     _check_model_type(model_type)
-    if checkpoint is None and model_type != "vit_tiny":
+    if checkpoint is None and model_type not in TINY_TYPES:
         raise ValueError(
             f"{model_type} needs pretrained SAM weights: pass -checkpoint PATH "
             f"(download from {OFFICIAL_CHECKPOINT_URLS[model_type]})"
@@ -134,8 +168,8 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int =
     path = None if checkpoint is None else _check_checkpoint_file(checkpoint, model_type)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if model_type == "vit_tiny":
-            sam = _build_tiny_sam()
+        if model_type in TINY_TYPES:
+            sam = _build_tiny_sam(model_type)
         else:
             # The package's builder loads without map_location: never hand it the file.
             sam = sam_model_registry[model_type](checkpoint=None)
@@ -338,14 +372,15 @@ class BudSAM(nn.Module):
         self.trainable_parts = names
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings ``(B, C, S/16, S/16)`` of images ``(B, 3, S, S)`` in [0, 1]."""
+        """Image embeddings ``(B, C, h, w)`` of images ``(B, 3, S, S)`` in [0, 1] (h = w = S/16
+        but for vit_tiny_p16x8)."""
         s = self.img_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"images must be (B, 3, {s}, {s}), got {tuple(images.shape)}")
         return self.image_encoder(images)
 
     def decode(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Low-res mask logits ``(B, 1, S/4, S/4)`` from embeddings ``(B, C, h, w)`` and
+        """Low-res mask logits ``(B, 1, 4h, 4w)`` from embeddings ``(B, C, h, w)`` and
         boxes ``(B, 4)`` (x0, y0, x1, y1 in input pixels)."""
         b = embeddings.shape[0]
         if boxes.shape != (b, 4):
@@ -365,7 +400,7 @@ class BudSAM(nn.Module):
     ) -> torch.Tensor:
         """Mask logits ``(B, 1, S, S)`` for images ``(B, 3, S, S)`` and boxes ``(B, 4)``.
 
-        Pass ``embeddings`` (``(B, C, S/16, S/16)``, e.g. from a cache) instead of
+        Pass ``embeddings`` (``(B, C, h, w)``, e.g. from a cache) instead of
         images to skip the encoder; training goes through ``forward`` either way, so
         DDP sees every step.
         """

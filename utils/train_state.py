@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from utils.checkpoint import rng_state, set_rng_state
+from utils.ema import WeightEMA
 
 
 @dataclass
@@ -25,10 +26,17 @@ class TrainState:
 
 
 def checkpoint_state(
-    model: nn.Module, optimizer, scaler, state: TrainState, args: Namespace
+    model: nn.Module,
+    optimizer,
+    scaler,
+    state: TrainState,
+    args: Namespace,
+    ema: WeightEMA | None = None,
 ) -> dict:
     """Everything a resumed run needs, as plain types and tensors (``weights_only`` loads)."""
+    extra = {} if ema is None else {"ema": ema.state_dict()}
     return {
+        **extra,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -45,9 +53,19 @@ def checkpoint_state(
     }
 
 
-def restore_state(resumed: dict, model: nn.Module, optimizer, scaler) -> TrainState:
-    """Load weights, optimizer, scaler and RNG states; return the training progress."""
+def restore_state(
+    resumed: dict, model: nn.Module, optimizer, scaler, ema: WeightEMA | None = None
+) -> TrainState:
+    """Load weights, optimizer, scaler, RNG (and EMA) states; return the training progress.
+
+    Raises:
+        ValueError: when ``ema`` is given but the checkpoint holds no EMA state.
+    """
     model.load_state_dict(resumed["model"])
+    if ema is not None:
+        if "ema" not in resumed:
+            raise ValueError("the checkpoint holds no weight EMA (trained without --ema_decay)")
+        ema.load_state_dict(resumed["ema"])
     optimizer.load_state_dict(resumed["optimizer"])
     scaler.load_state_dict(resumed["scaler"])
     set_rng_state(resumed["rng"])
