@@ -36,6 +36,7 @@ from utils.inference import (
     load_model,
 )
 from utils.inputs import RECORDING, Discovery, Source, View, discover, load_views
+from utils.model import MODEL_TYPES
 from utils.progress import Progress
 from utils.visualize import overlay
 
@@ -54,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-checkpoint", "--checkpoint", required=True,
                    help="a BudSAM checkpoint or an official SAM checkpoint")  # fmt: skip
     p.add_argument("-model_type", "--model_type", default=None,
-                   help="vit_tiny|vit_b|vit_l|vit_h; read from a BudSAM checkpoint")  # fmt: skip
+                   help=f"{'|'.join(MODEL_TYPES)}; read from a BudSAM checkpoint")  # fmt: skip
     p.add_argument("--split", default="test", help="the split to read when -i is a BSD root")
     p.add_argument("--prompt", choices=("full", "gt_box"), default="full",
                    help="full: the whole spectrogram (no ground truth); gt_box: the paper's "
