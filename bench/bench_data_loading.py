@@ -18,7 +18,6 @@ Prints items per second (min / median / max over repeats) and the ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 from PIL import Image
 from skimage.transform import resize as skimage_resize
 
-from bench.timing import machine, spread, time_repeats
+from bench.timing import machine, print_side_by_side, time_repeats
 from utils import audio
 from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
 from utils.dataset import BSDSegmentation
@@ -101,10 +100,7 @@ def main() -> None:
     reference_rate = [args.n / s for s in reference_s]
     print(f"machine: {machine()}")
     print(f"{args.n} pairs of 1024 x {args.width}, {args.repeats} repeats")
-    print(f"BudSAM items/s (min / median / max):    {spread(ours_rate, 2)}")
-    print(f"reference items/s (min / median / max): {spread(reference_rate, 2)}")
-    ratio = statistics.median(ours_rate) / statistics.median(reference_rate)
-    print(f"speed-up (median / median): {ratio:.1f}x")
+    print_side_by_side("items/s", ("BudSAM", ours_rate), ("reference", reference_rate))
 
 
 if __name__ == "__main__":

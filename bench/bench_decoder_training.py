@@ -15,14 +15,13 @@ weights here: the speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 from segment_anything import sam_model_registry
 
-from bench.timing import machine, peak_memory_mb, spread, time_repeats
+from bench.timing import machine, peak_memory_mb, print_side_by_side, time_repeats
 from utils.dataset import BSDSegmentation, collate_skipping_none
 from utils.embedding_cache import EmbeddingCache
 from utils.engine import Embedder, model_logits
@@ -84,10 +83,10 @@ def main() -> None:
     print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
     print(f"{args.model_type}, batch {args.batch_size}, {args.steps} steps per path, "
           f"{args.repeats} repeats")  # fmt: skip
-    print(f"cached embeddings, samples/s (min / median / max):  {spread(cached_rate, 2)}")
-    print(f"encoder every step, samples/s (min / median / max): {spread(recomputed_rate, 3)}")
-    speedup = statistics.median(cached_rate) / statistics.median(recomputed_rate)
-    print(f"speed-up (median / median): {speedup:.1f}x; peak memory {peak_memory_mb():.0f} MiB")
+    print_side_by_side(
+        "samples/s", ("cached embeddings", cached_rate), ("encoder every step", recomputed_rate)
+    )
+    print(f"peak memory {peak_memory_mb():.0f} MiB")
 
 
 if __name__ == "__main__":

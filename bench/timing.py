@@ -42,3 +42,15 @@ def machine() -> str:
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss``)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_side_by_side(
+    unit: str, ours: tuple[str, list[float]], theirs: tuple[str, list[float]]
+) -> float:
+    """Print two rates measured side by side (min / median / max) and return the
+    ratio of their medians, ours over theirs."""
+    for label, values in (ours, theirs):
+        print(f"{label}, {unit} (min / median / max): {spread(values, 3)}")
+    ratio = statistics.median(ours[1]) / statistics.median(theirs[1])
+    print(f"speed-up (median / median): {ratio:.1f}x")
+    return ratio
