@@ -26,12 +26,12 @@ from utils.dataset import BSDSegmentation, collate_skipping_none
 from utils.embedding_cache import EmbeddingCache
 from utils.engine import Embedder, model_logits
 from utils.losses import DiceBCELoss
-from utils.model import BudSAM, build_sam, input_size
+from utils.model import TINY_TYPES, BudSAM, build_sam, input_size
 from utils.synthetic import generate_dataset
 
 
 def make_model(model_type: str) -> BudSAM:
-    sam = build_sam("vit_tiny") if model_type == "vit_tiny" else sam_model_registry[model_type]()
+    sam = build_sam(model_type) if model_type in TINY_TYPES else sam_model_registry[model_type]()
     return BudSAM(sam, trainable="mask_decoder").train()
 
 
