@@ -96,7 +96,7 @@ def main() -> None:
     print(f"{args.n} synthetic test recordings, {summary['audio_seconds']:.0f} s of audio, "
           f"{args.repeats} repeats")  # fmt: skip
     for threads, values in rates.items():
-        print(f"budsam_infer.py vit_tiny, {threads} thread(s): audio s per s "
+        print(f"budsam_infer.py {summary['model_type']}, {threads} thread(s): audio s per s "
               f"(min / median / max) {spread(values, 1)}")  # fmt: skip
     print(f"noisereduce non-stationary, 1 thread: audio s per s {spread(baseline, 1)}")
     print(f"model load s: {spread(loads, 2)}; budsam_infer.py peak memory MiB: {spread(memory, 0)}")
