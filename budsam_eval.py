@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.output)
     try:
-        check_output(out, args.overwrite)
         found = discover(args.input, args.split)
         methods = build_methods(args, found.has_masks)
+        check_output(out, args.overwrite)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

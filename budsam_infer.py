@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.box is not None and args.prompt == "gt_box":
         parser.error("--box and --prompt gt_box are two different prompts; give one")
+    if args.box is not None:
+        t0, t1, f0, f1 = args.box
+        if not (0 <= t0 < t1 and 0 <= f0 < f1):
+            parser.error(f"--box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} {f0} {f1}")
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
     if not 0 <= args.overlap < 1:

@@ -221,3 +221,23 @@ def test_segmenter_refuses_what_a_prompt_cannot_use(tiny_checkpoint):
         Segmenter(model, settings, prompt="box", band=band, default_sr=8000).cannot_segment(view)
         is None
     )
+
+
+def test_a_box_outside_a_file_skips_that_file_and_a_reversed_box_is_refused(
+    tiny_checkpoint, tmp_path, capsys
+):
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    rng = np.random.default_rng(5)
+    sf.write(recordings / "short.wav", 0.1 * rng.standard_normal(8000), 8000)  # 1 s
+    sf.write(recordings / "long.wav", 0.1 * rng.standard_normal(8000 * 4), 8000)  # 4 s
+    out = tmp_path / "out"
+    assert _run("-i", str(recordings), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                "--box", "2", "3", "100", "2000") == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == 1 and "past the recording's end" in summary["skipped_reasons"][0]
+    assert (out / "masks" / "long.png").is_file() and not (out / "masks" / "short.png").exists()
+    with pytest.raises(SystemExit):
+        _run("-i", str(recordings), "-o", str(tmp_path / "o2"), "-checkpoint",
+             str(tiny_checkpoint), "--box", "3", "2", "100", "2000")  # fmt: skip
+    assert "--box needs 0 <= T0 < T1" in capsys.readouterr().err

@@ -126,8 +126,14 @@ class Segmenter:
         """Why this prompt cannot be used on ``view``, or None when it can."""
         if self.prompt == "gt_box" and view.mask is None:
             return f"{view.name}: --prompt gt_box needs its ground-truth mask, and it has none"
-        if self.prompt == "box" and not (view.sr or self.default_sr):
-            return f"{view.name}: --box needs the sample rate (no audio found; pass --sr)"
+        if self.prompt == "box":
+            sr = view.sr or self.default_sr
+            if not sr:
+                return f"{view.name}: --box needs the sample rate (no audio found; pass --sr)"
+            try:
+                audio.band_extent(self.band.seconds, self.band.hertz, sr, view.image.shape[1])
+            except ValueError as err:
+                return f"{view.name}: {err}"
         return None
 
     def count_tiles(self, view: View) -> int:
