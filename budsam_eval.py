@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from utils import comparison, evaluation
-from utils.inference import Segmenter, load_model
-from utils.inputs import discover, load_views
+from utils.inference import Segmenter, load_model, positive_int
+from utils.inputs import discover, load_or_skip
+from utils.model import MODEL_TYPES
 from utils.progress import Progress
 
 METHOD_GROUPS = ("budsam", "noisereduce", "energy", "identity", "oracle")
@@ -40,21 +41,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="results/eval", help="output folder")
     p.add_argument("-checkpoint", "--checkpoint", nargs="*", default=[],
                    help="BudSAM (or official SAM) checkpoints to evaluate")  # fmt: skip
-    p.add_argument("-model_type", "--model_type", default=None,
+    p.add_argument("-model_type", "--model_type", default=None, choices=MODEL_TYPES,
                    help="for official SAM checkpoints, which record none")  # fmt: skip
     p.add_argument("--split", default="test", help="the split to read when -i is a BSD root")
     p.add_argument("--methods", default=",".join(METHOD_GROUPS),
                    help=f"comma-separated, from {','.join(METHOD_GROUPS)}")  # fmt: skip
     p.add_argument("--pred_masks", nargs="*", default=[], help="folders of NAME.png masks")
     p.add_argument("--pred_audio", nargs="*", default=[], help="folders of NAME.wav audio")
-    p.add_argument("--limit", type=int, default=None, help="only the first N files")
-    p.add_argument("--chunk", type=int, default=16, help="files loaded and scored at a time")
-    p.add_argument("--batch_size", type=int, default=8, help="tiles per model call")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N files")
+    p.add_argument("--chunk", type=positive_int, default=16,
+                   help="files loaded and scored at a time")  # fmt: skip
+    p.add_argument("--batch_size", type=positive_int, default=8, help="tiles per model call")
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument("--seed", type=int, default=0, help="seed of the gt_box jitter")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
     return p
 
@@ -68,8 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown --methods {unknown}; choose from {','.join(METHOD_GROUPS)}")
     if "budsam" in args.methods and not args.checkpoint:
         args.methods.remove("budsam")
-    if args.limit is not None and args.limit < 1:
-        parser.error(f"--limit must be at least 1, got {args.limit}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     return args
@@ -123,17 +123,15 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
 
 
 def check_output(out: Path, overwrite: bool) -> None:
-    """Create ``out``; refuse to replace an earlier comparison unless ``overwrite``."""
+    """Create ``out``, writable; refuse to replace an earlier comparison unless ``overwrite``
+    (nothing in it is touched then)."""
     found = [name for name in RESULT_FILES if (out / name).exists()]
     if found and not overwrite:
         raise ValueError(
             f"{out}: already holds a comparison ({', '.join(found)}); pass --overwrite or "
             "choose another -o"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{out}: cannot create the output folder ({err})") from None
+    evaluation.make_output_folder(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,16 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {m.label: [] for m in methods}
     seconds = {m.label: 0.0 for m in methods}
-    skipped: list[str] = list(found.problems)
+    skipped: list[str] = []
+    warnings: list[str] = list(found.problems)
+    for problem in found.problems:
+        print(f"warning: {problem}", file=sys.stderr)
     progress = Progress(len(sources), "evaluate", interval=max(1, len(sources) // 20))
     for first in range(0, len(sources), args.chunk):
-        views = []
-        for source in sources[first : first + args.chunk]:
-            try:
-                views.extend(load_views(source))
-            except ValueError as err:
-                skipped.append(str(err))
-                print(f"warning: skipped: {err}", file=sys.stderr)
+        views = [
+            view
+            for source in sources[first : first + args.chunk]
+            for view in load_or_skip(source, skipped, warnings)
+        ]
         for method in methods:
             start = time.perf_counter()
             outputs = method.run(views)
@@ -194,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "files": len(sources),
             "skipped": len(skipped),
             "skipped_reasons": skipped,
+            "warnings": warnings,
             "methods": summaries,
             "notes": {m.label: m.notes for m in methods if m.notes},
         },
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         if method.notes:
             print(f"note: {method.label}: no output for {len(method.notes)} views "
                   f"(e.g. {method.notes[0]})")  # fmt: skip
-    print(f"{len(skipped)} files skipped; results in {out}/ ({', '.join(RESULT_FILES)}, "
-          "summary.json)")  # fmt: skip
+    print(f"{len(skipped)} files skipped, {len(warnings)} warnings (reasons in summary.json); "
+          f"results in {out}/ ({', '.join(RESULT_FILES)}, summary.json)")  # fmt: skip
     return 0
 
 

@@ -3,7 +3,7 @@
     # a BSD split (Images/, optional Masks/, Raw_audios/, ...), scored where references exist
     python budsam_infer.py -i data/synthetic/test -o results/test \\
         -checkpoint work_dir/quickstart-<id>/budsam_model_best.pth
-    # your own recordings (wav/flac/ogg/mp3, any length, mono or stereo)
+    # your own recordings (wav/flac/ogg/mp3, any length, bit depth and number of channels)
     python budsam_infer.py -i my_recordings/ -o denoised/ -checkpoint CKPT
     # only what lies between 0.5-3 s and 2-9 kHz
     python budsam_infer.py -i song.wav -o out/ -checkpoint CKPT --box 0.5 3 2000 9000
@@ -11,7 +11,13 @@
 Writes ``masks/NAME.png`` (at the spectrogram's own size), ``denoised/NAME.wav``
 whenever the audio is known, ``overlays/NAME.png`` with ``--save_overlays``,
 ``metrics.csv`` (one row per spectrogram) and ``summary.json``. A file that cannot
-be read is reported, skipped and counted; the run goes on.
+be read is reported, skipped and counted; the run goes on. A recording's channels are
+segmented one by one (masks ``NAME``, ``NAME_left``/``NAME_right``, or ``NAME_ch1``...
+for more than two) and its denoised file keeps them all. Problems that leave a file
+usable (its recording is missing or does not fit the image, its mask holds values
+other than 0 and 255, its audio is silent) are warnings, listed in ``summary.json``.
+Bad arguments, checkpoints and output folders stop the run before any work, with one
+line naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from utils.inference import (
     Segmenter,
     denoise,
     load_model,
+    positive_int,
 )
-from utils.inputs import RECORDING, Discovery, Source, View, discover, load_views
+from utils.inputs import RECORDING, Discovery, Source, View, discover, load_or_skip
 from utils.model import MODEL_TYPES
 from utils.progress import Progress
 from utils.visualize import overlay
@@ -54,8 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-checkpoint", "--checkpoint", required=True,
                    help="a BudSAM checkpoint or an official SAM checkpoint")  # fmt: skip
-    p.add_argument("-model_type", "--model_type", default=None,
-                   help=f"{'|'.join(MODEL_TYPES)}; read from a BudSAM checkpoint")  # fmt: skip
+    p.add_argument("-model_type", "--model_type", default=None, choices=MODEL_TYPES,
+                   help="read from a BudSAM checkpoint; needed by official SAM files")  # fmt: skip
     p.add_argument("--split", default="test", help="the split to read when -i is a BSD root")
     p.add_argument("--prompt", choices=("full", "gt_box"), default="full",
                    help="full: the whole spectrogram (no ground truth); gt_box: the paper's "
@@ -63,15 +70,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", nargs=4, type=float, metavar=("T0", "T1", "F0", "F1"), default=None,
                    help="prompt every file with this time span (s) and band (Hz); the mask "
                    "is kept inside it")  # fmt: skip
-    p.add_argument("--sr", type=int, default=None,
+    p.add_argument("--sr", type=positive_int, default=None,
                    help="sample rate for --box on spectrograms without audio")  # fmt: skip
-    p.add_argument("--tile_width", type=int, default=None,
+    p.add_argument("--tile_width", type=positive_int, default=None,
                    help="frames per time tile (default: the checkpoint's; otherwise whole "
                    f"spectrograms, and {RECORDING_TILE_WIDTH} for recordings)")  # fmt: skip
     p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
                    help="fraction of a tile shared with the next")  # fmt: skip
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
-    p.add_argument("--batch_size", type=int, default=8, help="tiles per model call")
+    p.add_argument("--batch_size", type=positive_int, default=8, help="tiles per model call")
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
@@ -79,7 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an output folder that already holds results")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the gt_box jitter")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     return p
 
 
@@ -92,8 +99,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         t0, t1, f0, f1 = args.box
         if not (0 <= t0 < t1 and 0 <= f0 < f1):
             parser.error(f"--box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} {f0} {f1}")
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
     if not 0 <= args.overlap < 1:
         parser.error(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -102,7 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_output(out: Path, overwrite: bool, save_overlays: bool) -> None:
-    """Create the output folders; refuse one that holds results unless ``overwrite``."""
+    """Create the output folders, writable; refuse one that holds results unless
+    ``overwrite`` (nothing in it is touched then)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
     found = [name for name in RESULT_FILES if (out / name).exists()]
@@ -112,11 +118,9 @@ def prepare_output(out: Path, overwrite: bool, save_overlays: bool) -> None:
             f"{out}: already holds results ({', '.join(found)}); pass --overwrite or choose "
             "another -o"
         )
+    evaluation.make_output_folder(out)
     for name in OUTPUT_DIRS[:2] + (("overlays",) if save_overlays else ()):
-        try:
-            (out / name).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"{out / name}: cannot create the output folder ({err})") from None
+        evaluation.make_output_folder(out / name)
 
 
 def write_source_outputs(
@@ -149,15 +153,7 @@ def write_denoised(path: Path, y: np.ndarray, sr: int) -> None:
 
 def load_usable(source: Source, segmenter: Segmenter, skipped: list, notes: list) -> list[View]:
     """The views of ``source`` if it can be read and prompted; else record why not."""
-    try:
-        views = load_views(source)
-    except ValueError as err:
-        skipped.append(str(err))
-        print(f"warning: skipped: {err}", file=sys.stderr)
-        return []
-    for note in (note for view in views for note in view.warnings):
-        notes.append(note)
-        print(f"warning: {note}", file=sys.stderr)
+    views = load_or_skip(source, skipped, notes)
     reasons = [r for r in map(segmenter.cannot_segment, views) if r]
     for reason in reasons:
         skipped.append(reason)
@@ -275,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(summary: dict, out: Path) -> None:
     """A few lines: what was done, what was skipped, and the mean scores that exist."""
-    print(f"{summary['n_views']} spectrograms denoised, {summary['skipped']} files skipped; "
+    print(f"{summary['n_views']} spectrograms denoised, {summary['skipped']} files skipped, "
+          f"{len(summary['warnings'])} warnings (reasons in summary.json); "
           f"{summary['audio_seconds']:.1f} s of audio in {summary['compute_seconds']:.1f} s "
           f"({summary['audio_per_compute_second']:.1f} s of audio per second)")  # fmt: skip
     shown = [(k, summary[k]) for k in ("fg_iou", "paper_iou", "bsd_sdr", "si_sdr", "si_sdr_imp")]

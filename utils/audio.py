@@ -32,6 +32,10 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 CHANNEL_SUFFIXES = {"_left": "left", "_right": "right"}
 _CHANNEL_INDEX = {"left": 0, "right": 1}
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command; sndfile.h
+# The largest decoder delay :func:`align_to_image` looks for, in samples. A BSD image's
+# recording may be longer than the image by this delay plus as much again of padding
+# at the end; a longer one is not the image's recording.
+ALIGN_MAX_OFFSET = 2048
 
 
 # ----------------------------------------------------------------------------- loading
@@ -59,8 +63,9 @@ def sniff_audio_format(path: str | Path) -> str | None:
 def load_audio_channels(path: str | Path) -> tuple[np.ndarray, int]:
     """Read every channel of a recording as float64.
 
-    Returns ``(Y, sr)`` with ``Y`` of shape ``(channels, samples)``. The format is
-    taken from the content, so MP3 data behind a ``.wav`` name decodes.
+    Returns ``(Y, sr)`` with ``Y`` of shape ``(channels, samples)``, any number of
+    channels and any bit depth (8/16/24/32-bit PCM, float). The format is taken from
+    the content, so MP3 data behind a ``.wav`` name decodes.
 
     Raises:
         ValueError: naming the file, when it is missing, unreadable, empty or
@@ -86,7 +91,7 @@ def load_audio(path: str | Path, channel: str | int | None = None) -> tuple[np.n
 
     Args:
         path: wav/flac/ogg/mp3 file (the format is sniffed from the content).
-        channel: None for mono (a multi-channel file is averaged to mono),
+        channel: None for mono (a file of two or more channels is averaged to mono),
             ``"left"``/``"right"`` (channel 1/2, as BSD's ``_left``/``_right``
             images), or a 0-based channel index.
 
@@ -131,11 +136,15 @@ def raw_audio_for_image(
 ) -> tuple[np.ndarray, int]:
     """The part of a BSD image's raw recording that the image shows, and its rate.
 
-    Maps ``X_left.png`` to channel 1 of ``raw_dir/X.wav`` (and so on), and aligns the
-    decode to the image with :func:`align_to_image` when their widths differ.
+    Maps ``X_left.png`` to channel 1 of ``raw_dir/X.wav`` (and so on; ``X.png`` to the
+    mono mix of all channels), and aligns the decode to the image with
+    :func:`align_to_image` when their widths differ.
 
     Raises:
-        ValueError: naming the file, when it is missing, unreadable, or too short.
+        ValueError: naming the file, when it is missing or unreadable, or when its
+            length cannot match the image's width at any offset up to
+            :data:`ALIGN_MAX_OFFSET` (too short, or longer than the image by more than
+            twice that).
     """
     segment, sr, _ = raw_audio_segment(raw_dir, image_name, image)
     return segment, sr
@@ -152,13 +161,15 @@ def raw_audio_segment(
         raise ValueError(f"{Path(raw_dir) / stem}.*: no raw recording for {image_name}")
     y, sr = load_audio(path, channel)
     width = image.shape[1]
-    offset = 0 if num_frames(len(y)) == width else align_to_image(y, image)
-    segment = y[offset : offset + num_samples(width)]
-    if num_frames(len(segment)) != width:
+    extra = len(y) - num_samples(width)
+    if not 0 <= extra <= 2 * ALIGN_MAX_OFFSET:
         raise ValueError(
-            f"{path}: {len(y)} samples cannot cover the {width} frames of {image_name}"
+            f"{path}: {len(y)} samples ({num_frames(len(y))} frames) do not match the "
+            f"{width} frames of {image_name} at any offset up to {ALIGN_MAX_OFFSET} samples"
         )
-    return segment, sr, offset
+    # Only offsets that leave the whole image's worth of samples are searched.
+    offset = 0 if extra < HOP_LENGTH else align_to_image(y, image, min(extra, ALIGN_MAX_OFFSET))
+    return y[offset : offset + num_samples(width)], sr, offset
 
 
 def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
@@ -424,7 +435,7 @@ def mask_to_audio(
 
 
 def align_to_image(
-    y: np.ndarray, image: np.ndarray, max_offset: int = 2048, n_frames: int = 256
+    y: np.ndarray, image: np.ndarray, max_offset: int = ALIGN_MAX_OFFSET, n_frames: int = 256
 ) -> int:
     """Find the sample offset at which ``stft(y[offset:])`` best reproduces ``image``.
 

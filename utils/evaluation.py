@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,23 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def make_output_folder(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) and check that files can be written in it.
+
+    Raises:
+        ValueError: naming the folder, when it cannot be created or is not writable
+            (checked before any work is done, not when the first result is written).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{folder}: cannot create the output folder ({err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{folder}: the output folder is not writable")
+    return folder
 
 
 def write_text(path: str | Path, text: str) -> None:

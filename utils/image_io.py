@@ -7,35 +7,66 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END_CHUNK = b"IEND"
+
 
 def read_gray_png(path: str | Path) -> np.ndarray:
     """Read an 8-bit grayscale PNG as a ``(H, W)`` uint8 array.
 
+    The file is checked before it is decoded, so a damaged one gives a message that
+    says what is wrong with it (and libpng prints nothing).
+
     Raises:
-        ValueError: naming the file, when it is missing or unreadable, or is not
-            8-bit single-channel (an RGB file whose channels are equal is accepted).
+        ValueError: naming the file, when it is missing, empty, not a PNG, truncated or
+            corrupt, or is not 8-bit single-channel (an RGB file whose channels are
+            equal is accepted).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{path}: empty file (0 bytes), not an image")
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(f"{path}: not a PNG file (it does not start with the PNG signature)")
+    if data.rfind(PNG_END_CHUNK) < 0:
+        raise ValueError(f"{path}: truncated PNG ({len(data)} bytes, no end chunk)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ValueError(f"{path}: not a readable image (empty, truncated or not a PNG)")
+        raise ValueError(f"{path}: corrupt PNG (its image data cannot be decoded)")
     if image.dtype != np.uint8:
-        raise ValueError(f"{path}: expected an 8-bit image, found {image.dtype}")
+        bits = 8 * image.dtype.itemsize
+        raise ValueError(f"{path}: expected an 8-bit image, found a {bits}-bit one")
     if image.ndim == 3:
         if image.shape[2] == 4 or not (
             np.array_equal(image[..., 0], image[..., 1])
             and np.array_equal(image[..., 0], image[..., 2])
         ):
-            raise ValueError(f"{path}: expected a grayscale image, found {image.shape[2]} channels")
+            found = "an alpha channel" if image.shape[2] == 4 else "colour channels that differ"
+            raise ValueError(f"{path}: expected a grayscale image, found {found}")
         image = image[..., 0]
     return image
 
 
-def read_mask_png(path: str | Path) -> np.ndarray:
-    """Read a BSD mask PNG as a ``(H, W)`` bool array (True = clean bird sound)."""
-    return read_gray_png(path) > 0
+def read_mask_png(path: str | Path, notes: list[str] | None = None) -> np.ndarray:
+    """Read a BSD mask PNG as a ``(H, W)`` bool array (True = clean bird sound).
+
+    BSD masks hold 0 and 255; as in the dataset's own code any nonzero value is
+    foreground. A mask holding other values is read the same way, and when ``notes``
+    is given a line saying so is appended to it.
+    """
+    gray = read_gray_png(path)
+    mask = gray > 0
+    if notes is not None:
+        odd = mask & (gray != 255)
+        if odd.any():
+            values = np.unique(gray[odd])
+            notes.append(
+                f"{path}: mask holds values other than 0 and 255 ({int(odd.sum())} pixels, "
+                f"e.g. {', '.join(map(str, values[:3]))}); nonzero read as foreground"
+            )
+    return mask
 
 
 # Fast PNG settings, measured on BSD-sized images: a noisy spectrogram compresses

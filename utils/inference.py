@@ -10,6 +10,7 @@ time span and frequency band (``box``).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,17 @@ PROMPTS = ("full", "gt_box", "box")
 # width of a BSD image (the published sample's is 3032 frames, 4 s at 48 kHz).
 RECORDING_TILE_WIDTH = 3032
 DEFAULT_OVERLAP = 0.25
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1 (batch sizes, tile widths...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,27 @@ Three kinds of input folder (or a single file) are recognised:
   split folders is read at its ``split`` (``test`` by default);
 * a plain folder of spectrogram PNGs in the BSD format (a recording with the same
   stem beside an image is used as its raw audio);
-* a folder of recordings (wav/flac/ogg/mp3, any length, any number of channels),
-  each channel turned into a BSD spectrogram with :func:`utils.audio.stft`.
+* a folder of recordings (wav/flac/ogg/mp3, any length, any bit depth, any number
+  of channels), each channel turned into a BSD spectrogram with
+  :func:`utils.audio.stft` and segmented on its own: views ``NAME`` (mono),
+  ``NAME_left``/``NAME_right`` (stereo, as BSD names its images), ``NAME_ch1`` ...
+  (three or more channels); the denoised file keeps every channel.
 
 A :class:`Source` is one input file; loading it gives one :class:`View` per
 spectrogram to segment (one per channel of a recording). Anything that cannot be
-loaded raises ``ValueError`` naming the file; problems that leave the image usable
-(e.g. its recording is unreadable) become the view's ``warnings``.
+loaded raises ``ValueError`` naming the file (the callers skip it and count it);
+problems that leave the image usable become the view's ``warnings``: its recording
+is missing, unreadable, silent or of a length that does not fit the image (the
+image is still segmented, without audio), or its mask holds values other than 0
+and 255 (nonzero is foreground, the dataset's own convention). Files found but not
+used (a mask without an image, a recording beside spectrograms, a second file of
+the same name) are the :class:`Discovery`'s ``problems``. A ground-truth mask of
+another size than its image, or one that cannot be read, makes the image unusable.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,13 +117,24 @@ def _optional_dir(root: Path, name: str) -> Path | None:
 
 def _bsd_split(root: Path) -> Discovery:
     images = _files(root / IMAGES_DIR, (".png",))
+    if not images:
+        raise ValueError(f"{root / IMAGES_DIR}: holds no PNG images")
     mask_dir = _optional_dir(root, MASKS_DIR)
     problems = []
     if mask_dir is not None:
         image_names = {p.name for p in images}
-        orphans = sorted(p.name for p in _files(mask_dir, (".png",)) if p.name not in image_names)
+        mask_names = {p.name for p in _files(mask_dir, (".png",))}
+        orphans = sorted(mask_names - image_names)
         if orphans:
-            problems.append(f"{mask_dir}: {len(orphans)} masks without an image: {orphans[:3]}")
+            problems.append(
+                f"{mask_dir}: {len(orphans)} masks without an image, not used: {orphans[:3]}"
+            )
+        unmasked = sorted(image_names - mask_names)
+        if unmasked:
+            problems.append(
+                f"{mask_dir}: no mask for {len(unmasked)} images, their mask scores are left "
+                f"empty: {unmasked[:3]}"
+            )
     sources = [
         Source(
             p.stem,
@@ -154,11 +175,18 @@ def discover(path: str | Path, split: str = "test") -> Discovery:
     if any((path / name).is_dir() for names in SPLIT_FOLDERS.values() for name in names):
         return _bsd_split(split_dir(path, split))
     images = _files(path, (".png",))
-    if images:
-        return Discovery(path, "spectrogram folder", [_plain_image(p) for p in images])
     recordings = _files(path, audio.AUDIO_EXTENSIONS)
+    if images:
+        used = {audio.audio_source_for_image(p.name)[0] for p in images}
+        unused = [p.name for p in recordings if p.stem not in used]
+        problems = [
+            f"{path}: {len(unused)} recordings without a spectrogram of their name are not "
+            f"denoised (the folder is read as spectrograms): {unused[:3]}"
+        ] if unused else []  # fmt: skip
+        return Discovery(path, "spectrogram folder", [_plain_image(p) for p in images], problems)
     if recordings:
-        return Discovery(path, "recordings", [Source(p.stem, RECORDING, p) for p in recordings])
+        sources, problems = _unique_names([Source(p.stem, RECORDING, p) for p in recordings])
+        return Discovery(path, "recordings", sources, problems)
     raise ValueError(
         f"{path}: found no BSD split ({IMAGES_DIR}/), spectrogram PNGs or recordings "
         f"({', '.join(audio.AUDIO_EXTENSIONS)})"
@@ -167,6 +195,22 @@ def discover(path: str | Path, split: str = "test") -> Discovery:
 
 def _plain_image(path: Path) -> Source:
     return Source(path.stem, IMAGE, path, raw_dir=path.parent)
+
+
+def _unique_names(sources: list[Source]) -> tuple[list[Source], list[str]]:
+    """The sources whose name no earlier one has (its outputs would overwrite theirs), and
+    a problem for each of the others."""
+    kept: dict[str, Source] = {}
+    problems = []
+    for source in sources:
+        if source.name in kept:
+            problems.append(
+                f"{source.path}: not read, {kept[source.name].path.name} has the same name "
+                "and its outputs would be overwritten"
+            )
+        else:
+            kept[source.name] = source
+    return list(kept.values()), problems
 
 
 # ----------------------------------------------------------------------------- loading
@@ -179,6 +223,22 @@ def load_views(source: Source) -> list[View]:
         ValueError: naming the file, when the image or recording cannot be used.
     """
     return _recording_views(source) if source.kind == RECORDING else [_image_view(source)]
+
+
+def load_or_skip(source: Source, skipped: list[str], warnings: list[str]) -> list[View]:
+    """:func:`load_views`, for a run that goes on past a bad file: when ``source`` cannot
+    be loaded the reason is appended to ``skipped`` and no view is returned; the views'
+    warnings are appended to ``warnings``. Each is printed to stderr as well."""
+    try:
+        views = load_views(source)
+    except ValueError as err:
+        skipped.append(str(err))
+        print(f"warning: skipped: {err}", file=sys.stderr)
+        return []
+    for warning in (warning for view in views for warning in view.warnings):
+        warnings.append(warning)
+        print(f"warning: {warning}", file=sys.stderr)
+    return views
 
 
 def channel_names(name: str, n_channels: int) -> list[str]:
@@ -203,9 +263,17 @@ def _recording_views(source: Source) -> list[View]:
         half = audio.stft_half(y)
         image = audio.two_sided(audio.spectrogram_to_image(half))
         views.append(View(name, image, audio=y, sr=sr, spectrum=half))
-        if not np.any(y):
-            views[-1].warnings.append(f"{source.path}: channel of {name} is silent (all zeros)")
+        _note_silence(views[-1], source.path)
     return views
+
+
+def _note_silence(view: View, path: Path) -> None:
+    """Warn that the view's audio is all zeros: its audio scores are undefined."""
+    if not np.any(view.audio):
+        view.warnings.append(
+            f"{path}: the audio of {view.name} is silent (all zeros); its audio scores are "
+            "left empty"
+        )
 
 
 def _image_view(source: Source) -> View:
@@ -218,7 +286,7 @@ def _image_view(source: Source) -> View:
     view = View(source.name, image)
     if source.mask_dir is not None:
         mask_path = source.mask_dir / source.path.name
-        mask = read_mask_png(mask_path)
+        mask = read_mask_png(mask_path, view.warnings)
         if mask.shape != image.shape:
             raise ValueError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image "
@@ -233,7 +301,8 @@ def _image_view(source: Source) -> View:
 def _attach_audio(view: View, source: Source) -> None:
     """Add the raw audio the image shows and a reference to score against, if found."""
     stem, channel = audio.audio_source_for_image(source.path.name)
-    if audio.find_audio_file(source.raw_dir, stem) is None:
+    raw_path = audio.find_audio_file(source.raw_dir, stem)
+    if raw_path is None:
         if source.audio_expected:
             view.warnings.append(f"{source.raw_dir / stem}.*: no raw recording for {view.name}")
         return
@@ -242,8 +311,9 @@ def _attach_audio(view: View, source: Source) -> None:
             source.raw_dir, source.path.name, view.image
         )
     except ValueError as err:
-        view.warnings.append(str(err))
+        view.warnings.append(f"{err}; {view.name} is segmented without audio")
         return
+    _note_silence(view, raw_path)
     clean = source.clean_dir and audio.find_audio_file(source.clean_dir, stem)
     if clean:
         try:
