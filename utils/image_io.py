@@ -14,8 +14,8 @@ PNG_END_CHUNK = b"IEND"
 def read_gray_png(path: str | Path) -> np.ndarray:
     """Read an 8-bit grayscale PNG as a ``(H, W)`` uint8 array.
 
-    The file is checked before it is decoded, so a damaged one gives a message that
-    says what is wrong with it (and libpng prints nothing).
+    The file is checked before it is decoded, so an empty, foreign or truncated file
+    gets a message that says which (and libpng prints nothing about it).
 
     Raises:
         ValueError: naming the file, when it is missing, empty, not a PNG, truncated or
