@@ -123,6 +123,15 @@ def test_si_sdr_by_hand_and_scale_invariance():
     assert metrics.si_sdr(s, s + 5.0) == math.inf
 
 
+def test_si_sdr_of_a_silent_or_orthogonal_estimate_is_the_floor_and_of_silence_undefined():
+    s = np.array([1.0, -1.0, 1.0, -1.0])
+    orthogonal = np.array([1.0, 1.0, -1.0, -1.0])
+    scores = metrics.si_sdr(np.stack([s, s, s]), np.stack([np.zeros(4), orthogonal, 0.5 * s]))
+    assert scores[0] == scores[1] == metrics.SI_SDR_FLOOR_DB == -80.0
+    assert scores[2] == math.inf
+    assert math.isnan(metrics.si_sdr(np.zeros(4), s))  # no reference signal: undefined
+
+
 def test_audio_metrics_vectorised_and_checked():
     s = np.random.default_rng(0).standard_normal((3, 100))
     estimate = s + 0.1

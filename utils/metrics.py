@@ -119,6 +119,9 @@ def two_class_scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, flo
 # ----------------------------------------------------------------------------- audio
 
 
+SI_SDR_FLOOR_DB = -80.0  # 10 * log10(1e-8)
+
+
 def _signal_batch(x: Any) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x[None] if x.ndim == 1 else x
@@ -180,7 +183,12 @@ def si_sdr(reference: Any, estimate: Any) -> np.ndarray | float:
     energy = np.sum(s**2, axis=1, keepdims=True)
     alpha = np.sum(s_hat * s, axis=1, keepdims=True) / np.where(energy > 0, energy, 1.0)
     target = alpha * s
-    return _squeeze(_db(np.sum(target**2, 1), np.sum((s_hat - target) ** 2, 1), 10.0), reference)
+    value = _db(np.sum(target**2, 1), np.sum((s_hat - target) ** 2, 1), 10.0)
+    # A silent estimate (0/0) or one orthogonal to the reference (-inf) is the worst
+    # output there is: it scores the floor, as in asteroid (eps 1e-8), rather than
+    # vanish from a mean. A silent reference leaves the score undefined (NaN).
+    value = np.where(np.isnan(value) | (value < SI_SDR_FLOOR_DB), SI_SDR_FLOOR_DB, value)
+    return _squeeze(np.where(energy[:, 0] > 0, value, np.nan), reference)
 
 
 def _check_same_shape(reference: np.ndarray, estimate: np.ndarray) -> None:
