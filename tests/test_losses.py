@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.losses import DiceBCELoss
+from utils.losses import DICE_REDUCTIONS, DICE_SMOOTH, DiceBCELoss, squared_dice_loss
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,3 +71,30 @@ def test_nonempty_dice_averages_the_images_with_foreground_only():
     missed_small[0] = -8.0
     assert nonempty(missed_small, two).item() > 0.49  # half the images wholly missed
     assert DiceBCELoss("batch")(missed_small, two).item() < 0.05
+
+
+def test_squared_dice_by_hand():
+    # sigmoid(0) = 0.5 everywhere; 2 of 4 pixels are foreground.
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # 2 * (0.5 + 0.5) / (4 * 0.25 + 2) = 2 / 3
+    expected = 1 - (2.0 + DICE_SMOOTH) / (3.0 + DICE_SMOOTH)
+    assert squared_dice_loss(logits, target, pool_batch=False).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("dice", DICE_REDUCTIONS)
+def test_the_dice_term_equals_monais_dice_loss(dice):
+    monai = pytest.importorskip("monai", reason="MONAI is not installed (only for this check)")
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 1, 16, 16, generator=generator) * 3
+    target = (torch.rand(3, 1, 16, 16, generator=generator) > 0.6).float()
+    target[1] = 0  # an empty target
+    reference = monai.losses.DiceLoss(
+        sigmoid=True, squared_pred=True, batch=dice == "batch",
+        reduction="none" if dice == "nonempty" else "mean",
+    )(logits, target)  # fmt: skip
+    if dice == "nonempty":
+        reference = reference.flatten()[[0, 2]].mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    ours = DiceBCELoss(dice)(logits, target) - bce
+    assert ours.item() == pytest.approx(reference.item(), abs=1e-6)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-import monai
 import torch
 from torch import nn
 
 DICE_REDUCTIONS = ("sample", "batch", "nonempty")
+DICE_SMOOTH = 1e-5  # added to the numerator and the denominator, as MONAI's DiceLoss
+
+
+def squared_dice_loss(logits: torch.Tensor, target: torch.Tensor, pool_batch: bool) -> torch.Tensor:
+    """``1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s)`` with ``p = sigmoid(logits)``.
+
+    MONAI's ``DiceLoss(sigmoid=True, squared_pred=True)`` for one channel: a value per
+    image ``(B,)``, or one for the whole batch ``(1,)`` with ``pool_batch``.
+    """
+    probability = torch.sigmoid(logits)
+    dims = tuple(range(0 if pool_batch else 1, logits.ndim))
+    intersection = (probability * target).sum(dims)
+    denominator = (probability * probability).sum(dims) + (target * target).sum(dims)
+    return (1 - (2 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)).reshape(-1)
 
 
 class DiceBCELoss(nn.Module):
@@ -33,18 +46,14 @@ class DiceBCELoss(nn.Module):
         if dice not in DICE_REDUCTIONS:
             raise ValueError(f"unknown Dice reduction {dice!r}; expected one of {DICE_REDUCTIONS}")
         self.reduction = dice
-        self.dice = monai.losses.DiceLoss(
-            sigmoid=True,
-            squared_pred=True,
-            reduction="none" if dice == "nonempty" else "mean",
-            batch=dice == "batch",
-        )
         self.bce = nn.BCEWithLogitsLoss(reduction="mean")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.to(logits.dtype)
-        dice = self.dice(logits, target)
+        dice = squared_dice_loss(logits, target, pool_batch=self.reduction == "batch")
         if self.reduction == "nonempty":
             has_foreground = target.flatten(1).sum(1) > 0
-            dice = (dice.flatten() * has_foreground).sum() / has_foreground.sum().clamp(min=1)
+            dice = (dice * has_foreground).sum() / has_foreground.sum().clamp(min=1)
+        else:
+            dice = dice.mean()
         return dice + self.bce(logits, target)
