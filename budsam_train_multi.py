@@ -28,7 +28,9 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.multiprocessing as mp
@@ -44,11 +46,21 @@ from utils.ema import WeightEMA
 from utils.embedding_cache import EmbeddingCache, module_fingerprint
 from utils.engine import Embedder, cosine_lr, evaluate, train_one_epoch
 from utils.losses import DICE_REDUCTIONS, DiceBCELoss
-from utils.model import MODEL_TYPES, BudSAM, build_sam, input_size
+from utils.model import (
+    MODEL_TYPES,
+    BudSAM,
+    build_sam,
+    input_size,
+    sam_state_dict,
+    state_dict_mismatch,
+)
 from utils.synthetic import generate_dataset, is_generated
 from utils.train_state import TrainState, checkpoint_state, restore_state
 
 TRAIN_PARTS = ("image_encoder", "mask_decoder")
+# What a --resume checkpoint must hold (see utils.train_state.restore_state).
+RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "step", "step_in_epoch", "best_metric",
+               "history", "rng")  # fmt: skip
 PRESETS = {
     "cpu_demo": {
         "tr_path": "data/synthetic",
@@ -77,9 +89,17 @@ PRESETS = {
 # ----------------------------------------------------------------------------- arguments
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit code 2), without the
+    usage block: the line says what is wrong; ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.splitlines())}\n")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The reference's argument spellings, each with a double-dash twin."""
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         description="Fine-tune SAM to segment clean bird sound in BSD spectrograms (DDP).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -180,10 +200,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject impossible settings with one clear line each."""
+    """Reject impossible settings and unusable files with one clear line each, before
+    any process starts or anything is written."""
     for name in ("batch_size", "grad_acc_steps", "num_epochs", "world_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("eval_batch_size", "tile_width", "max_steps_per_epoch", "nproc_per_node"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("num_workers", "bbox_shift"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not args.task_name or Path(args.task_name).name != args.task_name:
+        parser.error(f"-task_name must be a plain folder name, got {args.task_name!r}")
     parts = [part.strip() for part in args.train_parts.split(",") if part.strip()]
     unknown = sorted(set(parts) - set(TRAIN_PARTS))
     if unknown or not parts:
@@ -199,8 +228,52 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         gpus = torch.cuda.device_count() if args.device == "cuda" else 0
         args.nproc_per_node = min(args.world_size, gpus) if gpus else args.world_size
     args.eval_batch_size = args.eval_batch_size or args.batch_size
-    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        parser.error(f"--resume: {args.resume}: checkpoint not found")
+    file_checks = (
+        ("-work_dir", run_log.check_work_dir, args.work_dir),
+        ("-checkpoint", partial(sam_state_dict, model_type=args.model_type), args.checkpoint),
+        ("--resume", partial(check_resume, args), None if args.resume == "auto" else args.resume),
+    )  # --resume auto is found, and checked, by resolve_resume
+    for flag, check, path in file_checks:
+        if path is None:
+            continue
+        try:
+            check(path)
+        except ValueError as err:
+            parser.error(f"{flag}: {err}")
+
+
+def check_resume(args: argparse.Namespace, path: str | Path) -> None:
+    """A ``--resume`` checkpoint must be a BudSAM training checkpoint this run can continue:
+    the training state, weights of a ``-model_type`` SAM, the same ``--train_parts``
+    (the optimizer state is per trained tensor), and an EMA if ``--ema_decay`` asks for one.
+
+    Raises:
+        ValueError: naming the file and the problem.
+    """
+    checkpoint = load_checkpoint(path, mmap=True)
+    absent = [key for key in RESUME_KEYS if key not in checkpoint]
+    if absent or not isinstance(checkpoint["model"], dict):
+        raise ValueError(
+            f"{path}: not a BudSAM training checkpoint (no {', '.join(absent) or 'model'}); "
+            "to start from its weights, pass it as -checkpoint instead"
+        )
+    recorded = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else {}
+    mismatch = state_dict_mismatch(checkpoint["model"], args.model_type)
+    if mismatch:
+        trained = (
+            f"; it was trained as {recorded['model_type']}" if "model_type" in recorded else ""
+        )
+        raise ValueError(f"{path}: does not hold a {args.model_type} SAM ({mismatch}{trained})")
+    parts = recorded.get("train_parts")
+    if isinstance(parts, str) and json.loads(parts) != args.train_parts:
+        raise ValueError(
+            f"{path}: trained with --train_parts {','.join(json.loads(parts))}, not "
+            f"{','.join(args.train_parts)} (its optimizer state would not fit)"
+        )
+    if args.ema_decay > 0 and "ema" not in checkpoint:
+        raise ValueError(
+            f"{path}: the checkpoint holds no weight EMA (trained without --ema_decay)"
+        )
 
 
 def check_data(tr_path: str) -> None:
@@ -249,12 +322,13 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
         "mask_resize": args.mask_resize,
         "seed": args.seed,
     }
+    is_main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     datasets = {}
     for split in ("train", "valid", "test"):
         root = split_dir(args.tr_path, split)
         scan = scan_split(root)
-        if scan.skipped:
-            print(f"warning: skipping {scan.skipped} items\n{scan.report()}", flush=True)
+        if scan.skipped and is_main:
+            print(f"warning: {split}: skipping {scan.skipped} items\n{scan.report()}", flush=True)
         prompt = "train" if split == "train" else "gt_box"
         datasets[split] = BSDSegmentation(
             root, size, prompt=prompt, full_box_prob=args.full_box_prob, scan=scan, **common
@@ -263,6 +337,12 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
 
 
 def resolve_resume(args: argparse.Namespace) -> Path | None:
+    """The checkpoint to resume from: ``--resume PATH`` (checked by :func:`check_args`), or
+    for ``auto`` this task's newest ``latest``, checked here before anything is written.
+
+    Raises:
+        ValueError: naming the file, when ``auto`` finds one this run cannot continue.
+    """
     if args.resume is None:
         return None
     if args.resume == "auto":
@@ -272,6 +352,7 @@ def resolve_resume(args: argparse.Namespace) -> Path | None:
                 f"--resume auto: no earlier {args.task_name} run in {args.work_dir}; starting anew"
             )
             return None
+        check_resume(args, run_dir / run_log.LATEST)
         return run_dir / run_log.LATEST
     return Path(args.resume)
 

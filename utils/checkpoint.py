@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,19 +28,41 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint onto the CPU.
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> Any:
+    """``torch.load`` of a file on the CPU, weights only (plain types and tensors).
+
+    ``mmap`` maps the file instead of reading it (no second copy of large weights);
+    the legacy (non-zip) format does not support it and is then read as usual.
 
     Raises:
-        ValueError: naming the file, when it is missing, unreadable or truncated.
+        ValueError: one line naming the file, when it is missing, truncated, damaged
+            or not a PyTorch file.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # not the zip format, or damaged: the plain load below tells
+            pass
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path}: cannot read checkpoint ({type(err).__name__}: {reason})"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
+    """Read a checkpoint (a dict) onto the CPU; ``mmap`` as in :func:`read_checkpoint`.
+
+    Raises:
+        ValueError: naming the file, when it is missing, unreadable or truncated, or
+            holds something other than a dict.
+    """
+    state = read_checkpoint(path, mmap=mmap)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state

@@ -1,10 +1,16 @@
 """BSD spectrogram/mask pairs as model inputs with box prompts.
 
 A split folder holds ``Images/NAME.png`` and ``Masks/NAME.png``. :func:`scan_split`
-pairs them by file name and reports every problem it can see from the PNG headers
-alone (image without mask, mask without image, unreadable header, size mismatch);
-an item that fails to decode later is skipped with a warning and counted, never
-raised mid-epoch.
+pairs them by file name and skips, counted and listed by reason, every pair it can
+judge bad from the PNG headers and last bytes alone: image without mask, mask
+without image, unreadable (empty, not a PNG), truncated, not 8-bit grayscale
+(16-bit, colour with unequal channels, alpha), image/mask size mismatch. An item
+that fails to decode later (damage inside the file) is skipped with a warning and
+counted, never raised mid-epoch.
+
+Masks: nonzero means foreground (the BSD convention, as ``utils.audio.resize_mask``).
+A mask with values other than 0 and 255 (e.g. 0/1, or anti-aliased edges) is used
+that way, not skipped, and a warning names the file and its values.
 """
 
 from __future__ import annotations
@@ -21,26 +27,60 @@ from torch.utils.data import Dataset
 
 from utils.audio import CENTER_ROW
 from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
-from utils.image_io import read_gray_png
+from utils.image_io import PNG_END_CHUNK, PNG_SIGNATURE, read_gray_png, read_mask_png
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_GRAY = 0  # IHDR colour type of a grayscale image without alpha
 REFERENCE_SIZE = 256  # the reference code first resizes everything to 256 x 256
 BOX_SHIFT_AT_1024 = 20  # the paper's -bbox_shift, in pixels of a 1024 input
 PROMPTS = ("train", "gt_box", "full")
 MASK_RESIZES = ("nearest", "area")
+# Why scan_split skips a pair, in the order it checks.
+IMAGE_WITHOUT_MASK = "images without a mask"
+MASK_WITHOUT_IMAGE = "masks without an image"
+UNREADABLE = "unreadable PNGs"  # empty, not a PNG, or no IHDR header
+TRUNCATED = "truncated PNGs"
+NOT_GRAY8 = "PNGs that are not 8-bit grayscale"
+SIZE_MISMATCH = "image/mask size mismatches"
+
+
+def png_header(path: Path) -> tuple[int, int, int, int] | None:
+    """``(height, width, bit depth, colour type)`` from a PNG's IHDR header, or None when
+    the file is missing, empty or not a PNG."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width, head[24], head[25]
 
 
 def png_size(path: Path) -> tuple[int, int] | None:
     """``(height, width)`` from a PNG's IHDR header, or None when it is not a PNG."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(24)
-    except OSError:
-        return None
-    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return height, width
+    header = png_header(path)
+    return None if header is None else header[:2]
+
+
+def png_problem(path: Path) -> str | None:
+    """Why a PNG cannot be read as an 8-bit grayscale image (one of UNREADABLE, TRUNCATED,
+    NOT_GRAY8), or None. Judged from the header and the last bytes; only a file whose
+    header is not 8-bit grayscale is decoded (:func:`read_gray_png` accepts colour
+    files whose channels are equal)."""
+    header = png_header(path)
+    if header is None:
+        return UNREADABLE
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 1024))
+        if PNG_END_CHUNK not in handle.read():  # a whole PNG ends with it
+            return TRUNCATED
+    if header[2:] != (8, PNG_GRAY):
+        try:
+            read_gray_png(path)
+        except ValueError:
+            return NOT_GRAY8
+    return None
 
 
 @dataclass
@@ -64,12 +104,20 @@ class SplitScan:
             lines.append(f"{self.root}: {len(names)} {reason}: {', '.join(names[:shown])}{more}")
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """The counts by reason on one line, e.g. ``2 truncated PNGs, 1 masks without an
+        image`` (empty when nothing was skipped)."""
+        return ", ".join(f"{len(names)} {reason}" for reason, names in self.problems.items())
+
 
 def scan_split(split_root: str | Path) -> SplitScan:
-    """Pair ``Images/*.png`` with ``Masks/*.png`` by name and check their headers.
+    """Pair ``Images/*.png`` with ``Masks/*.png`` by name and check each file's header and
+    end (see :func:`png_problem`) and each pair's sizes; a pair with a problem is skipped
+    and listed under it.
 
     Raises:
-        ValueError: naming the folder, when it has no ``Images/`` folder or no pair.
+        ValueError: one line naming the folder, when it has no ``Images/`` folder or no
+            usable pair (with the counts of what was skipped).
     """
     root = Path(split_root)
     if not (root / IMAGES_DIR).is_dir():
@@ -79,27 +127,31 @@ def scan_split(split_root: str | Path) -> SplitScan:
         {p.name for p in (root / MASKS_DIR).glob("*.png")} if (root / MASKS_DIR).is_dir() else set()
     )
     problems: dict[str, list[str]] = {
-        "images without a mask": sorted(images - masks),
-        "masks without an image": sorted(masks - images),
-        "unreadable PNGs": [],
-        "image/mask size mismatches": [],
+        IMAGE_WITHOUT_MASK: sorted(images - masks),
+        MASK_WITHOUT_IMAGE: sorted(masks - images),
+        UNREADABLE: [],
+        TRUNCATED: [],
+        NOT_GRAY8: [],
+        SIZE_MISMATCH: [],
     }
     names, sizes = [], {}
     for name in sorted(images & masks):
-        image_size, mask_size = png_size(root / IMAGES_DIR / name), png_size(
-            root / MASKS_DIR / name
-        )
-        if image_size is None or mask_size is None:
-            problems["unreadable PNGs"].append(name)
-        elif image_size != mask_size:
-            problems["image/mask size mismatches"].append(name)
+        image_path, mask_path = root / IMAGES_DIR / name, root / MASKS_DIR / name
+        problem = png_problem(image_path) or png_problem(mask_path)
+        image_size = png_size(image_path)
+        if problem is None and image_size != png_size(mask_path):
+            problem = SIZE_MISMATCH
+        if problem is not None:
+            problems[problem].append(name)
         else:
             names.append(name)
             sizes[name] = image_size
-    if not names:
-        raise ValueError(f"{root}: no usable image/mask pair found")
     found = {reason: listed for reason, listed in problems.items() if listed}
-    return SplitScan(root, names, found, sizes)
+    scan = SplitScan(root, names, found, sizes)
+    if not names:
+        skipped = f"skipped {scan.summary()}" if found else f"{IMAGES_DIR}/ holds no .png file"
+        raise ValueError(f"{root}: no usable image/mask pair found ({skipped})")
+    return scan
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -215,7 +267,9 @@ class BSDSegmentation(Dataset):
     whole image, as in the paper. ``half_spectrum`` keeps only the rows of bins
     0 ... 512 of each image and mask (BSD images are mirror-symmetric about DC).
     An item whose PNG cannot be decoded is None (see
-    :func:`collate_skipping_none`). ``keep_in_memory`` keeps each preprocessed
+    :func:`collate_skipping_none`); a mask with values other than 0 and 255 is read as
+    nonzero = foreground, with a warning naming it.
+    ``keep_in_memory`` keeps each preprocessed
     item after its first load (``S * S * 4`` bytes per image; for small sets and
     ``num_workers=0``, where the same process serves every epoch).
 
@@ -301,12 +355,15 @@ class BSDSegmentation(Dataset):
         if index in self._memory:
             return self._memory[index]
         name, start = self.items[index]
+        notes: list[str] = []  # a mask with values other than 0 and 255
         try:
-            mask_png = self._crop(read_gray_png(self.root / MASKS_DIR / name), start)
+            mask_png = self._crop(read_mask_png(self.root / MASKS_DIR / name, notes), start)
             image = self.image_input(index)[0] if self.load_images else None
         except ValueError as err:
             warnings.warn(f"skipped: {err}", stacklevel=3)
             return None
+        for note in notes:
+            warnings.warn(note, stacklevel=3)
         mask = preprocess_mask(
             mask_png, self.input_size, self.reference_preprocess, self.mask_resize
         )

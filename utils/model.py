@@ -15,8 +15,8 @@ All are built from the ``segment_anything`` package's own modules, so a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from segment_anything.modeling import (
 )
 from segment_anything.modeling.image_encoder import Block, PatchEmbed
 from torch import nn
+
+from utils.checkpoint import read_checkpoint
 
 MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
 TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8")
@@ -171,31 +173,10 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int =
         if model_type in TINY_TYPES:
             sam = _build_tiny_sam(model_type)
         else:
-            # The package's builder loads without map_location: never hand it the file.
-            sam = sam_model_registry[model_type](checkpoint=None)
+            sam = _build_official(model_type)
     if path is not None:
         load_sam_weights(sam, path, model_type)
     return sam.eval()
-
-
-def read_checkpoint(checkpoint: str | Path) -> Any:
-    """``torch.load`` of a checkpoint on the CPU (weights only); ValueError if unreadable."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
-    try:
-        # mmap avoids holding a second copy of large (vit_h) weights; the legacy
-        # (non-zip) format does not support it, so fall back to a plain load.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for damaged files
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
-        raise ValueError(
-            f"{path}: cannot read checkpoint ({type(err).__name__}: {reason})"
-        ) from None
 
 
 def checkpoint_model_type(checkpoint: str | Path) -> str | None:
@@ -214,7 +195,7 @@ def checkpoint_args(checkpoint: str | Path) -> dict:
     Raises:
         ValueError: naming the file, when it is missing or unreadable.
     """
-    obj = read_checkpoint(checkpoint)
+    obj = read_checkpoint(checkpoint, mmap=True)
     args = obj.get("args") if isinstance(obj, dict) else None
     return dict(args) if isinstance(args, dict) else {}
 
@@ -223,20 +204,61 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-def load_sam_weights(model: nn.Module, checkpoint: str | Path, model_type: str) -> None:
-    """Load SAM weights into ``model`` (a ``Sam`` or a :class:`BudSAM`), in place.
+@cache
+def _expected_state(model_type: str) -> dict[str, torch.Tensor]:
+    """A ``model_type`` SAM's state dict on the meta device: keys and shapes, no memory."""
+    with torch.device("meta"):
+        sam = (
+            _build_tiny_sam(model_type) if model_type in TINY_TYPES else _build_official(model_type)
+        )
+    return sam.state_dict()
+
+
+def _build_official(model_type: str) -> Sam:
+    # The package's builder loads without map_location: never hand it the file.
+    return sam_model_registry[model_type](checkpoint=None)
+
+
+def state_dict_mismatch(state: Mapping[str, Any], model_type: str) -> str | None:
+    """How ``state`` differs from a ``model_type`` SAM's state dict, in one line (counts of
+    missing and unexpected keys and of shape mismatches, with one example of each), or
+    None when every key and shape fits."""
+    _check_model_type(model_type)
+    expected = _expected_state(model_type)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {_shape(state[k])} vs {_shape(v)}"
+        for k, v in expected.items()
+        if k in state and not (isinstance(state[k], torch.Tensor) and state[k].shape == v.shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return None
+    examples = [f"missing {k}" for k in missing[:1]]
+    examples += [f"unexpected {k}" for k in unexpected[:1]]
+    examples += mismatched[:1]
+    return (
+        f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} shape "
+        f"mismatches; e.g. {', '.join(examples)}"
+    )
+
+
+def sam_state_dict(checkpoint: str | Path, model_type: str) -> dict[str, torch.Tensor]:
+    """The SAM weights in a checkpoint file, with SAM's own keys, checked against a
+    ``model_type`` SAM (keys and shapes) without building one.
 
     Accepts an official SAM state dict (``image_encoder.*``, ``prompt_encoder.*``,
     ``mask_decoder.*``) or a BudSAM checkpoint holding it under ``"model"``; DDP
-    ``module.`` prefixes are stripped.
+    ``module.`` prefixes are stripped. The tensors are memory-mapped where the format
+    allows.
 
     Raises:
-        ValueError: naming the file, when it is missing or unreadable, or when its
-            keys or shapes do not match a ``model_type`` SAM.
+        ValueError: one line naming the file, when it is missing or unreadable, or when
+            its keys or shapes do not match a ``model_type`` SAM.
     """
     _check_model_type(model_type)
-    path = Path(checkpoint)
-    obj = read_checkpoint(path)
+    path = _check_checkpoint_file(checkpoint, model_type)
+    obj = read_checkpoint(path, mmap=True)
     recorded = None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         args = obj.get("args")
@@ -254,26 +276,22 @@ def load_sam_weights(model: nn.Module, checkpoint: str | Path, model_type: str) 
             key = key[len(_DDP_PREFIX) :]
         if key not in _IGNORED_KEYS:
             state[key] = value
-
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {_shape(state[k])} vs {_shape(v)}"
-        for k, v in expected.items()
-        if k in state and not (isinstance(state[k], torch.Tensor) and state[k].shape == v.shape)
-    ]
-    if missing or unexpected or mismatched:
-        examples = [f"missing {k}" for k in missing[:1]]
-        examples += [f"unexpected {k}" for k in unexpected[:1]]
-        examples += mismatched[:1]
+    mismatch = state_dict_mismatch(state, model_type)
+    if mismatch:
         note = f"; it records model_type {recorded!r}" if recorded else ""
-        raise ValueError(
-            f"{path}: not a {model_type} SAM checkpoint ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(mismatched)} shape mismatches; "
-            f"e.g. {', '.join(examples)}{note})"
-        )
-    model.load_state_dict(state, strict=True)
+        raise ValueError(f"{path}: not a {model_type} SAM checkpoint ({mismatch}{note})")
+    return state
+
+
+def load_sam_weights(model: nn.Module, checkpoint: str | Path, model_type: str) -> None:
+    """Load SAM weights into ``model`` (a ``model_type`` ``Sam`` or :class:`BudSAM`), in
+    place; the checkpoint layouts of :func:`sam_state_dict`.
+
+    Raises:
+        ValueError: naming the file, when it is missing or unreadable, or when its
+            keys or shapes do not match a ``model_type`` SAM (``model`` is then untouched).
+    """
+    model.load_state_dict(sam_state_dict(checkpoint, model_type), strict=True)
 
 
 def upsample(low_res: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -18,26 +20,58 @@ LATEST = "budsam_model_latest.pth"
 BEST = "budsam_model_best.pth"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+RUN_STAMP = "%Y%m%d-%H%M%S"  # run folders are <task_name>-<stamp>[_<n>]
 
 
 def new_run_dir(work_dir: str | Path, task_name: str) -> Path:
-    """Create ``work_dir/<task_name>-<YYYYmmdd-HHMMSS>`` (a suffix keeps it unique)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(work_dir) / f"{task_name}-{stamp}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = Path(f"{base}_{n}"), n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    """Create ``work_dir/<task_name>-<YYYYmmdd-HHMMSS>`` and return it; never an existing
+    folder (a suffix ``_1``, ``_2``, ... keeps it unique, even for runs started at once)."""
+    base = Path(work_dir) / f"{task_name}-{datetime.now().strftime(RUN_STAMP)}"
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        run_dir = base if n == 0 else Path(f"{base}_{n}")
+        try:
+            run_dir.mkdir()  # atomic: fails if the folder exists, whoever made it
+            return run_dir
+        except FileExistsError:
+            n += 1
 
 
 def latest_run_dir(work_dir: str | Path, task_name: str) -> Path | None:
-    """The newest run folder of ``task_name`` that holds a latest checkpoint."""
+    """The newest run folder of ``task_name`` (not of a task whose name merely starts with
+    it) that holds a latest checkpoint."""
+    own_run = re.compile(re.escape(task_name) + r"-\d{8}-\d{6}(_\d+)?")
     runs = sorted(
-        (p for p in Path(work_dir).glob(f"{task_name}-*") if (p / LATEST).is_file()),
+        (
+            p
+            for p in Path(work_dir).glob("*")
+            if own_run.fullmatch(p.name) and (p / LATEST).is_file()
+        ),
         key=lambda p: (p / LATEST).stat().st_mtime,
     )
     return runs[-1] if runs else None
+
+
+def check_work_dir(work_dir: str | Path) -> None:
+    """Make sure run folders can be created under ``work_dir``, without creating it: its
+    nearest existing ancestor must be a folder that takes a (deleted at once) probe file.
+
+    Raises:
+        ValueError: one line naming ``work_dir`` and the problem.
+    """
+    work_dir = Path(work_dir)
+    existing = next(p for p in (work_dir, *work_dir.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ValueError(f"{work_dir}: cannot create run folders there ({existing} is a file)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"{work_dir}: cannot create run folders there ({existing} is not writable: "
+            f"{err.strerror or err})"
+        ) from None
 
 
 def save_run_config(run_dir: Path, args: dict) -> None:
