@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import time
@@ -44,13 +45,14 @@ from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.dataset import MASK_RESIZES, BSDSegmentation, collate_skipping_none, scan_split
 from utils.ema import WeightEMA
 from utils.embedding_cache import EmbeddingCache, module_fingerprint
-from utils.engine import Embedder, cosine_lr, evaluate, train_one_epoch
+from utils.engine import Embedder, NonFiniteLossError, cosine_lr, evaluate, train_one_epoch
 from utils.losses import DICE_REDUCTIONS, DiceBCELoss
 from utils.model import (
     MODEL_TYPES,
     BudSAM,
     build_sam,
     input_size,
+    require_weights,
     sam_state_dict,
     state_dict_mismatch,
 )
@@ -61,6 +63,7 @@ TRAIN_PARTS = ("image_encoder", "mask_decoder")
 # What a --resume checkpoint must hold (see utils.train_state.restore_state).
 RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "step", "step_in_epoch", "best_metric",
                "history", "rng")  # fmt: skip
+WORKER_GRACE_S = 10.0  # how long the other ranks get to stop once one has failed
 PRESETS = {
     "cpu_demo": {
         "tr_path": "data/synthetic",
@@ -369,8 +372,12 @@ def evaluate_both_prompts(model, dataset, ctx, args, embedder, prefix: str) -> d
     return results
 
 
-def worker(local_rank: int, args: argparse.Namespace) -> None:
-    """Train on one process (one GPU, or one CPU process under gloo)."""
+def worker(local_rank: int, args: argparse.Namespace) -> int:
+    """Train on one process (one GPU, or one CPU process under gloo); returns its exit code.
+
+    A foreseen failure (bad input, a loss that stays non-finite) is one line on
+    stderr and exit code 2; anything else propagates with its traceback.
+    """
     ctx = distributed.init_distributed(
         local_rank, args.world_size, args.node_rank, args.nproc_per_node,
         args.init_method, args.device, args.dist_timeout,
@@ -382,8 +389,28 @@ def worker(local_rank: int, args: argparse.Namespace) -> None:
     stop = distributed.StopRequest()
     try:
         _train(ctx, args, stop)
-    finally:
-        distributed.cleanup()
+    except NonFiniteLossError as err:  # decided alike on every rank: rank 0 tells
+        if ctx.is_main:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        code = 2
+    except ValueError as err:
+        rank = f" (rank {ctx.rank})" if ctx.distributed else ""
+        print(f"error{rank}: {err}", file=sys.stderr, flush=True)
+        code = 2
+    else:
+        code = 0
+    # Not in a `finally`: after an unforeseen error this rank's connections stay open
+    # until it has reported, so the ranks that fail because it is gone fail after it
+    # and join_workers can tell which rank failed first.
+    distributed.cleanup()
+    return code
+
+
+def spawned_worker(local_rank: int, args: argparse.Namespace) -> None:
+    """:func:`worker` in a process of ``mp.spawn``, which sees only the exit status."""
+    code = worker(local_rank, args)
+    if code:
+        sys.exit(code)
 
 
 def open_run_dir(
@@ -419,9 +446,11 @@ def build_embedders(
         "tile_width": args.tile_width,
         "half_spectrum": args.half_spectrum,
     }
-    cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", key)
     embedders = {}
     for split, dataset in datasets.items():
+        # One cache per data folder: file names repeat across splits and data sets.
+        data = {"images": str(Path(dataset.root).resolve())}
+        cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", {**key, **data})
         embedders[split] = Embedder(model, cache, dataset)
         added = embedders[split].fill(ctx, args.eval_batch_size, args.amp, ctx.is_main)
         reused = len(dataset) - added
@@ -551,8 +580,14 @@ def _train(
     if ctx.is_main:
         (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
         print(format_test_table(test), flush=True)
+    for split, dataset in datasets.items():
+        scan = dataset.scan
+        if scan.skipped:
+            log(ctx, f"warning: {split}: skipped {scan.skipped} pairs ({scan.summary()})")
     if state.skipped_items:
         log(ctx, f"warning: {state.skipped_items} training items could not be read; skipped")
+    if state.skipped_steps:
+        log(ctx, f"warning: {state.skipped_steps} optimizer steps skipped for a non-finite loss")
 
 
 def epoch_summary(record: dict, val_prompt: str, improved: bool, val_metric: str = "fg_iou") -> str:
@@ -589,18 +624,17 @@ def format_test_table(test: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if distributed.launched_by_torchrun():
-        worker(int(os.environ["LOCAL_RANK"]), args)
-        return 0
+        return worker(int(os.environ["LOCAL_RANK"]), args)
     prepare_synthetic_data(args)
     try:
+        require_weights(args.model_type, args.checkpoint)
         check_data(args.tr_path)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.nproc_per_node == 1:
-        worker(0, args)
-        return 0
-    context = mp.spawn(worker, args=(args,), nprocs=args.nproc_per_node, join=False)
+        return worker(0, args)
+    context = mp.spawn(spawned_worker, args=(args,), nprocs=args.nproc_per_node, join=False)
 
     def forward_signal(signum: int, frame: object) -> None:
         for process in context.processes:
@@ -609,8 +643,31 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, forward_signal)
     signal.signal(signal.SIGINT, forward_signal)
-    while not context.join():
-        pass
+    return join_workers(context, args.node_rank * args.nproc_per_node)
+
+
+def join_workers(context: mp.ProcessContext, first_rank: int) -> int:
+    """Wait for the spawned ranks; when one fails, stop the others within
+    ``WORKER_GRACE_S`` (SIGTERM, then SIGKILL) and name the first failure last."""
+    try:
+        while not context.join(grace_period=WORKER_GRACE_S):
+            pass
+    except mp.ProcessRaisedException:  # an unforeseen error: keep its traceback
+        failures = sorted(
+            (path.stat().st_mtime_ns, first_rank + index, path.read_bytes())
+            for index, path in enumerate(map(Path, context.error_files))
+            if path.is_file() and path.stat().st_size
+        )
+        _, rank, trace = failures[0]  # the others failed because this rank was gone
+        trace = pickle.loads(trace).strip()
+        print(trace, file=sys.stderr)
+        print(f"error: rank {rank} failed: {trace.splitlines()[-1]}; every rank was stopped",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    except mp.ProcessExitedException as err:  # the rank printed its reason itself
+        print(f"error: rank {first_rank + err.error_index} stopped ({err}); "
+              "every rank was stopped", file=sys.stderr, flush=True)  # fmt: skip
+        return err.exit_code if err.exit_code and err.exit_code > 0 else 1
     return 0
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from utils import distributed
 from utils.dataset import collate_skipping_none
 from utils.engine import evaluate, train_one_epoch
+from utils.losses import DiceBCELoss
 from utils.model import BudSAM, build_sam
 from utils.train_state import TrainState
 
@@ -93,3 +94,47 @@ def make_single_model() -> BudSAM:
     model = BudSAM(build_sam("vit_tiny", seed=0))
     model.set_trainable(["image_encoder", "mask_decoder"])
     return model
+
+
+class NaNLossOnCalls(torch.nn.Module):
+    """DiceBCELoss, made NaN on the given 0-based calls (a fault to inject)."""
+
+    def __init__(self, calls: set[int]) -> None:
+        super().__init__()
+        self.calls, self.count, self.loss = calls, 0, DiceBCELoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(logits, target)
+        self.count += 1
+        return loss * float("nan") if self.count - 1 in self.calls else loss
+
+
+def run_faults(local_rank: int, world_size: int, out: str, init: str) -> None:
+    """Rank 1 cannot load one batch; rank 0's loss is NaN on another: both ranks must
+    drop and skip the same steps and end with the same weights."""
+    torch.set_num_threads(1)
+    ctx = distributed.init_distributed(local_rank, world_size, 0, world_size, init, "cpu", 120)
+    try:
+        torch.manual_seed(0)
+        model, ddp = make_ddp(bucket_cap_mb=3)
+        items: list = fake_items(5, seed=100 + ctx.rank)
+        if ctx.rank == 1:
+            items[1] = None  # an unreadable item: rank 1's second batch is empty
+        loader = DataLoader(items, batch_size=1, collate_fn=collate_skipping_none)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        state = TrainState()
+        nan_calls = {2} if ctx.rank == 0 else set()
+        result = train_one_epoch(
+            ddp, loader, optimizer, scaler, state, ctx, amp="none", grad_acc_steps=1,
+            embedder=None, should_stop=lambda: False, loss_fn=NaNLossOnCalls(nan_calls),
+        )  # fmt: skip
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(flat, Path(out) / f"faults_rank{ctx.rank}.pt")
+        info = {
+            "steps": state.step, "skipped_steps": state.skipped_steps,
+            "skipped_items": state.skipped_items, "train_loss": result["train_loss"],
+        }  # fmt: skip
+        (Path(out) / f"faults_rank{ctx.rank}.json").write_text(json.dumps(info))
+    finally:
+        distributed.cleanup()

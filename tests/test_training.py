@@ -14,6 +14,7 @@ from segment_anything.modeling import Sam
 
 import budsam_train_multi as train
 from tests.conftest import REPO_ROOT
+from tests.test_distributed import _free_init_method
 from utils import run_log
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.embedding_cache import EmbeddingCache
@@ -92,11 +93,7 @@ def test_resumed_run_matches_an_uninterrupted_one(data_root, tmp_path):
     train.main(_args(data_root, straight, "-num_epochs", "2", *extra))
     train.main(_args(data_root, split, "-num_epochs", "1", *extra))
     train.main(_args(data_root, split, "-num_epochs", "2", "--resume", "auto", *extra))
-    uninterrupted = _weights(_only_run(straight) / run_log.LATEST)
-    resumed = _weights(_only_run(split) / run_log.LATEST)
-    assert uninterrupted.keys() == resumed.keys()
-    for key in uninterrupted:
-        assert torch.equal(uninterrupted[key], resumed[key]), key
+    _assert_same_weights(_only_run(straight) / run_log.LATEST, _only_run(split) / run_log.LATEST)
     records = run_log.read_metrics(_only_run(split))
     assert [r["epoch"] for r in records] == [0, 1]
 
@@ -119,6 +116,11 @@ def test_missing_data_or_checkpoint_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(_args(tmp_path, tmp_path, "--resume", str(tmp_path / "gone.pth")))
     assert "gone.pth: checkpoint not found" in capsys.readouterr().err
+    # An official model type without its weights: refused before any folder is made.
+    vit_b = [a if a != "vit_tiny" else "vit_b" for a in _args(tmp_path, tmp_path / "work")]
+    assert train.main(vit_b) == 2
+    assert "error: vit_b needs pretrained SAM weights: pass -checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
 
 
 def test_killed_save_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
@@ -156,43 +158,11 @@ def test_embedding_cache_hit_miss_key_change_and_corruption(tmp_path):
     assert cache.missing(["x.png"]) == ["x.png"]
 
 
-def test_sigterm_saves_latest_and_the_resumed_run_matches(data_root, tmp_path):
-    """Stop mid-epoch with SIGTERM, resume, and end with the uninterrupted weights."""
-    extra = (
-        "--train_parts",
-        "image_encoder,mask_decoder",
-        "-batch_size",
-        "1",
-        "--log_interval",
-        "1",
-    )
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    train.main(_args(data_root, straight, "-num_epochs", "1", *extra))
-    command = [sys.executable, "-u", "budsam_train_multi.py"]
-    command += _args(data_root, stopped, "-num_epochs", "1", *extra)
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if line.startswith("epoch 0 2/"):  # two optimizer steps done
-            process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0, "".join(output)
-    text = "".join(output)
-    assert "stopped by signal" in text
-    latest = load_checkpoint(_only_run(stopped) / run_log.LATEST)
-    assert 2 <= latest["step"] < COUNTS["train"] and latest["epoch"] == 0
-    assert not (_only_run(stopped) / "test_metrics.json").exists()
-    train.main(_args(data_root, stopped, "-num_epochs", "1", "--resume", "auto", *extra))
-    uninterrupted = _weights(_only_run(straight) / run_log.LATEST)
-    resumed = _weights(_only_run(stopped) / run_log.LATEST)
-    for key in uninterrupted:
-        assert torch.equal(uninterrupted[key], resumed[key]), key
+FULL_MODEL = ("--train_parts", "image_encoder,mask_decoder", "--log_interval", "1")
 
 
-def _run_until(command: list[str], marker: str) -> tuple[int, str]:
-    """Run a command; on the first output line starting with ``marker``, send SIGTERM."""
+def _run_until(command: list[str], marker: str, sig: int = signal.SIGTERM) -> tuple[int, str]:
+    """Run a command; on the first output line starting with ``marker``, send ``sig``."""
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -200,22 +170,72 @@ def _run_until(command: list[str], marker: str) -> tuple[int, str]:
     for line in process.stdout:
         output.append(line)
         if marker and line.startswith(marker):
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(sig)
             marker = ""
     return process.wait(timeout=300), "".join(output)
 
 
-def test_two_gloo_processes_train_and_stop_together_on_sigterm(data_root, tmp_path):
-    command = [sys.executable, "-u", "budsam_train_multi.py", "--world_size", "2"]
-    command += _args(data_root, tmp_path, "-num_epochs", "3", "-batch_size", "1")
-    command += ["--log_interval", "1", "--init_method", "tcp://127.0.0.1:29531"]
-    code, output = _run_until(command, "epoch 1 1/")
+def _assert_same_weights(expected: Path, got: Path) -> None:
+    uninterrupted, resumed = _weights(expected), _weights(got)
+    assert uninterrupted.keys() == resumed.keys()
+    for key in uninterrupted:
+        assert torch.equal(uninterrupted[key], resumed[key]), key
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_runs(data_root, tmp_path_factory) -> dict[int, Path]:
+    """The final checkpoint of an uninterrupted one-epoch run, per number of processes."""
+    finals = {}
+    for world in (1, 2):
+        work_dir = tmp_path_factory.mktemp(f"straight{world}")
+        command = [sys.executable, "-u", "budsam_train_multi.py", "--world_size", str(world)]
+        command += _args(data_root, work_dir, "-num_epochs", "1", "-batch_size", "1", *FULL_MODEL)
+        command += ["--init_method", _free_init_method()]
+        code, output = _run_until(command, "")
+        assert code == 0, output
+        finals[world] = _only_run(work_dir) / run_log.LATEST
+    return finals
+
+
+@pytest.mark.parametrize(
+    "world, sig", [(1, signal.SIGINT), (2, signal.SIGTERM)], ids=["1proc-SIGINT", "2proc-SIGTERM"]
+)
+def test_a_signal_saves_latest_and_the_resumed_run_matches(
+    data_root, tmp_path, uninterrupted_runs, world, sig
+):
+    """Stop mid-epoch (1 process or 2 gloo processes), resume, end with the
+    uninterrupted run's weights. (Both signals take the same path: see
+    test_both_signals_request_a_stop.)"""
+    command = [sys.executable, "-u", "budsam_train_multi.py", "--world_size", str(world)]
+    command += _args(data_root, tmp_path, "-num_epochs", "1", "-batch_size", "1", *FULL_MODEL)
+    command += ["--init_method", _free_init_method()]
+    code, output = _run_until(command, "epoch 0 1/", sig)
     assert code == 0, output
-    assert "stopped by signal" in output
-    latest = load_checkpoint(_only_run(tmp_path) / run_log.LATEST)
-    # 6 images, 2 ranks, batch 1: 3 steps per epoch; stopped during epoch 1.
-    assert latest["epoch"] == 1 and 4 <= latest["step"] < 6
-    assert len(run_log.read_metrics(_only_run(tmp_path))) == 1  # epoch 0 completed
+    assert "stopped by signal" in output and "Traceback" not in output
+    run_dir = _only_run(tmp_path)
+    latest = load_checkpoint(run_dir / run_log.LATEST)
+    assert latest["epoch"] == 0 and 1 <= latest["step"] < COUNTS["train"] // world
+    assert not run_log.read_metrics(run_dir) and not (run_dir / "test_metrics.json").exists()
+    code, output = _run_until(command + ["--resume", "auto"], "")
+    assert code == 0, output
+    _assert_same_weights(uninterrupted_runs[world], run_dir / run_log.LATEST)
+    assert [r["epoch"] for r in run_log.read_metrics(run_dir)] == [0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_both_signals_request_a_stop(sig):
+    from utils.distributed import DistContext, StopRequest
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop = StopRequest()
+        ctx = DistContext(0, 1, 0, torch.device("cpu"))
+        assert not stop.agreed(ctx)
+        signal.raise_signal(sig)
+        assert stop.agreed(ctx) and stop.signal == sig
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def test_torchrun_launch(data_root, tmp_path):
@@ -301,11 +321,15 @@ def test_ema_batch_dice_and_soft_targets_train_and_resume_exactly(data_root, tmp
     assert (args["ema_decay"], args["dice"], args["mask_resize"]) == (0.9, "batch", "area")
 
 
-def test_resuming_with_ema_needs_a_checkpoint_that_has_one(data_root, tmp_path):
+def test_resuming_with_ema_needs_a_checkpoint_that_has_one(data_root, tmp_path, capsys):
     train.main(_args(data_root, tmp_path, "-num_epochs", "1"))
-    with pytest.raises(ValueError, match="holds no weight EMA"):
-        train.main(_args(data_root, tmp_path, "-num_epochs", "2", "--resume", "auto",
-                         "--ema_decay", "0.9"))  # fmt: skip
+    capsys.readouterr()
+    resume = ("-num_epochs", "2", "--resume", "auto", "--ema_decay", "0.9")
+    assert train.main(_args(data_root, tmp_path, *resume)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and line.endswith(
+        "budsam_model_latest.pth: the checkpoint holds no weight EMA (trained without --ema_decay)"
+    )
 
 
 def test_whole_image_iou_pools_the_tiles_of_each_image():

@@ -413,3 +413,48 @@ def test_resume_auto_picks_this_tasks_run_not_a_longer_named_one(tmp_path):
         save_checkpoint({"epoch": 0}, tmp_path / name / run_log.LATEST)
     assert run_log.latest_run_dir(tmp_path, "t").name == "t-20240101-000000_1"
     assert run_log.latest_run_dir(tmp_path, "t-big").name == "t-big-20240102-000000"
+
+
+def test_an_image_that_cannot_be_encoded_for_the_cache_is_skipped_not_fatal(tmp_path):
+    from utils.distributed import DistContext
+    from utils.embedding_cache import EmbeddingCache
+    from utils.engine import Embedder
+    from utils.model import BudSAM
+
+    for name in ("a.png", "b.png", "c.png"):
+        _write_pair(tmp_path, name)
+    _damage_inside(tmp_path / IMAGES_DIR / "b.png")
+    dataset = BSDSegmentation(tmp_path, 256, load_images=False)
+    cache = EmbeddingCache(tmp_path / "cache", {"model_type": "vit_tiny", "encoder": "test"})
+    embedder = Embedder(BudSAM(build_sam("vit_tiny", seed=0)).eval(), cache, dataset)
+    ctx = DistContext(0, 1, 0, torch.device("cpu"))
+    with pytest.warns(UserWarning, match=r"skipped: .*b\.png"):
+        embedder.fill(ctx, batch_size=3, amp="none", show=False)
+    assert dataset.unusable == {1}
+    assert cache.missing([dataset.item_key(i) for i in range(3)]) == [dataset.item_key(1)]
+    batch = collate_skipping_none([dataset[i] for i in range(3)])
+    assert batch["skipped"] == 1 and batch["name"] == ["a.png", "c.png"]
+
+
+def test_splits_with_the_same_file_names_get_their_own_embeddings(tmp_path):
+    from utils.distributed import DistContext
+    from utils.model import BudSAM
+
+    for split, seed in (("train", 1), ("valid", 2)):
+        _write_pair(tmp_path / split, "a.png")
+        write_png(tmp_path / split / IMAGES_DIR / "a.png", _image(seed))  # same name, new image
+    datasets = {
+        s: BSDSegmentation(tmp_path / s, 256, load_images=False) for s in ("train", "valid")
+    }
+    args = train.parse_args(["-i", str(tmp_path), "-model_type", "vit_tiny", "--device", "cpu",
+                             "-work_dir", str(tmp_path / "work")])  # fmt: skip
+    model = BudSAM(build_sam("vit_tiny", seed=0)).eval()
+    embedders = train.build_embedders(
+        model, datasets, DistContext(0, 1, 0, torch.device("cpu")), args
+    )
+    train_embedding = embedders["train"]([0], torch.device("cpu"), "none")
+    valid_embedding = embedders["valid"]([0], torch.device("cpu"), "none")
+    assert not torch.allclose(train_embedding, valid_embedding)
+    assert torch.allclose(
+        valid_embedding, embedders["valid"].encode([0], torch.device("cpu"), "none"), atol=1e-2
+    )

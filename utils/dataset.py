@@ -321,6 +321,7 @@ class BSDSegmentation(Dataset):
         self.load_images = load_images
         self.keep_in_memory = keep_in_memory
         self._memory: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        self.unusable: set[int] = set()  # items found unreadable elsewhere (e.g. while caching)
         self.seed = seed
         self.epoch = 0
 
@@ -354,6 +355,8 @@ class BSDSegmentation(Dataset):
         """Preprocessed ``(image (S, S) float32 or None, mask (S, S))``, or None."""
         if index in self._memory:
             return self._memory[index]
+        if index in self.unusable:
+            return None
         name, start = self.items[index]
         notes: list[str] = []  # a mask with values other than 0 and 255
         try:

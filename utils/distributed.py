@@ -93,6 +93,11 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on at least one (a collective call)."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
 def broadcast_object(value: object, src: int = 0) -> object:
     """Rank ``src``'s value on every rank (picklable objects)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -100,6 +105,15 @@ def broadcast_object(value: object, src: int = 0) -> object:
     box = [value]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def gather_union(values: set) -> set:
+    """The union of every rank's set (picklable items)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return set(values)
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, set(values))
+    return set().union(*gathered)
 
 
 def shard_indices(n_items: int, rank: int, world_size: int) -> list[int]:
@@ -124,5 +138,4 @@ class StopRequest:
 
     def agreed(self, ctx: DistContext) -> bool:
         """True on every rank as soon as any rank was asked to stop."""
-        flag = torch.tensor([1.0 if self.signal is not None else 0.0], device=ctx.device)
-        return bool(all_reduce_sum(flag).item() > 0)
+        return any_rank(self.signal is not None, ctx.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -69,21 +70,41 @@ class Embedder:
         return torch.stack(loaded).to(device)
 
     def fill(self, ctx: distributed.DistContext, batch_size: int, amp: str, show: bool) -> int:
-        """Compute every embedding missing from the cache, shared across ranks; returns count."""
+        """Compute every embedding missing from the cache, shared across ranks; returns count.
+
+        An item whose image cannot be read is warned about and marked unusable in the
+        dataset on every rank, so that training skips (and counts) it.
+        """
         absent = [
             i for i in range(len(self.dataset))
             if not self.cache.path(self.dataset.item_key(i)).is_file()
         ]  # fmt: skip
         mine = [absent[i] for i in distributed.shard_indices(len(absent), ctx.rank, ctx.world_size)]
         progress = Progress(math.ceil(len(mine) / batch_size), "cache", show and bool(mine))
+        unreadable: set[int] = set()
         for start in range(0, len(mine), batch_size):
             chunk = mine[start : start + batch_size]
-            for index, embedding in zip(chunk, self.encode(chunk, ctx.device, amp), strict=True):
+            try:
+                embeddings = self.encode(chunk, ctx.device, amp)
+            except ValueError:  # an image that cannot be read: find it, encode the rest
+                chunk = [i for i in chunk if self._readable(i, unreadable)]
+                embeddings = self.encode(chunk, ctx.device, amp) if chunk else []
+            for index, embedding in zip(chunk, embeddings, strict=True):
                 self.cache.save(self.dataset.item_key(index), embedding)
             progress.update()
         progress.close()
-        distributed.barrier()
+        self.dataset.unusable |= distributed.gather_union(unreadable)
         return len(absent)
+
+    def _readable(self, index: int, unreadable: set[int]) -> bool:
+        """Whether the item's image reads; if not, warn and add it to ``unreadable``."""
+        try:
+            self.dataset.image_input(index)
+        except ValueError as err:
+            warnings.warn(f"skipped: {err}", stacklevel=2)
+            unreadable.add(index)
+            return False
+        return True
 
 
 def model_logits(
@@ -99,6 +120,10 @@ def model_logits(
         if embedder is None:
             return model(batch["image"].to(device), boxes)
         return model(None, boxes, embeddings=embedder(batch["index"].tolist(), device, amp))
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss was NaN or infinite on too many optimizer steps in a row."""
 
 
 def train_one_epoch(
@@ -117,6 +142,7 @@ def train_one_epoch(
     lr_at: Callable[[int], float] | None = None,
     loss_fn: nn.Module | None = None,
     after_step: Callable[[], None] | None = None,
+    max_nonfinite_steps: int = 3,
 ) -> dict:
     """Train until the loader ends or ``should_stop()`` (checked after each optimizer step).
 
@@ -127,18 +153,24 @@ def train_one_epoch(
     micro-batches that do not fill a whole step are ignored (the caller hands in
     whole steps only). ``loss_fn`` defaults to :class:`DiceBCELoss`; ``after_step``
     runs after every optimizer step (e.g. a weight-EMA update).
+
+    Faults, decided alike on every rank so that DDP's collectives stay matched: a
+    micro-batch is dropped on all ranks when any rank could load none of its items;
+    an optimizer step is skipped (gradients dropped, weights unchanged, reported)
+    when the loss was not finite on any rank, and after ``max_nonfinite_steps`` such
+    steps in a row :class:`NonFiniteLossError` stops training.
     """
     loss_fn = loss_fn or DiceBCELoss()
     ddp_model.train()
     n_steps = len(loader) // grad_acc_steps
     progress = Progress(n_steps, f"epoch {state.epoch}", ctx.is_main, log_interval)
     loss_sum, loss_count = torch.zeros(2, dtype=torch.float64)
-    micro = 0
+    micro, nonfinite_in_step, nonfinite_in_a_row = 0, False, 0
     optimizer.zero_grad(set_to_none=True)
     stopped = False
     for batch in loader:
         state.skipped_items += batch["skipped"]
-        if "mask" not in batch:
+        if distributed.any_rank("mask" not in batch, ctx.device):
             continue
         micro += 1
         sync_now = micro % grad_acc_steps == 0
@@ -148,27 +180,61 @@ def train_one_epoch(
             logits = model_logits(ddp_model, batch, ctx.device, amp, embedder)
             loss = loss_fn(logits.float(), batch["mask"].to(ctx.device))
             scaler.scale(loss / grad_acc_steps).backward()
-        loss_sum += loss.item()
-        loss_count += 1
+        loss_value = loss.item()
+        if math.isfinite(loss_value):
+            loss_sum += loss_value
+            loss_count += 1
+        else:
+            nonfinite_in_step = True
         if not sync_now:
             continue
-        if lr_at is not None:  # a function of the step alone, so a resumed run agrees
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(state.step)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if after_step is not None:
-            after_step()
+        if distributed.any_rank(nonfinite_in_step, ctx.device):
+            optimizer.zero_grad(set_to_none=True)
+            state.skipped_steps += 1
+            nonfinite_in_a_row += 1
+            _report_nonfinite(ctx, state.step + 1, nonfinite_in_a_row, max_nonfinite_steps)
+        else:
+            nonfinite_in_a_row = 0
+            _optimizer_step(optimizer, scaler, lr_at, state.step)
+            if after_step is not None:
+                after_step()
+        nonfinite_in_step = False
         state.step += 1
         state.step_in_epoch += 1
-        progress.update(loss=loss.item())
+        progress.update(loss=loss_value)
         if should_stop():
             stopped = True
             break
     progress.close()
     totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count]).to(ctx.device))
     return {"train_loss": (totals[0] / totals[1].clamp(min=1)).item(), "stopped": stopped}
+
+
+def _optimizer_step(optimizer, scaler, lr_at: Callable[[int], float] | None, step: int) -> None:
+    """One optimizer step at the scheduled learning rate, then zeroed gradients."""
+    if lr_at is not None:  # a function of the step alone, so a resumed run agrees
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _report_nonfinite(ctx: distributed.DistContext, step: int, in_a_row: int, limit: int) -> None:
+    """Warn about skipped step ``step`` (counted from 1); raise :class:`NonFiniteLossError`
+    at the limit."""
+    if in_a_row >= limit:
+        raise NonFiniteLossError(
+            f"training stopped: the loss was NaN or infinite on {in_a_row} optimizer steps in a "
+            f"row (steps {step - in_a_row + 1}-{step}); the weights were left as they were "
+            "before them; try a lower -lr, --amp none, or check the data"
+        )
+    if ctx.is_main:
+        print(
+            f"warning: step {step}: the loss is NaN or infinite; step skipped "
+            f"({in_a_row} in a row, training stops at {limit})",
+            flush=True,
+        )
 
 
 def source_images(dataset) -> list:

@@ -150,6 +150,16 @@ def _check_checkpoint_file(checkpoint: str | Path, model_type: str) -> Path:
     return path
 
 
+def require_weights(model_type: str, checkpoint: str | Path | None) -> None:
+    """ValueError unless ``model_type`` is known and, for vit_b/l/h, a checkpoint is given."""
+    _check_model_type(model_type)
+    if checkpoint is None and model_type not in TINY_TYPES:
+        raise ValueError(
+            f"{model_type} needs pretrained SAM weights: pass -checkpoint PATH "
+            f"(download from {OFFICIAL_CHECKPOINT_URLS[model_type]})"
+        )
+
+
 def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int = 0) -> Sam:
     """Build a SAM of ``model_type`` in eval() mode, with weights from ``checkpoint``.
 
@@ -161,12 +171,7 @@ def build_sam(model_type: str, checkpoint: str | Path | None = None, seed: int =
         ValueError: for an unknown type, a missing checkpoint, or one that cannot be
             read or does not fit the architecture.
     """
-    _check_model_type(model_type)
-    if checkpoint is None and model_type not in TINY_TYPES:
-        raise ValueError(
-            f"{model_type} needs pretrained SAM weights: pass -checkpoint PATH "
-            f"(download from {OFFICIAL_CHECKPOINT_URLS[model_type]})"
-        )
+    require_weights(model_type, checkpoint)
     path = None if checkpoint is None else _check_checkpoint_file(checkpoint, model_type)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -22,6 +22,7 @@ class TrainState:
     step_in_epoch: int = 0  # optimizer steps taken in the epoch in progress
     best_metric: float = -math.inf
     skipped_items: int = 0
+    skipped_steps: int = 0  # optimizer steps dropped for a non-finite loss
     history: list[dict] = field(default_factory=list)
 
 
