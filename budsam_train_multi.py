@@ -178,6 +178,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--eval_batch_size", type=int, default=None)
     p.add_argument("--log_interval", type=int, default=10, help="steps between plain log lines")
+    p.add_argument("--max_nonfinite_steps", type=int, default=3,
+                   help="stop after this many steps in a row with a NaN/inf loss")  # fmt: skip
     p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap, for smoke tests")
     # distributed
     p.add_argument("--world_size", type=int, default=1, help="processes in total, all nodes")
@@ -205,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject impossible settings and unusable files with one clear line each, before
     any process starts or anything is written."""
-    for name in ("batch_size", "grad_acc_steps", "num_epochs", "world_size"):
+    for name in ("batch_size", "grad_acc_steps", "num_epochs", "world_size", "max_nonfinite_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in ("eval_batch_size", "tile_width", "max_steps_per_epoch", "nproc_per_node"):
@@ -541,6 +543,7 @@ def _train(
             state, ctx, amp=args.amp, grad_acc_steps=args.grad_acc_steps,
             embedder=embedders["train"], should_stop=lambda: stop.agreed(ctx),
             log_interval=args.log_interval, lr_at=lr_at, loss_fn=DiceBCELoss(args.dice),
+            max_nonfinite_steps=args.max_nonfinite_steps,
             after_step=None if ema is None else lambda: ema.update(model),
         )  # fmt: skip
         if result["stopped"]:

@@ -96,11 +96,12 @@ def _command(script: str, root, work_dir, *extra: str) -> list[str]:
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_no_bad_checkpoint(tiny_root, tmp_path):
     command = _command("budsam_train_multi.py", tiny_root, tmp_path, "-lr", "1e30")
+    command += ["--max_nonfinite_steps", "2"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error")]
-    assert line.startswith("error: training stopped: the loss was NaN or infinite on 3")
+    assert line.startswith("error: training stopped: the loss was NaN or infinite on 2")
     (run_dir,) = tmp_path.glob("t-*")
     assert not any(run_dir.glob("*.pth"))  # no epoch ended: no checkpoint of NaN weights
 
