@@ -28,7 +28,7 @@ from utils.model import MODEL_TYPES
 from utils.progress import Progress
 
 METHOD_GROUPS = ("budsam", "noisereduce", "energy", "identity", "oracle")
-RESULT_FILES = ("comparison.csv", "comparison.md", "comparison.png", "per_view.csv")
+RESULT_FILES = ("comparison.csv", "comparison.md", "comparison.png", "per_view.csv", "summary.json")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {method.label}: no output for {len(method.notes)} views "
                   f"(e.g. {method.notes[0]})")  # fmt: skip
     print(f"{len(skipped)} files skipped, {len(warnings)} warnings (reasons in summary.json); "
-          f"results in {out}/ ({', '.join(RESULT_FILES)}, summary.json)")  # fmt: skip
+          f"results in {out}/ ({', '.join(RESULT_FILES)})")  # fmt: skip
     return 0
 
 

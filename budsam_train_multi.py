@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from utils import distributed, run_log
+from utils.audio import N_FFT
 from utils.bsd_layout import split_dir
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.dataset import MASK_RESIZES, BSDSegmentation, collate_skipping_none, scan_split
@@ -223,6 +224,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if unknown or not parts:
         parser.error(f"--train_parts: unknown {unknown}; choose from {','.join(TRAIN_PARTS)}")
     args.train_parts = parts
+    if not (args.lr > 0 and math.isfinite(args.lr)) or not args.weight_decay >= 0:
+        parser.error(f"-lr must be > 0 and -weight_decay >= 0, got {args.lr}, {args.weight_decay}")
     if not 0.0 <= args.full_box_prob <= 1.0:
         parser.error("--full_box_prob must be within [0, 1]")
     if not 0.0 <= args.ema_decay < 1.0:
@@ -331,7 +334,7 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
     datasets = {}
     for split in ("train", "valid", "test"):
         root = split_dir(args.tr_path, split)
-        scan = scan_split(root)
+        scan = scan_split(root, N_FFT if args.half_spectrum else None)
         if scan.skipped and is_main:
             print(f"warning: {split}: skipping {scan.skipped} items\n{scan.report()}", flush=True)
         prompt = "train" if split == "train" else "gt_box"
@@ -478,6 +481,7 @@ def epoch_loader(
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         collate_fn=collate_skipping_none,
+        worker_init_fn=distributed.ignore_stop_signals,
     )
 
 
@@ -588,7 +592,8 @@ def _train(
         if scan.skipped:
             log(ctx, f"warning: {split}: skipped {scan.skipped} pairs ({scan.summary()})")
     if state.skipped_items:
-        log(ctx, f"warning: {state.skipped_items} training items could not be read; skipped")
+        log(ctx, f"warning: {state.skipped_items} training item reads failed (all ranks and "
+                 "epochs); skipped")  # fmt: skip
     if state.skipped_steps:
         log(ctx, f"warning: {state.skipped_steps} optimizer steps skipped for a non-finite loss")
 
@@ -626,15 +631,17 @@ def format_test_table(test: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if distributed.launched_by_torchrun():
-        return worker(int(os.environ["LOCAL_RANK"]), args)
-    prepare_synthetic_data(args)
+    torchrun = distributed.launched_by_torchrun()
     try:
         require_weights(args.model_type, args.checkpoint)
-        check_data(args.tr_path)
+        if not torchrun:  # under torchrun rank 0 writes the synthetic set, in _train
+            prepare_synthetic_data(args)
+            check_data(args.tr_path)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if torchrun:
+        return worker(int(os.environ["LOCAL_RANK"]), args)
     if args.nproc_per_node == 1:
         return worker(0, args)
     context = mp.spawn(spawned_worker, args=(args,), nprocs=args.nproc_per_node, join=False)
@@ -656,6 +663,11 @@ def join_workers(context: mp.ProcessContext, first_rank: int) -> int:
         while not context.join(grace_period=WORKER_GRACE_S):
             pass
     except mp.ProcessRaisedException:  # an unforeseen error: keep its traceback
+        foreseen = [i for i, p in enumerate(context.processes) if p.exitcode == 2]
+        if foreseen:  # a rank stopped on bad input (its line is above); the rest followed
+            print(f"error: rank {first_rank + foreseen[0]} stopped on the error above; "
+                  "every rank was stopped", file=sys.stderr, flush=True)  # fmt: skip
+            return 2
         failures = sorted(
             (path.stat().st_mtime_ns, first_rank + index, path.read_bytes())
             for index, path in enumerate(map(Path, context.error_files))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,20 +39,31 @@ def _flat(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_a_non_finite_loss_skips_its_step_and_leaves_the_weights(capsys):
+class NaNGradientOnCalls(ddp_checks.NaNLossOnCalls):
+    """A finite loss whose gradients are NaN on the given calls (d sqrt(x)/dx at 0 is inf)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(logits, target)
+        self.count += 1
+        return loss + torch.sqrt((logits * 0).sum()) if self.count - 1 in self.calls else loss
+
+
+@pytest.mark.parametrize("fault", [ddp_checks.NaNLossOnCalls, NaNGradientOnCalls])
+def test_a_non_finite_loss_or_gradient_skips_its_step_and_leaves_the_weights(fault, capsys):
     items = ddp_checks.fake_items(3, seed=1)
     torch.manual_seed(0)
     clean = ddp_checks.make_single_model()
     _train(clean, [items[0], items[2]], ddp_checks.NaNLossOnCalls(set()), TrainState())
     torch.manual_seed(0)
     faulty, state = ddp_checks.make_single_model(), TrainState()
-    result = _train(faulty, items, ddp_checks.NaNLossOnCalls({1}), state)
-    # The NaN step moved nothing: the weights are those of training on items 0 and 2.
+    result = _train(faulty, items, fault({1}), state)
+    # The faulty step moved nothing: the weights are those of training on items 0 and 2.
     assert torch.allclose(_flat(faulty), _flat(clean), atol=1e-6)
     assert state.step == 3 and state.skipped_steps == 1
     assert torch.isfinite(torch.tensor(result["train_loss"]))
     assert (
-        "step 2: the loss is NaN or infinite; step skipped (1 in a row" in capsys.readouterr().out
+        "step 2: the loss or its gradients are NaN or infinite; step skipped (1 in a row"
+        in capsys.readouterr().out
     )
 
 
@@ -73,7 +85,7 @@ def test_ddp_ranks_drop_and_skip_the_same_steps(tmp_path):
     infos = [json.loads((tmp_path / f"faults_rank{r}.json").read_text()) for r in (0, 1)]
     # 5 batches: one dropped on both ranks (rank 1's is empty), 4 steps, one of them skipped.
     assert [(i["steps"], i["skipped_steps"]) for i in infos] == [(4, 1), (4, 1)]
-    assert [i["skipped_items"] for i in infos] == [0, 1]
+    assert [i["skipped_items"] for i in infos] == [1, 1]  # rank 1's, known to both
     assert infos[0]["train_loss"] == infos[1]["train_loss"]
     weights = [torch.load(tmp_path / f"faults_rank{r}.pt") for r in (0, 1)]
     assert torch.equal(weights[0], weights[1])
@@ -101,21 +113,38 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_no_bad_checkpoint(tiny_ro
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error")]
-    assert line.startswith("error: training stopped: the loss was NaN or infinite on 2")
+    assert line.startswith(
+        "error: training stopped: the loss or its gradients were NaN or infinite on 2"
+    )
     (run_dir,) = tmp_path.glob("t-*")
     assert not any(run_dir.glob("*.pth"))  # no epoch ended: no checkpoint of NaN weights
 
 
-def test_one_failing_rank_stops_every_rank_soon_and_names_the_error(tiny_root, tmp_path):
+@pytest.mark.parametrize(
+    "fault, code, last_line",
+    [
+        ("unforeseen", 1, "error: rank 1 failed: RuntimeError: injected fault on rank 1"),
+        ("bad_input", 2, "error: rank 1 stopped"),
+    ],
+)
+def test_one_failing_rank_stops_every_rank_soon_and_names_the_error(
+    tiny_root, tmp_path, fault, code, last_line
+):
     port = _free_init_method()
     command = _command("tests/fault_injection.py", tiny_root, tmp_path, "--world_size", "2")
     command += ["--init_method", port, "--dist_timeout", "600"]
     start = time.monotonic()
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "FAULT": fault},
+    )  # fmt: skip
     elapsed = time.monotonic() - start
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == code, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: rank 1 failed: RuntimeError: injected fault on rank 1"), last
+    assert last.startswith(last_line), last
+    if fault == "bad_input":
+        assert "Traceback" not in done.stderr
+        assert "error (rank 1): injected bad input on rank 1" in done.stderr
     assert elapsed < 120  # well inside the 600 s collective timeout: no rank hung
 
 

@@ -23,6 +23,7 @@ from utils.dataset import (
     SIZE_MISMATCH,
     TRUNCATED,
     UNREADABLE,
+    WRONG_HEIGHT,
     BSDSegmentation,
     collate_skipping_none,
     scan_split,
@@ -244,7 +245,7 @@ def test_training_skips_bad_files_reports_them_and_keeps_earlier_runs(
     assert f"warning: train: skipping {sum(map(len, expected.values()))} items" in out
     for reason, names in expected.items():
         assert f"{train_split}: {len(names)} {reason}: {', '.join(names)}" in out
-    assert "warning: 1 training items could not be read; skipped" in out  # damaged.png
+    assert "warning: 1 training item reads failed (all ranks and epochs); skipped" in out
     messages = [str(w.message) for w in warned]
     assert any(m.startswith("skipped: ") and "damaged.png" in m for m in messages)
     assert any("zero_one.png: mask holds values other than 0 and 255" in m for m in messages)
@@ -458,3 +459,14 @@ def test_splits_with_the_same_file_names_get_their_own_embeddings(tmp_path):
     assert torch.allclose(
         valid_embedding, embedders["valid"].encode([0], torch.device("cpu"), "none"), atol=1e-2
     )
+
+
+def test_half_spectrum_training_skips_images_that_are_not_1024_rows_high(tmp_path):
+    _write_pair(tmp_path, "small.png")  # 64 rows
+    (tmp_path / IMAGES_DIR / "bsd.png").parent.mkdir(exist_ok=True)
+    write_png(tmp_path / IMAGES_DIR / "bsd.png", np.zeros((1024, WIDTH), dtype=np.uint8))
+    write_png(tmp_path / MASKS_DIR / "bsd.png", np.zeros((1024, WIDTH), dtype=bool))
+    assert BSDSegmentation(tmp_path, 256).names == ["bsd.png", "small.png"]
+    half = BSDSegmentation(tmp_path, 256, half_spectrum=True)
+    assert half.names == ["bsd.png"] and half.scan.problems == {WRONG_HEIGHT: ["small.png"]}
+    assert half[0]["image"].shape == (3, 256, 256)

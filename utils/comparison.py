@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils import audio, baselines  # noqa: E402
+from utils.files import atomic_path  # noqa: E402
 from utils.image_io import read_mask_png  # noqa: E402
 from utils.inference import Segmenter, denoise  # noqa: E402
 from utils.inputs import View  # noqa: E402
@@ -227,8 +228,7 @@ def plot_comparison(summaries: dict[str, dict], out_png: str | Path) -> Path:
     axes[0].invert_yaxis()
     fig.tight_layout()
     out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(out_png)
     return out_png

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.audio import CENTER_ROW
+from utils.audio import CENTER_ROW, N_FFT
 from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
 from utils.image_io import PNG_END_CHUNK, PNG_SIGNATURE, read_gray_png, read_mask_png
 
@@ -41,6 +41,7 @@ UNREADABLE = "unreadable PNGs"  # empty, not a PNG, or no IHDR header
 TRUNCATED = "truncated PNGs"
 NOT_GRAY8 = "PNGs that are not 8-bit grayscale"
 SIZE_MISMATCH = "image/mask size mismatches"
+WRONG_HEIGHT = "images not 1024 rows high (--half_spectrum needs BSD spectrograms)"
 
 
 def png_header(path: Path) -> tuple[int, int, int, int] | None:
@@ -110,10 +111,10 @@ class SplitScan:
         return ", ".join(f"{len(names)} {reason}" for reason, names in self.problems.items())
 
 
-def scan_split(split_root: str | Path) -> SplitScan:
+def scan_split(split_root: str | Path, height: int | None = None) -> SplitScan:
     """Pair ``Images/*.png`` with ``Masks/*.png`` by name and check each file's header and
-    end (see :func:`png_problem`) and each pair's sizes; a pair with a problem is skipped
-    and listed under it.
+    end (see :func:`png_problem`) and each pair's sizes (and, given ``height``, that the
+    images are that many rows high); a pair with a problem is skipped and listed under it.
 
     Raises:
         ValueError: one line naming the folder, when it has no ``Images/`` folder or no
@@ -133,6 +134,7 @@ def scan_split(split_root: str | Path) -> SplitScan:
         TRUNCATED: [],
         NOT_GRAY8: [],
         SIZE_MISMATCH: [],
+        WRONG_HEIGHT: [],
     }
     names, sizes = [], {}
     for name in sorted(images & masks):
@@ -141,6 +143,8 @@ def scan_split(split_root: str | Path) -> SplitScan:
         image_size = png_size(image_path)
         if problem is None and image_size != png_size(mask_path):
             problem = SIZE_MISMATCH
+        elif problem is None and height is not None and image_size[0] != height:
+            problem = WRONG_HEIGHT
         if problem is not None:
             problems[problem].append(name)
         else:
@@ -301,7 +305,7 @@ class BSDSegmentation(Dataset):
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
         if mask_resize not in MASK_RESIZES:
             raise ValueError(f"unknown mask resize {mask_resize!r}; expected one of {MASK_RESIZES}")
-        self.scan = scan or scan_split(split_root)
+        self.scan = scan or scan_split(split_root, N_FFT if half_spectrum else None)
         self.root = self.scan.root
         self.names = self.scan.names
         self.tile_width = tile_width

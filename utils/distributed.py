@@ -125,6 +125,13 @@ def shard_indices(n_items: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, n_items, world_size))
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """For data-loader workers: SIGTERM/SIGINT sent to the whole process group (Ctrl-C,
+    a scheduler) must not kill them before the training process has saved ``latest``."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StopRequest:
     """Set by SIGTERM/SIGINT; training stops after the current optimizer step."""
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.files import atomic_path
+
 CACHE_VERSION = 1
 
 
@@ -68,10 +70,8 @@ class EmbeddingCache:
         """Store one embedding ``(C, h, w)`` as float16 with a checksum (atomic rename)."""
         half = embedding.detach().to("cpu", torch.float16).contiguous()
         record = {"embedding": half, "crc32": zlib.crc32(half.view(torch.uint8).numpy().tobytes())}
-        path = self.path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(record, tmp)
-        tmp.replace(path)
+        with atomic_path(self.path(name)) as tmp:  # ranks may write the same item at once
+            torch.save(record, tmp)
 
     def missing(self, names: list[str]) -> list[str]:
         """Names without a valid stored embedding (each file is read and checked)."""

@@ -75,6 +75,7 @@ class Embedder:
         An item whose image cannot be read is warned about and marked unusable in the
         dataset on every rank, so that training skips (and counts) it.
         """
+        distributed.barrier()  # every rank lists the same files
         absent = [
             i for i in range(len(self.dataset))
             if not self.cache.path(self.dataset.item_key(i)).is_file()
@@ -123,7 +124,7 @@ def model_logits(
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss was NaN or infinite on too many optimizer steps in a row."""
+    """The loss or its gradients were NaN or infinite on too many optimizer steps in a row."""
 
 
 def train_one_epoch(
@@ -164,12 +165,12 @@ def train_one_epoch(
     ddp_model.train()
     n_steps = len(loader) // grad_acc_steps
     progress = Progress(n_steps, f"epoch {state.epoch}", ctx.is_main, log_interval)
-    loss_sum, loss_count = torch.zeros(2, dtype=torch.float64)
+    loss_sum, loss_count, skipped = torch.zeros(3, dtype=torch.float64)
     micro, nonfinite_in_step, nonfinite_in_a_row = 0, False, 0
     optimizer.zero_grad(set_to_none=True)
     stopped = False
     for batch in loader:
-        state.skipped_items += batch["skipped"]
+        skipped += batch["skipped"]
         if distributed.any_rank("mask" not in batch, ctx.device):
             continue
         micro += 1
@@ -188,6 +189,10 @@ def train_one_epoch(
             nonfinite_in_step = True
         if not sync_now:
             continue
+        # Gradients are all-reduced by now, so every rank sees the same ones. With a
+        # gradient scaler (fp16) infinite gradients are its business: it skips the step.
+        if not scaler.is_enabled() and not _gradients_finite(optimizer):
+            nonfinite_in_step = True
         if distributed.any_rank(nonfinite_in_step, ctx.device):
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
@@ -206,8 +211,16 @@ def train_one_epoch(
             stopped = True
             break
     progress.close()
-    totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count]).to(ctx.device))
+    totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count, skipped]).to(ctx.device))
+    state.skipped_items += int(totals[2].item())  # every rank's, so every rank agrees
     return {"train_loss": (totals[0] / totals[1].clamp(min=1)).item(), "stopped": stopped}
+
+
+def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite (one device sync)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+    checks = [torch.isfinite(g).all() for g in grads if g is not None]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def _optimizer_step(optimizer, scaler, lr_at: Callable[[int], float] | None, step: int) -> None:
@@ -225,13 +238,13 @@ def _report_nonfinite(ctx: distributed.DistContext, step: int, in_a_row: int, li
     at the limit."""
     if in_a_row >= limit:
         raise NonFiniteLossError(
-            f"training stopped: the loss was NaN or infinite on {in_a_row} optimizer steps in a "
-            f"row (steps {step - in_a_row + 1}-{step}); the weights were left as they were "
-            "before them; try a lower -lr, --amp none, or check the data"
+            f"training stopped: the loss or its gradients were NaN or infinite on {in_a_row} "
+            f"optimizer steps in a row (steps {step - in_a_row + 1}-{step}); the weights were "
+            "left as they were before them; try a lower -lr, --amp none, or check the data"
         )
     if ctx.is_main:
         print(
-            f"warning: step {step}: the loss is NaN or infinite; step skipped "
+            f"warning: step {step}: the loss or its gradients are NaN or infinite; step skipped "
             f"({in_a_row} in a row, training stops at {limit})",
             flush=True,
         )

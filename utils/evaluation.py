@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import metrics
+from utils.files import write_text
 from utils.inputs import View
 
 PAPER_BATCH = 4  # images per batch over which the papers pool their two-class scores
@@ -142,14 +143,6 @@ def make_output_folder(folder: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{folder}: the output folder is not writable")
     return folder
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (temporary file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_json(path: str | Path, obj: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shlex
@@ -15,6 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from utils.files import atomic_path, write_text  # noqa: E402
 
 LATEST = "budsam_model_latest.pth"
 BEST = "budsam_model_best.pth"
@@ -76,7 +79,7 @@ def check_work_dir(work_dir: str | Path) -> None:
 
 def save_run_config(run_dir: Path, args: dict) -> None:
     """``args.json`` and ``command.txt`` (the command line as typed)."""
-    (run_dir / "args.json").write_text(json.dumps(args, indent=2, sort_keys=True, default=str))
+    write_text(run_dir / "args.json", json.dumps(args, indent=2, sort_keys=True, default=str))
     command = shlex.join([sys.executable, *sys.argv])
     with open(run_dir / "command.txt", "a") as handle:
         handle.write(command + "\n")
@@ -88,10 +91,11 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
     records = read_metrics(run_dir)
     columns = list(dict.fromkeys(key for r in records for key in r))
-    with open(run_dir / METRICS_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(records)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(records)
+    write_text(run_dir / METRICS_CSV, buffer.getvalue())
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -119,5 +123,6 @@ def plot_metrics(run_dir: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(run_dir / filename, dpi=90)
+        with atomic_path(run_dir / filename) as tmp:
+            fig.savefig(tmp, dpi=90)
         plt.close(fig)

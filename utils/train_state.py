@@ -21,7 +21,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken in the whole run
     step_in_epoch: int = 0  # optimizer steps taken in the epoch in progress
     best_metric: float = -math.inf
-    skipped_items: int = 0
+    skipped_items: int = 0  # item reads that failed, all ranks and epochs
     skipped_steps: int = 0  # optimizer steps dropped for a non-finite loss
     history: list[dict] = field(default_factory=list)
 
@@ -45,6 +45,8 @@ def checkpoint_state(
         "step": state.step,
         "step_in_epoch": state.step_in_epoch,
         "best_metric": state.best_metric,
+        "skipped_items": state.skipped_items,
+        "skipped_steps": state.skipped_steps,
         "history": json.dumps(state.history),
         "args": {
             k: (v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v))
@@ -75,5 +77,7 @@ def restore_state(
         step=resumed["step"],
         step_in_epoch=resumed["step_in_epoch"],
         best_metric=resumed["best_metric"],
+        skipped_items=resumed.get("skipped_items", 0),
+        skipped_steps=resumed.get("skipped_steps", 0),
         history=json.loads(resumed["history"]),
     )

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from utils.audio import CENTER_ROW, audio_source_for_image  # noqa: E402
 from utils.bsd_layout import IMAGES_DIR, MASKS_DIR  # noqa: E402
+from utils.files import atomic_path  # noqa: E402
 from utils.image_io import read_gray_png, read_mask_png  # noqa: E402
 
 
@@ -58,6 +59,7 @@ def plot_examples(split_root: str | Path, out_png: str | Path, n: int = 4) -> Pa
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=80)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return out_png
