@@ -131,6 +131,9 @@ def bad_split(tmp_path_factory) -> Path:
     for name, (write, _) in BAD_IMAGES.items():
         write(split / "Images" / f"{name}.png", good_png)
         cv2.imwrite(str(split / "Masks" / f"{name}.png"), blob)
+    for seed, (name, (write, _)) in enumerate(BAD_IMAGES.items(), start=40):
+        _add_view(split, f"mask_{name}", seed, blob)
+        write(split / "Masks" / f"mask_{name}.png", good_png)  # a good image, a bad mask
     _add_view(split, "wrong_size_mask", 9, blob[:, :30])
     _add_view(split, "unmasked", 10)
     cv2.imwrite(str(split / "Masks" / "orphan.png"), blob)
@@ -173,15 +176,16 @@ def test_an_unusable_png_names_its_problem(bad_split, case):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_unusable_images_are_skipped_and_counted_and_the_run_goes_on(split_runs, script):
+def test_unusable_images_and_masks_are_skipped_and_counted_and_the_run_goes_on(split_runs, script):
     run = split_runs[script]
     assert run["code"] == 0
     reasons = run["summary"]["skipped_reasons"]
     expected = {f"{case}.png": problem for case, (_, problem) in BAD_IMAGES.items()}
+    expected.update({f"mask_{case}.png": problem for case, (_, problem) in BAD_IMAGES.items()})
     expected["wrong_size_mask.png"] = "mask is 30x1024, its image 61x1024"
     assert run["summary"]["skipped"] == len(reasons) == len(expected)
     for name, problem in expected.items():
-        assert sum(name in r and problem in r for r in reasons) == 1, (name, reasons)
+        assert sum(f"/{name}: " in r and problem in r for r in reasons) == 1, (name, reasons)
     scored = {row["name"] for row in run["rows"]}
     assert not scored & {Path(name).stem for name in expected}
     assert {"good", "unmasked", "odd_mask", "empty_mask", "raw_silent"} <= scored
@@ -324,7 +328,7 @@ def test_unusable_recordings_are_skipped_and_counted(recording_runs, script):
     reasons = run["summary"]["skipped_reasons"]
     assert run["summary"]["skipped"] == len(reasons) == len(BAD_RECORDINGS)
     for name, (_, problem) in BAD_RECORDINGS.items():
-        assert sum(name in r and problem in r for r in reasons) == 1, (name, reasons)
+        assert sum(f"/{name}: " in r and problem in r for r in reasons) == 1, (name, reasons)
     (twin,) = [w for w in run["summary"]["warnings"] if "twin" in w]
     assert twin.endswith("twin.wav: not read, twin.flac has the same name and its outputs "
                          "would be overwritten")  # fmt: skip
