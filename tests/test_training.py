@@ -339,3 +339,18 @@ def test_whole_image_iou_pools_the_tiles_of_each_image():
     per_item = torch.tensor([[0.0, 1.0, 0.0], [9.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     assert whole_image_iou(per_item, ["a", "a", "b"]) == pytest.approx((9 / 11 + 1.0) / 2)
     assert whole_image_iou(per_item, ["a", "b", "c"]) == pytest.approx((0 + 0.9 + 1) / 3)
+
+
+def test_data_loader_workers_ignore_stop_signals():
+    """A signal to the whole process group must reach the trainer, not kill its workers."""
+    from utils.distributed import ignore_stop_signals
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ignore_stop_signals(worker_id=0)
+        for sig in previous:
+            assert signal.getsignal(sig) == signal.SIG_IGN
+            signal.raise_signal(sig)  # would end this process if not ignored
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
