@@ -47,6 +47,7 @@ from utils.dataset import MASK_RESIZES, BSDSegmentation, collate_skipping_none, 
 from utils.ema import WeightEMA
 from utils.embedding_cache import EmbeddingCache, module_fingerprint
 from utils.engine import Embedder, NonFiniteLossError, cosine_lr, evaluate, train_one_epoch
+from utils.files import write_text
 from utils.losses import DICE_REDUCTIONS, DiceBCELoss
 from utils.model import (
     MODEL_TYPES,
@@ -58,12 +59,9 @@ from utils.model import (
     state_dict_mismatch,
 )
 from utils.synthetic import generate_dataset, is_generated
-from utils.train_state import TrainState, checkpoint_state, restore_state
+from utils.train_state import TrainState, checkpoint_state, restore_state, resume_problem
 
 TRAIN_PARTS = ("image_encoder", "mask_decoder")
-# What a --resume checkpoint must hold (see utils.train_state.restore_state).
-RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "step", "step_in_epoch", "best_metric",
-               "history", "rng")  # fmt: skip
 WORKER_GRACE_S = 10.0  # how long the other ranks get to stop once one has failed
 PRESETS = {
     "cpu_demo": {
@@ -259,12 +257,9 @@ def check_resume(args: argparse.Namespace, path: str | Path) -> None:
         ValueError: naming the file and the problem.
     """
     checkpoint = load_checkpoint(path, mmap=True)
-    absent = [key for key in RESUME_KEYS if key not in checkpoint]
-    if absent or not isinstance(checkpoint["model"], dict):
-        raise ValueError(
-            f"{path}: not a BudSAM training checkpoint (no {', '.join(absent) or 'model'}); "
-            "to start from its weights, pass it as -checkpoint instead"
-        )
+    problem = resume_problem(checkpoint, needs_ema=args.ema_decay > 0)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
     recorded = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else {}
     mismatch = state_dict_mismatch(checkpoint["model"], args.model_type)
     if mismatch:
@@ -278,20 +273,22 @@ def check_resume(args: argparse.Namespace, path: str | Path) -> None:
             f"{path}: trained with --train_parts {','.join(json.loads(parts))}, not "
             f"{','.join(args.train_parts)} (its optimizer state would not fit)"
         )
-    if args.ema_decay > 0 and "ema" not in checkpoint:
-        raise ValueError(
-            f"{path}: the checkpoint holds no weight EMA (trained without --ema_decay)"
-        )
 
 
-def check_data(tr_path: str) -> None:
-    """Fail early, before any process starts, if a split is missing or holds no pair.
+def check_data(args: argparse.Namespace) -> None:
+    """Fail early, before any process starts, if a split is missing or holds no usable pair.
 
     Raises:
         ValueError: naming the folder and the problem.
     """
     for split in ("train", "valid", "test"):
-        scan_split(split_dir(tr_path, split))
+        scan_split(split_dir(args.tr_path, split), image_height(args))
+
+
+def image_height(args: argparse.Namespace) -> int | None:
+    """The image height training needs: a BSD spectrogram's with ``--half_spectrum``
+    (the model sees rows 511 on), any otherwise."""
+    return N_FFT if args.half_spectrum else None
 
 
 def prepare_synthetic_data(args: argparse.Namespace) -> None:
@@ -319,7 +316,9 @@ def build_model(args: argparse.Namespace, device: torch.device) -> BudSAM:
     return model.to(device)
 
 
-def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dict:
+def make_datasets(
+    ctx: distributed.DistContext, args: argparse.Namespace, size: int, load_images: bool
+) -> dict:
     common = {
         "bbox_shift": args.bbox_shift,
         "reference_preprocess": args.ref_preprocess,
@@ -330,13 +329,12 @@ def make_datasets(args: argparse.Namespace, size: int, load_images: bool) -> dic
         "mask_resize": args.mask_resize,
         "seed": args.seed,
     }
-    is_main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     datasets = {}
     for split in ("train", "valid", "test"):
         root = split_dir(args.tr_path, split)
-        scan = scan_split(root, N_FFT if args.half_spectrum else None)
-        if scan.skipped and is_main:
-            print(f"warning: {split}: skipping {scan.skipped} items\n{scan.report()}", flush=True)
+        scan = scan_split(root, image_height(args))
+        if scan.skipped:
+            log(ctx, f"warning: {split}: skipping {scan.skipped} items\n{scan.report()}")
         prompt = "train" if split == "train" else "gt_box"
         datasets[split] = BSDSegmentation(
             root, size, prompt=prompt, full_box_prob=args.full_box_prob, scan=scan, **common
@@ -496,7 +494,9 @@ def _train(
     log(ctx, f"run folder: {run_dir}")
 
     model = build_model(args, ctx.device)
-    datasets = make_datasets(args, input_size(args.model_type), "image_encoder" in args.train_parts)
+    datasets = make_datasets(
+        ctx, args, input_size(args.model_type), "image_encoder" in args.train_parts
+    )
     embedders = build_embedders(model, datasets, ctx, args)
     trainable = [p for p in model.parameters() if p.requires_grad]
     total, trained = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
@@ -585,7 +585,7 @@ def _train(
     model.load_state_dict(best_weights)
     test = evaluate_both_prompts(model, datasets["test"], ctx, args, embedders["test"], "test")
     if ctx.is_main:
-        (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+        write_text(run_dir / "test_metrics.json", json.dumps(test, indent=2))
         print(format_test_table(test), flush=True)
     for split, dataset in datasets.items():
         scan = dataset.scan
@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         require_weights(args.model_type, args.checkpoint)
         if not torchrun:  # under torchrun rank 0 writes the synthetic set, in _train
             prepare_synthetic_data(args)
-            check_data(args.tr_path)
+            check_data(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -164,7 +164,7 @@ while True:
         [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout.readline() == "saving\n"
-    partial = tmp_path / ".latest.pth.tmp"
+    partial = tmp_path / f".latest.{process.pid}.tmp.pth"  # utils.files.atomic_path's name
     deadline = time.monotonic() + 60
     while not partial.is_file() and time.monotonic() < deadline:
         time.sleep(0.001)

@@ -31,6 +31,7 @@ from utils.dataset import (
 from utils.image_io import write_png
 from utils.losses import DICE_REDUCTIONS, DiceBCELoss
 from utils.model import build_sam
+from utils.train_state import RESUME_KEYS
 
 HEIGHT, WIDTH = 64, 48  # small images: the model resizes every input to 256 x 256
 
@@ -266,7 +267,7 @@ def _tiny_weights(model_type: str = "vit_tiny", seed: int = 0) -> dict[str, torc
 
 def _training_checkpoint(model_type: str = "vit_tiny", **overrides) -> dict:
     """What a BudSAM run saves, with placeholder optimizer and RNG states."""
-    state = {key: 0 for key in train.RESUME_KEYS}
+    state = {key: 0 for key in RESUME_KEYS}
     state.update(
         model=_tiny_weights(model_type),
         args={"model_type": model_type, "train_parts": json.dumps(["mask_decoder"])},

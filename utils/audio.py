@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import soundfile as sf
 
+from utils.files import atomic_path
+
 WINDOW_LENGTH = 128
 HOP_LENGTH = 64
 N_FFT = 1024
@@ -186,14 +188,15 @@ def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16
     samples = samples.T if samples.ndim == 2 else samples
     if subtype == "PCM_16":
         samples = quantize_pcm16(samples)
-    tmp = path.with_name(f".{path.name}.tmp")
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     fmt = path.suffix[1:].upper()
-    with sf.SoundFile(str(tmp), "w", int(sr), channels, subtype=subtype, format=fmt) as handle:
+    with (
+        atomic_path(path) as tmp,
+        sf.SoundFile(str(tmp), "w", int(sr), channels, subtype=subtype, format=fmt) as handle,
+    ):
         if subtype in ("FLOAT", "DOUBLE"):
             sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
         handle.write(samples)
-    tmp.replace(path)
 
 
 def quantize_pcm16(y: np.ndarray) -> np.ndarray:

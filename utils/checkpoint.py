@@ -16,16 +16,15 @@ from typing import Any
 
 import torch
 
+from utils.files import atomic_path
+
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> Any:

@@ -15,6 +15,7 @@ that way, not skipped, and a warning names the file and its values.
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -44,44 +45,31 @@ SIZE_MISMATCH = "image/mask size mismatches"
 WRONG_HEIGHT = "images not 1024 rows high (--half_spectrum needs BSD spectrograms)"
 
 
-def png_header(path: Path) -> tuple[int, int, int, int] | None:
-    """``(height, width, bit depth, colour type)`` from a PNG's IHDR header, or None when
-    the file is missing, empty or not a PNG."""
+def png_check(path: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """``(problem, (height, width))`` of a PNG meant to be 8-bit grayscale, from one read
+    of its header and last bytes. ``problem`` is UNREADABLE (missing, empty, not a PNG;
+    no size then), TRUNCATED, NOT_GRAY8 or None; only a file whose header is not 8-bit
+    grayscale is decoded (:func:`read_gray_png` accepts colour files whose channels are
+    equal)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(26)
+            end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, end - 1024))
+            tail = handle.read()
     except OSError:
-        return None
+        return UNREADABLE, None
     if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
+        return UNREADABLE, None
     width, height = struct.unpack(">II", head[16:24])
-    return height, width, head[24], head[25]
-
-
-def png_size(path: Path) -> tuple[int, int] | None:
-    """``(height, width)`` from a PNG's IHDR header, or None when it is not a PNG."""
-    header = png_header(path)
-    return None if header is None else header[:2]
-
-
-def png_problem(path: Path) -> str | None:
-    """Why a PNG cannot be read as an 8-bit grayscale image (one of UNREADABLE, TRUNCATED,
-    NOT_GRAY8), or None. Judged from the header and the last bytes; only a file whose
-    header is not 8-bit grayscale is decoded (:func:`read_gray_png` accepts colour
-    files whose channels are equal)."""
-    header = png_header(path)
-    if header is None:
-        return UNREADABLE
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 1024))
-        if PNG_END_CHUNK not in handle.read():  # a whole PNG ends with it
-            return TRUNCATED
-    if header[2:] != (8, PNG_GRAY):
+    if PNG_END_CHUNK not in tail:  # a whole PNG ends with it
+        return TRUNCATED, (height, width)
+    if (head[24], head[25]) != (8, PNG_GRAY):
         try:
             read_gray_png(path)
         except ValueError:
-            return NOT_GRAY8
-    return None
+            return NOT_GRAY8, (height, width)
+    return None, (height, width)
 
 
 @dataclass
@@ -113,7 +101,7 @@ class SplitScan:
 
 def scan_split(split_root: str | Path, height: int | None = None) -> SplitScan:
     """Pair ``Images/*.png`` with ``Masks/*.png`` by name and check each file's header and
-    end (see :func:`png_problem`) and each pair's sizes (and, given ``height``, that the
+    end (see :func:`png_check`) and each pair's sizes (and, given ``height``, that the
     images are that many rows high); a pair with a problem is skipped and listed under it.
 
     Raises:
@@ -139,9 +127,11 @@ def scan_split(split_root: str | Path, height: int | None = None) -> SplitScan:
     names, sizes = [], {}
     for name in sorted(images & masks):
         image_path, mask_path = root / IMAGES_DIR / name, root / MASKS_DIR / name
-        problem = png_problem(image_path) or png_problem(mask_path)
-        image_size = png_size(image_path)
-        if problem is None and image_size != png_size(mask_path):
+        (image_problem, image_size), (mask_problem, mask_size) = map(
+            png_check, (image_path, mask_path)
+        )
+        problem = image_problem or mask_problem
+        if problem is None and image_size != mask_size:
             problem = SIZE_MISMATCH
         elif problem is None and height is not None and image_size[0] != height:
             problem = WRONG_HEIGHT

@@ -95,6 +95,8 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is True on at least one (a collective call)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.files import atomic_path
+from utils.files import atomic_path, write_text
 
 CACHE_VERSION = 1
 
@@ -46,7 +46,7 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "key.json"
         if not key_file.is_file():
-            key_file.write_text(json.dumps(key, indent=2, sort_keys=True))
+            write_text(key_file, json.dumps(key, indent=2, sort_keys=True))
         self.key = key
 
     def path(self, name: str) -> Path:

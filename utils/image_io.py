@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.files import atomic_path
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END_CHUNK = b"IEND"
 
@@ -101,7 +103,6 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
         )
     if is_rgb:
         image = np.ascontiguousarray(image[..., ::-1])  # OpenCV writes BGR
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), image, params):
-        raise ValueError(f"{path}: could not write the image")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image, params):
+            raise ValueError(f"{path}: could not write the image")

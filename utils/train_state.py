@@ -12,6 +12,24 @@ from torch import nn
 from utils.checkpoint import rng_state, set_rng_state
 from utils.ema import WeightEMA
 
+# What restore_state reads: a checkpoint without them cannot continue a run.
+RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "step", "step_in_epoch", "best_metric",
+               "history", "rng")  # fmt: skip
+
+
+def resume_problem(checkpoint: dict, needs_ema: bool) -> str | None:
+    """Why ``checkpoint`` cannot continue a training run (``needs_ema``: one with a weight
+    EMA), or None."""
+    absent = [key for key in RESUME_KEYS if key not in checkpoint]
+    if absent or not isinstance(checkpoint["model"], dict):
+        return (
+            f"not a BudSAM training checkpoint (no {', '.join(absent) or 'model'}); "
+            "to start from its weights, pass it as -checkpoint instead"
+        )
+    if needs_ema and "ema" not in checkpoint:
+        return "the checkpoint holds no weight EMA (trained without --ema_decay)"
+    return None
+
 
 @dataclass
 class TrainState:
@@ -62,12 +80,13 @@ def restore_state(
     """Load weights, optimizer, scaler, RNG (and EMA) states; return the training progress.
 
     Raises:
-        ValueError: when ``ema`` is given but the checkpoint holds no EMA state.
+        ValueError: when the checkpoint cannot continue a run (see :func:`resume_problem`).
     """
+    problem = resume_problem(resumed, needs_ema=ema is not None)
+    if problem is not None:
+        raise ValueError(problem)
     model.load_state_dict(resumed["model"])
     if ema is not None:
-        if "ema" not in resumed:
-            raise ValueError("the checkpoint holds no weight EMA (trained without --ema_decay)")
         ema.load_state_dict(resumed["ema"])
     optimizer.load_state_dict(resumed["optimizer"])
     scaler.load_state_dict(resumed["scaler"])
