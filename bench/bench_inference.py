@@ -9,7 +9,10 @@ as a user would (a fresh process per repeat, ``--threads`` torch threads); its
 ``summary.json`` gives its processing time (reading each file to writing its
 outputs; model loading excluded, reported apart) and the process's peak memory.
 noisereduce runs in this process on the same files, one thread (``n_jobs=1``),
-timed the same way: reading, denoising every channel, writing a WAV.
+timed the same way: reading, denoising every channel, writing a WAV. So does
+everything ``budsam_infer.py`` does but the model (reading, the BSD spectrogram of
+each channel, a free stand-in mask, the mask PNG, the masked inverse STFT, the
+WAV): the speed no model could take ``budsam_infer.py`` past.
 Without ``--checkpoint`` a random ``vit_tiny`` with the quick-start preset's
 input settings (1,024-frame half-spectrum tiles) is used: speed does not depend
 on the weights.
@@ -29,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import machine, spread
-from utils import audio
+from budsam_infer import write_source_outputs
+from utils import audio, inputs
 from utils.baselines import noisereduce_audio
 from utils.bsd_layout import RAW_AUDIO_DIR
 from utils.checkpoint import save_checkpoint
@@ -62,6 +66,19 @@ def noisereduce_seconds(recordings: Path, out: Path) -> tuple[float, float]:
     return total_audio, time.perf_counter() - start
 
 
+def transforms_seconds(recordings: Path, out: Path) -> tuple[float, float]:
+    """(audio seconds, processing seconds) of ``budsam_infer.py``'s work without the model,
+    with its own functions; the mask is a threshold of the image, at no cost."""
+    for folder in ("masks", "denoised"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    total_audio, start = 0.0, time.perf_counter()
+    for source in inputs.discover(recordings).sources:
+        views = inputs.load_views(source)
+        write_source_outputs(out, source, views, [v.image > 128 for v in views], overlays=False)
+        total_audio += sum(view.audio.size for view in views) / views[0].sr
+    return total_audio, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=40, help="recordings")
@@ -82,7 +99,7 @@ def main() -> None:
             save_checkpoint({"model": model.state_dict(), "args": PRESET_INPUT}, checkpoint)
 
         rates = {threads: [] for threads in args.threads}
-        loads, memory, baseline = [], [], []
+        loads, memory, baseline, no_model = [], [], [], []
         for _ in range(args.repeats):  # interleaved, so all see the same load
             for threads in args.threads:
                 summary = run_infer(recordings, tmp / "out", checkpoint, threads)
@@ -91,6 +108,8 @@ def main() -> None:
                 memory.append(summary["peak_memory_mb"])
             seconds_audio, seconds_compute = noisereduce_seconds(recordings, tmp / "nr")
             baseline.append(seconds_audio / seconds_compute)
+            seconds_audio, seconds_compute = transforms_seconds(recordings, tmp / "no_model")
+            no_model.append(seconds_audio / seconds_compute)
 
     print(f"machine: {machine()}")
     print(f"{args.n} synthetic test recordings, {summary['audio_seconds']:.0f} s of audio, "
@@ -99,6 +118,7 @@ def main() -> None:
         print(f"budsam_infer.py {summary['model_type']}, {threads} thread(s): audio s per s "
               f"(min / median / max) {spread(values, 1)}")  # fmt: skip
     print(f"noisereduce non-stationary, 1 thread: audio s per s {spread(baseline, 1)}")
+    print(f"budsam_infer.py without the model, 1 thread: audio s per s {spread(no_model, 1)}")
     print(f"model load s: {spread(loads, 2)}; budsam_infer.py peak memory MiB: {spread(memory, 0)}")
 
 
