@@ -471,3 +471,14 @@ def test_half_spectrum_training_skips_images_that_are_not_1024_rows_high(tmp_pat
     half = BSDSegmentation(tmp_path, 256, half_spectrum=True)
     assert half.names == ["bsd.png"] and half.scan.problems == {WRONG_HEIGHT: ["small.png"]}
     assert half[0]["image"].shape == (3, 256, 256)
+
+
+def test_preset_data_folder_holding_other_files_is_one_line_and_left_alone(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my own files\n")
+    argv = ["--preset", "cpu_demo", "-i", str(foreign), "-work_dir", str(tmp_path / "work")]
+    code, _, err = _run(argv, capsys)
+    _assert_one_line_error(code, err, str(foreign), "already holds other files")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "work").exists()
