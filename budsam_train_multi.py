@@ -297,9 +297,16 @@ def prepare_synthetic_data(args: argparse.Namespace) -> None:
         return
     spec = dict(args.synthetic)
     seed = spec.pop("seed")
-    if not is_generated(args.tr_path, spec, seed):
-        print(f"generating the synthetic data set in {args.tr_path} (first use)", flush=True)
-        generate_dataset(args.tr_path, spec, seed=seed)
+    if is_generated(args.tr_path, spec, seed):
+        return
+    folder = Path(args.tr_path)
+    if folder.is_dir() and any(folder.iterdir()):  # never written over (another set, or yours)
+        raise ValueError(
+            f"{folder}: already holds other files, and --preset {args.preset} writes its "
+            "synthetic data set there; choose another -i, or empty the folder"
+        )
+    print(f"generating the synthetic data set in {folder} (first use)", flush=True)
+    generate_dataset(folder, spec, seed=seed)
 
 
 # ----------------------------------------------------------------------------- one process
