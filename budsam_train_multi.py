@@ -206,15 +206,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject impossible settings and unusable files with one clear line each, before
     any process starts or anything is written."""
-    for name in ("batch_size", "grad_acc_steps", "num_epochs", "world_size", "max_nonfinite_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("eval_batch_size", "tile_width", "max_steps_per_epoch", "nproc_per_node"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("num_workers", "bbox_shift"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    at_least = {name: 1 for name in (
+        "batch_size", "grad_acc_steps", "num_epochs", "world_size", "max_nonfinite_steps",
+        "eval_batch_size", "tile_width", "max_steps_per_epoch", "nproc_per_node",  # or None
+    )} | {"num_workers": 0, "bbox_shift": 0}  # fmt: skip
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"--{name} must be >= {low}, got {value}")
     if not args.task_name or Path(args.task_name).name != args.task_name:
         parser.error(f"-task_name must be a plain folder name, got {args.task_name!r}")
     parts = [part.strip() for part in args.train_parts.split(",") if part.strip()]

@@ -76,33 +76,38 @@ def init_distributed(
     return DistContext(rank, world_size, local_rank, torch_device)
 
 
+def in_process_group() -> bool:
+    """Whether this process belongs to a process group (False for a single process)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all ranks (in place, also returned); a no-op for one process."""
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is True on at least one (a collective call)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not in_process_group():
         return flag
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 def broadcast_object(value: object, src: int = 0) -> object:
     """Rank ``src``'s value on every rank (picklable objects)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not in_process_group():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=src)
@@ -111,7 +116,7 @@ def broadcast_object(value: object, src: int = 0) -> object:
 
 def gather_union(values: set) -> set:
     """The union of every rank's set (picklable items)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not in_process_group():
         return set(values)
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, set(values))

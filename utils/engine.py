@@ -158,7 +158,8 @@ def train_one_epoch(
     Faults, decided alike on every rank so that DDP's collectives stay matched: a
     micro-batch is dropped on all ranks when any rank could load none of its items;
     an optimizer step is skipped (gradients dropped, weights unchanged, reported)
-    when the loss was not finite on any rank, and after ``max_nonfinite_steps`` such
+    when the loss was not finite on any rank, or (without a gradient scaler) a
+    gradient was not, and after ``max_nonfinite_steps`` such
     steps in a row :class:`NonFiniteLossError` stops training.
     """
     loss_fn = loss_fn or DiceBCELoss()
