@@ -81,6 +81,11 @@ def test_overlapping_tiles_blend_to_a_smooth_full_size_map():
     (first,) = predict_probabilities(model, [image[:, :256]])
     np.testing.assert_allclose(prob[:, :128], first[:, :128], atol=1e-5)
     assert not np.allclose(prob[:, 128:256], first[:, 128:256])  # blended with the next tile
+    # Columns 128-255 are the weighted mean of the first two tiles' full-size maps.
+    (second,) = predict_probabilities(model, [image[:, 128:384]])
+    w_first, w_second = tile_weights(256)[128:], tile_weights(256)[:128]
+    blended = (first[:, 128:] * w_first + second[:, :128] * w_second) / (w_first + w_second)
+    np.testing.assert_allclose(prob[:, 128:256], blended, atol=1e-5)
 
 
 def test_a_box_prompt_zeroes_the_map_outside_it_and_skips_tiles_it_misses():

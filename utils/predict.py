@@ -113,7 +113,9 @@ def predict_probabilities(
         for i, image in enumerate(images)
         for s in overlapping_tile_starts(image.shape[1], tile_width, overlap)
     ]
-    sums = [np.zeros(crop_input(im, 0, None, half_spectrum).shape, np.float32) for im in images]
+    # Maps are blended at the model's row resolution and resized to the image's rows once:
+    # linear resizing is separable, and the blending weights vary along time only.
+    sums = [np.zeros((size, image.shape[1]), np.float32) for image in images]
     weights = [np.zeros(image.shape[1], np.float32) for image in images]
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first : first + batch_size]
@@ -145,12 +147,19 @@ def predict_probabilities(
                 )
             maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
         for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
-            height, width = crop.shape
-            resized = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+            width = crop.shape[1]
+            resized = cv2.resize(prob, (width, size), interpolation=cv2.INTER_LINEAR)
             weight = tile_weights(width)
             sums[i][:, start : start + width] += resized * weight
             weights[i][start : start + width] += weight
-    stitched = [total / weight for total, weight in zip(sums, weights, strict=True)]
+    stitched = [
+        cv2.resize(
+            total / weight,
+            crop_input(image, 0, None, half_spectrum).shape[::-1],
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for image, total, weight in zip(images, sums, weights, strict=True)
+    ]
     if boxes is not None:
         row_offset = CENTER_ROW if half_spectrum else 0
         for prob, box in zip(stitched, boxes, strict=True):
