@@ -39,6 +39,7 @@ from utils.inference import (
     BandPrompt,
     Segmenter,
     denoise,
+    limit_threads,
     load_model,
     positive_int,
 )
@@ -86,7 +87,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an output folder that already holds results")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the gt_box jitter")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch, NumPy's BLAS and OpenCV (default: all cores)",
+    )
     return p
 
 
@@ -209,7 +215,7 @@ def denoise_all(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     out = Path(args.output)
     try:
         found = discover(args.input, args.split)

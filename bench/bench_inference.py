@@ -13,9 +13,14 @@ timed the same way: reading, denoising every channel, writing a WAV. So does
 everything ``budsam_infer.py`` does but the model (reading, the BSD spectrogram of
 each channel, a free stand-in mask, the mask PNG, the masked inverse STFT, the
 WAV): the speed no model could take ``budsam_infer.py`` past.
-Without ``--checkpoint`` a random ``vit_tiny`` with the quick-start preset's
-input settings (1,024-frame half-spectrum tiles) is used: speed does not depend
-on the weights.
+Without ``--checkpoint`` a random ``vit_tiny`` is timed (speed does not depend on
+the weights) with each of two input settings: ``paper``, the training script's
+default (whole images, as the paper; recordings then go in tiles of 3,032 frames,
+a BSD image's width) and ``preset``, the quick-start preset's (1,024-frame
+half-spectrum tiles, 3x the tiles per second of audio).
+
+Everything runs on the stated number of threads for torch, OpenCV and NumPy's BLAS
+(``budsam_infer.py --threads``); noisereduce and the no-model path on one.
 """
 
 from __future__ import annotations
@@ -37,11 +42,15 @@ from utils import audio, inputs
 from utils.baselines import noisereduce_audio
 from utils.bsd_layout import RAW_AUDIO_DIR
 from utils.checkpoint import save_checkpoint
+from utils.inference import limit_threads
 from utils.model import build_sam
 from utils.synthetic import generate_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PRESET_INPUT = {"model_type": "vit_tiny", "tile_width": 1024, "half_spectrum": True}
+INPUT_SETTINGS = {
+    "paper": {"model_type": "vit_tiny"},
+    "preset": {"model_type": "vit_tiny", "tile_width": 1024, "half_spectrum": True},
+}
 
 
 def run_infer(recordings: Path, out: Path, checkpoint: Path, threads: int) -> dict:
@@ -85,7 +94,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--inputs", nargs="+", choices=sorted(INPUT_SETTINGS),
+                        default=sorted(INPUT_SETTINGS), help="without --checkpoint")  # fmt: skip
     args = parser.parse_args()
+    limit_threads(1)  # noisereduce and the no-model path
 
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
         tmp = Path(tmp)
@@ -93,17 +105,19 @@ def main() -> None:
                          workers=2, progress=False)  # fmt: skip
         recordings = tmp / "recordings"
         shutil.copytree(tmp / "data" / "test" / RAW_AUDIO_DIR, recordings)
-        checkpoint = Path(args.checkpoint) if args.checkpoint else tmp / "tiny.pth"
-        if not args.checkpoint:
+        checkpoints = {"checkpoint": Path(args.checkpoint)} if args.checkpoint else {}
+        for name in [] if args.checkpoint else args.inputs:
+            checkpoints[name] = tmp / f"vit_tiny_{name}.pth"
             model = build_sam("vit_tiny", seed=0)
-            save_checkpoint({"model": model.state_dict(), "args": PRESET_INPUT}, checkpoint)
+            save_checkpoint({"model": model.state_dict(), "args": INPUT_SETTINGS[name]},
+                            checkpoints[name])  # fmt: skip
 
-        rates = {threads: [] for threads in args.threads}
+        rates = {(name, n): [] for name in checkpoints for n in args.threads}
         loads, memory, baseline, no_model = [], [], [], []
         for _ in range(args.repeats):  # interleaved, so all see the same load
-            for threads in args.threads:
-                summary = run_infer(recordings, tmp / "out", checkpoint, threads)
-                rates[threads].append(summary["audio_per_compute_second"])
+            for name, threads in rates:
+                summary = run_infer(recordings, tmp / "out", checkpoints[name], threads)
+                rates[name, threads].append(summary["audio_per_compute_second"])
                 loads.append(summary["model_load_seconds"])
                 memory.append(summary["peak_memory_mb"])
             seconds_audio, seconds_compute = noisereduce_seconds(recordings, tmp / "nr")
@@ -113,12 +127,12 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"{args.n} synthetic test recordings, {summary['audio_seconds']:.0f} s of audio, "
-          f"{args.repeats} repeats")  # fmt: skip
-    for threads, values in rates.items():
-        print(f"budsam_infer.py {summary['model_type']}, {threads} thread(s): audio s per s "
-              f"(min / median / max) {spread(values, 1)}")  # fmt: skip
-    print(f"noisereduce non-stationary, 1 thread: audio s per s {spread(baseline, 1)}")
-    print(f"budsam_infer.py without the model, 1 thread: audio s per s {spread(no_model, 1)}")
+          f"{args.repeats} repeats; audio seconds per second (min / median / max)")  # fmt: skip
+    for (name, threads), values in rates.items():
+        print(f"budsam_infer.py {summary['model_type']} ({name}), {threads} thread(s): "
+              f"{spread(values, 1)}")  # fmt: skip
+    print(f"noisereduce non-stationary, 1 thread: {spread(baseline, 1)}")
+    print(f"budsam_infer.py without the model, 1 thread: {spread(no_model, 1)}")
     print(f"model load s: {spread(loads, 2)}; budsam_infer.py peak memory MiB: {spread(memory, 0)}")
 
 

@@ -110,7 +110,7 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
     # The left mask is the blend of overlapping tiles of the left channel, thresholded once.
     model, settings = load_model(str(tiny_checkpoint))
     y, _ = audio.load_audio(recordings / "long.flac", "left")
-    image = audio.two_sided(audio.spectrogram_to_image(audio.stft_half(y)))
+    image = audio.planes_to_image(audio.stft_planes(y))
     (expected,) = predict_probabilities(
         model, [image], tile_width=256, overlap=0.25, half_spectrum=True
     )

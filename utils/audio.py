@@ -217,46 +217,64 @@ def num_samples(n_frames: int) -> int:
     return (int(n_frames) - 1) * HOP_LENGTH + WINDOW_LENGTH
 
 
-def _dft_bases() -> tuple[np.ndarray, np.ndarray]:
-    """The BSD STFT as two float32 matrices, the window folded in.
+# ----------------------------------------------------------------------------- the STFT kernel
+#
+# A frame has 128 samples zero-padded to 1,024, so its DFT is a product with a
+# (128 x 513) matrix, cheaper than an FFT of the padded frame. Measuring each frame's
+# phase at its middle (sample 63.5) instead of its first sample makes that product
+# real and half as large: with p_n = 63.5 - n and the symmetric window w,
+#
+#     X_k = exp(-i theta_k 63.5) (A_k + i B_k),          theta_k = 2 pi k / 1024,
+#     A_k = sum_{n<64} w_n (x_n + x_{127-n}) cos(theta_k p_n),
+#     B_k = sum_{n<64} w_n (x_n - x_{127-n}) sin(theta_k p_n).
+#
+# |X_k| = |A_k + i B_k|, and weighting bins by a mask commutes with the phase factor,
+# so the image and the masked inverse work on the real planes (A, B) directly; the
+# inverse is two products of the same size, below. All in float32: a relative error
+# near 1e-7, far below an image's 1/255 step or a 16-bit WAV's.
 
-    ``forward`` ``(128, 1026)`` maps a frame of 128 samples to bins 0 ... 512 of its
-    windowed, zero-padded 1,024-point DFT, real and imaginary parts interleaved (so
-    the product views as complex64). ``inverse`` ``(1026, 128)`` maps such bins back to
-    the first 128 samples of the inverse DFT, times the window, ready to overlap-add.
-    Only 128 of the 1,024 samples are ever used, which makes a matrix product
-    cheaper than an FFT of the padded frame.
-    """
-    n = np.arange(WINDOW_LENGTH)[:, None]
-    k = np.arange(N_FFT // 2 + 1)[None, :]
-    angle = 2 * np.pi * ((n * k) % N_FFT) / N_FFT  # (128, 513), reduced for accuracy
+_HALF_WINDOW = WINDOW_LENGTH // 2
+_N_BINS = N_FFT // 2 + 1
+
+
+def _plane_bases() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """float32 matrices of the kernel: forward ``(64, 513)`` cosine and sine, window
+    folded in; inverse ``(513, 64)`` cosine and sine, with the inverse DFT's bin weights
+    (1 at bins 0 and 512, else 2, over 1024) and the synthesis window folded in."""
+    n = np.arange(_HALF_WINDOW)[:, None]
+    k = np.arange(_N_BINS)[None, :]
+    # theta_k p_n = pi k (127 - 2n) / 1024, reduced modulo 2 pi for accuracy.
+    angle = np.pi * ((k * (WINDOW_LENGTH - 1 - 2 * n)) % (2 * N_FFT)) / N_FFT
     cos, sin = np.cos(angle), np.sin(angle)
-    sin[:, [0, -1]] = 0.0  # bins 0 and 512 of a real signal are real
-    forward = np.empty((WINDOW_LENGTH, N_FFT + 2))
-    forward[:, 0::2] = WINDOW[:, None] * cos
-    forward[:, 1::2] = -WINDOW[:, None] * sin
-    # irfft: x[n] = sum_k c_k (Re X_k cos - Im X_k sin) / 1024, c_k = 2 but at bins 0 and 512.
-    weight = np.full(N_FFT // 2 + 1, 2.0 / N_FFT)
-    weight[[0, -1]] = 1.0 / N_FFT
-    inverse = np.empty((N_FFT + 2, WINDOW_LENGTH))
-    inverse[0::2] = weight[:, None] * cos.T * WINDOW
-    inverse[1::2] = -weight[:, None] * sin.T * WINDOW
-    return forward.astype(np.float32), inverse.astype(np.float32)
+    sin[:, 0] = 0.0  # exact zeros: bin 0 has no sine part, bin 512 no cosine part
+    cos[:, -1] = 0.0
+    half_window = WINDOW[:_HALF_WINDOW, None]
+    bin_weight = np.full((_N_BINS, 1), 2.0 / N_FFT)
+    bin_weight[[0, -1]] = 1.0 / N_FFT
+    matrices = (
+        half_window * cos,
+        half_window * sin,
+        bin_weight * cos.T * half_window.T,
+        bin_weight * sin.T * half_window.T,
+    )
+    return tuple(m.astype(np.float32) for m in matrices)
 
 
-_FORWARD_DFT, _INVERSE_DFT = _dft_bases()
+_FORWARD_COS, _FORWARD_SIN, _INVERSE_COS, _INVERSE_SIN = _plane_bases()
+# Each bin's phase factor exp(-i theta_k 63.5): planes -> the STFT's bins.
+_MID_FRAME_PHASE = np.exp(-1j * np.pi * np.arange(_N_BINS) * (WINDOW_LENGTH - 1) / N_FFT)
 assert WINDOW_LENGTH == 2 * HOP_LENGTH, "the overlap-add below assumes two hops per window"
 _SQUARED_WINDOW_HALVES = (WINDOW**2).reshape(2, HOP_LENGTH).astype(np.float32)
 _OVERLAP_GAIN = 1.0 / _SQUARED_WINDOW_HALVES.sum(axis=0)
 
 
-def stft_half(y: np.ndarray) -> np.ndarray:
-    """Bins 0 ... 512 of :func:`stft` as a complex64 ``(513, T)`` array (row k = bin k).
+def stft_planes(y: np.ndarray) -> np.ndarray:
+    """Bins 0 ... 512 of the BSD STFT as float32 planes ``(2, T, 513)``: ``A`` and ``B``
+    with ``stft`` bin k = ``exp(-i pi k 127 / 1024) (A + i B)`` (the phase measured at each
+    frame's middle; see the kernel's note). One row per frame.
 
-    The other rows of the two-sided spectrum of a real signal are their complex
-    conjugates, so working on this half halves the cost. Computed in float32 (a
-    relative error near 1e-7, far below an image's 1/255 step or a 16-bit WAV's).
-    The array is a transposed view: ``.T`` is C-contiguous, one row per frame.
+    Raises:
+        ValueError: for a signal that is not 1-D or shorter than one window.
     """
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
@@ -267,7 +285,59 @@ def stft_half(y: np.ndarray) -> np.ndarray:
             f"signal of {len(y)} samples is shorter than one STFT window ({WINDOW_LENGTH})"
         )
     frames = np.lib.stride_tricks.sliding_window_view(y, WINDOW_LENGTH)[::HOP_LENGTH][:n_frames]
-    return (frames @ _FORWARD_DFT).view(np.complex64).T
+    head, tail = frames[:, :_HALF_WINDOW], frames[:, : _HALF_WINDOW - 1 : -1]  # x_n, x_{127-n}
+    planes = np.empty((2, n_frames, _N_BINS), dtype=np.float32)
+    np.matmul(head + tail, _FORWARD_COS, out=planes[0])
+    np.matmul(head - tail, _FORWARD_SIN, out=planes[1])
+    return planes
+
+
+def istft_planes(planes: np.ndarray, length: int | None = None) -> np.ndarray:
+    """Weighted overlap-add inverse of :func:`stft_planes`' ``(2, T, 513)`` planes.
+
+    Args:
+        planes: ``A`` and ``B`` planes, e.g. from :func:`stft_planes`, weighted per bin.
+        length: pad with zeros or cut the output to this many samples; by default
+            the natural length ``num_samples(T)``.
+
+    Returns:
+        The float64 signal.
+    """
+    if planes.ndim != 3 or planes.shape[0] != 2 or planes.shape[2] != _N_BINS:
+        raise ValueError(f"expected (2, T, {_N_BINS}) planes, got shape {planes.shape}")
+    n_frames = planes.shape[1]
+    even = planes[0] @ _INVERSE_COS  # parts of samples n and 127 - n (n < 64) that agree
+    odd = planes[1] @ _INVERSE_SIN  # and that differ in sign
+    # Hop h holds the second half of frame h - 1 plus the first half of frame h, divided
+    # by the squared windows that overlap there (one half at either end).
+    signal = np.empty((n_frames + 1, HOP_LENGTH), dtype=np.float32)
+    np.add(even, odd, out=signal[:-1])
+    signal[-1] = 0.0
+    signal[1:] += (even - odd)[:, ::-1]
+    signal[1:-1] *= _OVERLAP_GAIN
+    signal[0] /= _SQUARED_WINDOW_HALVES[0]
+    signal[-1] /= _SQUARED_WINDOW_HALVES[1]
+    x = signal.reshape(-1).astype(np.float64)
+    return x if length is None else fit_length(x, length)
+
+
+def stft_half(y: np.ndarray) -> np.ndarray:
+    """Bins 0 ... 512 of :func:`stft` as a complex ``(513, T)`` array (row k = bin k).
+
+    The other rows of the two-sided spectrum of a real signal are their complex
+    conjugates. Computed by :func:`stft_planes` (float32).
+    """
+    a, b = stft_planes(y)
+    return ((a + 1j * b) * _MID_FRAME_PHASE).T
+
+
+def istft_half(half: np.ndarray, length: int | None = None) -> np.ndarray:
+    """Weighted overlap-add inverse of a ``(513, T)`` half spectrum (bins 0 ... 512), like
+    ``irfft`` (the imaginary parts of bins 0 and 512 are ignored); see :func:`istft_planes`."""
+    if half.ndim != 2 or half.shape[0] != _N_BINS:
+        raise ValueError(f"istft_half expects a ({_N_BINS}, T) spectrum, got shape {half.shape}")
+    mid_frame = half.T * np.conj(_MID_FRAME_PHASE)
+    return istft_planes(np.stack([mid_frame.real, mid_frame.imag]).astype(np.float32), length)
 
 
 def stft(y: np.ndarray) -> np.ndarray:
@@ -294,12 +364,12 @@ def two_sided(half: np.ndarray, conjugate: bool = False) -> np.ndarray:
 
 def kept_bin_counts(keep: np.ndarray) -> np.ndarray:
     """How many of the two pixels of each bin 0 ... 512 a two-sided ``(1024, T)`` mask keeps:
-    uint8 ``(513, T)`` in {0, 1, 2} (bin k shows at row ``CENTER_ROW + k`` and its mirror).
+    uint8 ``(T, 513)`` in {0, 1, 2}, one row per frame like :func:`stft_planes`' planes
+    (bin k shows at row ``CENTER_ROW + k`` of the mask and at its mirror).
 
     Keeping ``real(ifft)`` of a masked spectrum of a real signal is the same as
     weighting bin k by the mean of the mask at +k and -k: half this count (for a
-    mirror-symmetric mask, the mask's own half). Laid out as :func:`stft_half`'s output
-    (a transposed view), so that their product needs no reordering.
+    mirror-symmetric mask, the mask's own half).
     """
     keep = np.asarray(keep)
     if keep.ndim != 2 or keep.shape[0] != N_FFT:
@@ -309,39 +379,7 @@ def kept_bin_counts(keep: np.ndarray) -> np.ndarray:
     counts = per_frame[:, CENTER_ROW:].copy()  # bins 0 ... 512
     counts[:, : CENTER_ROW + 1] += per_frame[:, CENTER_ROW::-1]  # bins 0 ... -511
     counts[:, -1] += per_frame[:, -1]  # bin -512 is bin +512
-    return counts.T
-
-
-def istft_half(half: np.ndarray, length: int | None = None) -> np.ndarray:
-    """Weighted overlap-add inverse of a ``(513, T)`` half spectrum (bins 0 ... 512).
-
-    Args:
-        half: the bins 0 ... 512 of a Hermitian spectrum, e.g. from :func:`stft_half`
-            (computed in float32, as it).
-        length: pad with zeros or cut the output to this many samples; by default
-            the natural length ``num_samples(T)``.
-
-    Returns:
-        The float64 signal.
-    """
-    if half.ndim != 2 or half.shape[0] != N_FFT // 2 + 1:
-        raise ValueError(
-            f"istft_half expects a ({N_FFT // 2 + 1}, T) spectrum, got shape {half.shape}"
-        )
-    n_frames = half.shape[1]
-    rows = np.ascontiguousarray(half.T, dtype=np.complex64)  # no copy for stft_half's output
-    frames = rows.view(np.float32) @ _INVERSE_DFT  # (T, 128), windowed
-    # Hop h holds the second half of frame h - 1 plus the first half of frame h, divided
-    # by the squared windows that overlap there (one half at either end).
-    signal = np.empty((n_frames + 1, HOP_LENGTH), dtype=np.float32)
-    signal[:-1] = frames[:, :HOP_LENGTH]
-    signal[-1] = 0.0
-    signal[1:] += frames[:, HOP_LENGTH:]
-    signal[1:-1] *= _OVERLAP_GAIN
-    signal[0] /= _SQUARED_WINDOW_HALVES[0]
-    signal[-1] /= _SQUARED_WINDOW_HALVES[1]
-    x = signal.reshape(-1).astype(np.float64)
-    return x if length is None else fit_length(x, length)
+    return counts
 
 
 def istft(S: np.ndarray, length: int | None = None) -> np.ndarray:
@@ -435,16 +473,24 @@ def band_region(
 
 
 def spectrogram_to_image(S: np.ndarray) -> np.ndarray:
-    """BSD image of a spectrum: ``uint8 round(clip(|S|, 0, 1) * 255)``, same shape as ``S``,
-    C-contiguous."""
-    pixels = np.abs(S)  # in S's own memory order, e.g. stft_half's transposed one
-    np.minimum(pixels, 1.0, out=pixels)
-    pixels *= 255.0
-    pixels += 0.5  # then truncating rounds halves up, like MATLAB's im2uint8
-    pixels = pixels.astype(np.uint8)
-    if pixels.ndim == 2 and not pixels.flags.c_contiguous and pixels.T.flags.c_contiguous:
-        return cv2.transpose(pixels.T)  # far faster than NumPy's strided copy
-    return np.ascontiguousarray(pixels)
+    """BSD image of a spectrum: ``uint8 round(clip(|S|, 0, 1) * 255)``, same shape as ``S``."""
+    return np.ascontiguousarray(_magnitude_pixels(np.abs(S)))
+
+
+def planes_to_image(planes: np.ndarray) -> np.ndarray:
+    """The BSD image of :func:`stft_planes`' planes: the ``(1024, T)`` two-sided image of
+    ``stft`` (the phase factor does not change magnitudes)."""
+    pixels = _magnitude_pixels(cv2.magnitude(planes[0], planes[1]))  # (T, 513)
+    return two_sided(cv2.transpose(pixels))
+
+
+def _magnitude_pixels(magnitude: np.ndarray) -> np.ndarray:
+    """``uint8 round(clip(magnitude, 0, 1) * 255)``, rounding halves up like MATLAB's
+    im2uint8; ``magnitude`` (float) is overwritten."""
+    np.minimum(magnitude, 1.0, out=magnitude)
+    magnitude *= 255.0
+    magnitude += 0.5  # truncating x + 0.5 (x >= 0) rounds halves up
+    return magnitude.astype(np.uint8)
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -482,7 +528,7 @@ def apply_mask(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def mask_to_audio(
-    y: np.ndarray, mask: np.ndarray, length: int | None = None, half: np.ndarray | None = None
+    y: np.ndarray, mask: np.ndarray, length: int | None = None, planes: np.ndarray | None = None
 ) -> np.ndarray:
     """The dataset's image2audio: keep the masked bins of ``stft(y)`` and invert.
 
@@ -490,12 +536,12 @@ def mask_to_audio(
     :func:`apply_mask` does). Returns the denoised signal, ``len(y)`` samples long
     unless ``length`` is given (samples past the last full STFT frame are zero).
     Equal to ``istft(apply_mask(stft(y), mask))``, computed on half the bins;
-    ``half`` is ``stft_half(y)`` when the caller has it already.
+    ``planes`` is ``stft_planes(y)`` when the caller has it already.
     """
-    half = stft_half(y) if half is None else half
-    keep = mask_for_spectrum(mask, (N_FFT, half.shape[1]))
-    weighted = half * kept_bin_counts(keep)  # twice the weights: halved after the inverse
-    return 0.5 * istft_half(weighted, length=len(y) if length is None else length)
+    planes = stft_planes(y) if planes is None else planes
+    keep = mask_for_spectrum(mask, (N_FFT, planes.shape[1]))
+    weighted = planes * kept_bin_counts(keep)  # twice the weights: halved after the inverse
+    return 0.5 * istft_planes(weighted, length=len(y) if length is None else length)
 
 
 def align_to_image(

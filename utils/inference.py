@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+import threadpoolctl
 import torch
 
 from utils import audio
@@ -27,6 +29,14 @@ PROMPTS = ("full", "gt_box", "box")
 # width of a BSD image (the published sample's is 3032 frames, 4 s at 48 kHz).
 RECORDING_TILE_WIDTH = 3032
 DEFAULT_OVERLAP = 0.25
+
+
+def limit_threads(n: int) -> None:
+    """Use at most ``n`` CPU threads from here on: torch's, OpenCV's and the BLAS library's
+    under NumPy (which otherwise takes every core for the STFT's matrix products)."""
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    threadpoolctl.threadpool_limits(limits=n)
 
 
 def positive_int(text: str) -> int:
@@ -186,4 +196,6 @@ class Segmenter:
 
 def denoise(view: View, mask: np.ndarray) -> np.ndarray | None:
     """The view's raw audio with the mask applied (BSD's image2audio); None without audio."""
-    return None if view.audio is None else audio.mask_to_audio(view.audio, mask, half=view.spectrum)
+    return (
+        None if view.audio is None else audio.mask_to_audio(view.audio, mask, planes=view.spectrum)
+    )

@@ -84,7 +84,7 @@ class View:
     sr: int | None = None
     reference: np.ndarray | None = None
     reference_kind: str | None = None
-    spectrum: np.ndarray | None = None  # stft_half(audio), kept when it was computed anyway
+    spectrum: np.ndarray | None = None  # stft_planes(audio), kept when it was computed anyway
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -260,9 +260,8 @@ def _recording_views(source: Source) -> list[View]:
         )
     views = []
     for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
-        half = audio.stft_half(y)
-        image = audio.two_sided(audio.spectrogram_to_image(half))
-        views.append(View(name, image, audio=y, sr=sr, spectrum=half))
+        planes = audio.stft_planes(y)
+        views.append(View(name, audio.planes_to_image(planes), audio=y, sr=sr, spectrum=planes))
         _note_silence(views[-1], source.path)
     return views
 
