@@ -61,7 +61,10 @@ def test_images_masks_and_denoised_audio_follow_the_bsd_conventions(small_set):
         image = read_gray_png(root / IMAGES_DIR / f"{row['name']}.png")
         mask = read_gray_png(root / MASKS_DIR / f"{row['name']}.png")
         assert image.shape == mask.shape == (1024, audio.num_frames(len(raw)))
-        np.testing.assert_array_equal(image, audio.spectrogram_to_image(audio.stft(raw)))
+        # The generator's STFT ran on one BLAS thread, this one may not: float32 products
+        # can then round differently, flipping a pixel at a half step now and then.
+        step = np.abs(image.astype(int) - audio.spectrogram_to_image(audio.stft(raw)))
+        assert step.max() <= 1 and np.mean(step > 0) < 1e-5
         assert set(np.unique(mask)) <= {0, 255}
         # Mirror-symmetric about DC (row 511), as BSD masks are.
         np.testing.assert_array_equal(mask[:511], mask[512:1023][::-1])

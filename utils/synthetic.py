@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 from scipy import signal as sps
 
 from utils import audio
@@ -390,6 +391,13 @@ def _write_recording_task(task: tuple[RecordingPlan, int, Path]) -> list[dict]:
 # ----------------------------------------------------------------------------- data set
 
 
+def _one_blas_thread() -> None:
+    """Worker initializer: one BLAS thread, as in-process. The STFT's float32 matrix
+    products may round differently with another thread count, and the set must not
+    depend on the number of workers."""
+    threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+
+
 def generate_dataset(
     out: str | Path,
     counts: dict[str, int],
@@ -431,12 +439,12 @@ def generate_dataset(
     total = sum(config["counts"].values())
     bar = Progress(total, "synthetic", enabled=progress, interval=max(1, total // 20))
     if workers == 1:
-        results = map(_write_recording_task, tasks)
-        for result in results:
-            rows += result
-            bar.update(len(result))
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            for result in map(_write_recording_task, tasks):
+                rows += result
+                bar.update(len(result))
     else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, _one_blas_thread) as pool:
             for result in pool.imap(_write_recording_task, tasks, chunksize=4):
                 rows += result
                 bar.update(len(result))
