@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from utils import comparison, evaluation
-from utils.inference import Segmenter, load_model, positive_int
+from utils.inference import Segmenter, limit_threads, load_model, positive_int
 from utils.inputs import discover, load_or_skip
 from utils.model import MODEL_TYPES
 from utils.progress import Progress
@@ -56,7 +56,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    default="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument("--seed", type=int, default=0, help="seed of the gt_box jitter")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch, NumPy's BLAS and OpenCV (default: all cores)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
     return p
 
@@ -137,7 +142,7 @@ def check_output(out: Path, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     out = Path(args.output)
     try:
         found = discover(args.input, args.split)
