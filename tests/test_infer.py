@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from utils.inference import BandPrompt, Segmenter, load_model
 from utils.inputs import View, discover, load_views
 from utils.model import build_sam
 from utils.predict import overlapping_tile_starts, predict_probabilities
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*argv: str) -> int:
@@ -241,3 +245,21 @@ def test_a_box_outside_a_file_skips_that_file_and_a_reversed_box_is_refused(
         _run("-i", str(recordings), "-o", str(tmp_path / "o2"), "-checkpoint",
              str(tiny_checkpoint), "--box", "3", "2", "100", "2000")  # fmt: skip
     assert "--box needs 0 <= T0 < T1" in capsys.readouterr().err
+
+
+def test_threads_caps_torch_opencv_and_blas():
+    # In a fresh process: the caps last for the process's life.
+    script = (
+        "import cv2, threadpoolctl, torch\n"
+        "from utils.inference import limit_threads\n"
+        "limit_threads(1)\n"
+        "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info()"
+        " if p['user_api'] == 'blas']\n"
+        "print(torch.get_num_threads(), cv2.getNumThreads(), blas)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    torch_threads, cv2_threads, blas = result.stdout.split(maxsplit=2)
+    assert (torch_threads, cv2_threads) == ("1", "1")
+    assert blas.strip() != "[]" and set(blas.strip("[]\n").split(", ")) == {"1"}
