@@ -15,6 +15,7 @@ ceiling), plus masks or denoised audio made elsewhere (``--pred_masks``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from utils import comparison, evaluation
-from utils.inference import Segmenter, limit_threads, load_model, positive_int
+from utils.inference import Segmenter, cpu_threads, load_model, positive_int
 from utils.inputs import discover, load_or_skip
 from utils.model import MODEL_TYPES
 from utils.progress import Progress
@@ -140,9 +141,14 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate every method on ``-i`` into ``-o``, within ``--threads`` when given."""
     args = parse_args(argv)
-    if args.threads:
-        limit_threads(args.threads)
+    with cpu_threads(args.threads) if args.threads else contextlib.nullcontext():
+        return evaluate_all(args)
+
+
+def evaluate_all(args: argparse.Namespace) -> int:
+    """The work of :func:`main`; returns its exit code."""
     out = Path(args.output)
     try:
         found = discover(args.input, args.split)

@@ -23,9 +23,12 @@ line naming the file and the problem.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +41,8 @@ from utils.inference import (
     RECORDING_TILE_WIDTH,
     BandPrompt,
     Segmenter,
+    cpu_threads,
     denoise,
-    limit_threads,
     load_model,
     positive_int,
 )
@@ -168,54 +171,96 @@ def load_usable(source: Source, segmenter: Segmenter, skipped: list, notes: list
 
 
 def denoise_all(
-    found: Discovery, segmenter: Segmenter, out: Path, overlays: bool
+    found: Discovery, segmenter: Segmenter, out: Path, overlays: bool, io_thread: bool = False
 ) -> tuple[list[dict], list[str], list[str], float]:
     """Segment and denoise every source, writing its outputs as soon as it is done.
 
     Sources are gathered until their tiles fill a batch, so the encoder runs on
-    full batches even for short files. Returns the metric rows, the skipped files
-    (with reasons), the warnings and the processing seconds (from reading each file
-    to writing its outputs; loading the model excluded).
+    full batches even for short files. With ``io_thread``, reading files (and their
+    spectrograms) and writing outputs run on one background thread, in order, while
+    this one runs the model: the next batch is read while this one is segmented.
+    Returns the metric rows, the skipped files (with reasons), the warnings and the
+    processing seconds (from reading the first file to writing the last outputs;
+    loading the model excluded).
     """
     rows: list[dict] = []
     skipped: list[str] = []
     notes: list[str] = []
-    compute_seconds = 0.0
     pending: list[tuple[Source, list[View]]] = []
     progress = Progress(len(found.sources), "denoise", interval=max(1, len(found.sources) // 20))
+    background = ThreadPoolExecutor(max_workers=1) if io_thread else None
 
-    def flush() -> float:
-        start = time.perf_counter()
-        views = [view for _, source_views in pending for view in source_views]
-        masks = iter(segmenter.masks(views))
-        for source, source_views in pending:
+    def run(job, *job_args) -> Future:
+        """``job(*job_args)`` on the background thread, or now when there is none."""
+        if background is not None:
+            return background.submit(job, *job_args)
+        done: Future = Future()
+        done.set_result(job(*job_args))
+        return done
+
+    def write_batch(batch: list[tuple[Source, list[View]]], masks: list[np.ndarray]) -> None:
+        masks = iter(masks)
+        for source, source_views in batch:
             source_masks = [next(masks) for _ in source_views]
             denoised = write_source_outputs(out, source, source_views, source_masks, overlays)
             rows.extend(map(evaluation.view_row, source_views, source_masks, denoised))
-        progress.update(len(pending))
-        pending.clear()
-        return time.perf_counter() - start
+        progress.update(len(batch))
 
-    for source in found.sources:
-        start = time.perf_counter()
-        views = load_usable(source, segmenter, skipped, notes)
-        compute_seconds += time.perf_counter() - start
-        if not views:
-            progress.update()
-            continue
-        pending.append((source, views))
-        if sum(segmenter.count_tiles(v) for _, vs in pending for v in vs) >= segmenter.batch_size:
-            compute_seconds += flush()
-    if pending:
-        compute_seconds += flush()
+    def flush() -> Future:
+        masks = segmenter.masks([view for _, source_views in pending for view in source_views])
+        writing = run(write_batch, list(pending), masks)
+        pending.clear()
+        return writing
+
+    start = time.perf_counter()
+    sources = iter(found.sources)
+    reading: deque[tuple[Source, Future]] = deque()
+    writing: list[Future] = []
+    try:
+        while True:
+            # Read ahead up to a batch of files (one each when not in the background).
+            while len(reading) < (segmenter.batch_size if background else 1):
+                source = next(sources, None)
+                if source is None:
+                    break
+                reading.append((source, run(load_usable, source, segmenter, skipped, notes)))
+            if not reading:
+                break
+            source, loading = reading.popleft()
+            views = loading.result()
+            if not views:
+                run(progress.update)  # in order with the other updates
+                continue
+            pending.append((source, views))
+            tiles = sum(segmenter.count_tiles(v) for _, vs in pending for v in vs)
+            if tiles >= segmenter.batch_size:
+                writing.append(flush())
+        if pending:
+            writing.append(flush())
+        for done in writing:
+            done.result()  # re-raises a writing error here
+    finally:
+        if background is not None:
+            background.shutdown(wait=True, cancel_futures=True)
     progress.close()
-    return rows, skipped, notes, compute_seconds
+    return rows, skipped, notes, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Denoise ``-i`` into ``-o`` within the thread cap.
+
+    Files are read and written on a background thread whenever ``--threads`` (default:
+    all cores) allows two or more: the model then gets all but one thread, and NumPy's
+    BLAS and OpenCV (spectrograms, resizing) one each, so that the total stays within it.
+    """
     args = parse_args(argv)
-    if args.threads:
-        limit_threads(args.threads)
+    threads = args.threads or os.cpu_count() or 1
+    with cpu_threads(1, model_threads=max(1, threads - 1)):
+        return denoise_folder(args, io_thread=threads >= 2)
+
+
+def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
+    """The work of :func:`main`; returns its exit code."""
     out = Path(args.output)
     try:
         found = discover(args.input, args.split)
@@ -246,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     for problem in found.problems:
         print(f"warning: {problem}", file=sys.stderr)
 
-    rows, skipped, notes, compute_seconds = denoise_all(found, segmenter, out, args.save_overlays)
+    rows, skipped, notes, compute_seconds = denoise_all(
+        found, segmenter, out, args.save_overlays, io_thread
+    )
     notes = found.problems + notes
     summary = {
         "input": str(found.root),
@@ -260,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "overlap": args.overlap,
         "half_spectrum": settings.half_spectrum,
         "threshold": args.threshold,
+        "threads": args.threads,
+        "io_thread": io_thread,
         "device": str(device),
         "files": len(found.sources),
         "skipped": len(skipped),

@@ -42,7 +42,7 @@ from utils import audio, inputs
 from utils.baselines import noisereduce_audio
 from utils.bsd_layout import RAW_AUDIO_DIR
 from utils.checkpoint import save_checkpoint
-from utils.inference import limit_threads
+from utils.inference import cpu_threads
 from utils.model import build_sam
 from utils.synthetic import generate_dataset
 
@@ -97,9 +97,8 @@ def main() -> None:
     parser.add_argument("--inputs", nargs="+", choices=sorted(INPUT_SETTINGS),
                         default=sorted(INPUT_SETTINGS), help="without --checkpoint")  # fmt: skip
     args = parser.parse_args()
-    limit_threads(1)  # noisereduce and the no-model path
-
-    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
+    # noisereduce and the no-model path on one thread; budsam_infer.py sets its own.
+    with cpu_threads(1), tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
         tmp = Path(tmp)
         generate_dataset(tmp / "data", {"train": 0, "valid": 0, "test": args.n}, seed=7,
                          workers=2, progress=False)  # fmt: skip

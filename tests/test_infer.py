@@ -18,7 +18,7 @@ import budsam_infer as infer
 from utils import audio
 from utils.checkpoint import save_checkpoint
 from utils.image_io import read_gray_png, read_mask_png
-from utils.inference import BandPrompt, Segmenter, load_model
+from utils.inference import BandPrompt, Segmenter, cpu_threads, load_model
 from utils.inputs import View, discover, load_views
 from utils.model import build_sam
 from utils.predict import overlapping_tile_starts, predict_probabilities
@@ -103,7 +103,8 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
     recordings.mkdir()
     sf.write(recordings / "long.flac", signal, sr, subtype="PCM_16")
     out = tmp_path / "out"
-    assert _run("-i", str(recordings), "-o", str(out), "-checkpoint", str(tiny_checkpoint)) == 0
+    argv = ("-i", str(recordings), "-o", str(out), "-checkpoint", str(tiny_checkpoint))
+    assert _run(*argv) == 0  # one thread: recomputed below the same way
 
     written, written_sr = sf.read(out / "denoised" / "long.wav", always_2d=True)
     assert written.shape == signal.shape and written_sr == sr
@@ -114,11 +115,21 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
     # The left mask is the blend of overlapping tiles of the left channel, thresholded once.
     model, settings = load_model(str(tiny_checkpoint))
     y, _ = audio.load_audio(recordings / "long.flac", "left")
-    image = audio.planes_to_image(audio.stft_planes(y))
-    (expected,) = predict_probabilities(
-        model, [image], tile_width=256, overlap=0.25, half_spectrum=True
-    )
+    with cpu_threads(1):
+        image = audio.planes_to_image(audio.stft_planes(y))
+        (expected,) = predict_probabilities(
+            model, [image], tile_width=256, overlap=0.25, half_spectrum=True
+        )
     np.testing.assert_array_equal(left, expected >= 0.5)
+    # Reading and writing on a background thread (two threads) gives the same outputs.
+    assert infer.main([*argv[:3], str(tmp_path / "out2"), *argv[4:], "--threads", "2"]) == 0
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["io_thread"]
+    assert not json.loads((out / "summary.json").read_text())["io_thread"]
+    for name in ("long_left.png", "long_right.png"):
+        one, two = (read_mask_png(o / "masks" / name) for o in (out, tmp_path / "out2"))
+        assert np.mean(one != two) < 1e-4  # float32 rounding differs with the thread count
+    again, _ = sf.read(tmp_path / "out2" / "denoised" / "long.wav", always_2d=True)
+    assert np.abs(again - written).max() < 1e-3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["layout"] == "recordings" and summary["audio_seconds"] == pytest.approx(
         2 * len(signal) / sr
@@ -247,15 +258,19 @@ def test_a_box_outside_a_file_skips_that_file_and_a_reversed_box_is_refused(
     assert "--box needs 0 <= T0 < T1" in capsys.readouterr().err
 
 
-def test_threads_caps_torch_opencv_and_blas():
-    # In a fresh process: the caps last for the process's life.
+def test_threads_caps_torch_opencv_and_blas_and_restores_them():
+    # In a fresh process, whose caps are the machine's defaults.
     script = (
         "import cv2, threadpoolctl, torch\n"
-        "from utils.inference import limit_threads\n"
-        "limit_threads(1)\n"
-        "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info()"
+        "from utils.inference import cpu_threads\n"
+        "def caps():\n"
+        "    blas = [p['num_threads'] for p in threadpoolctl.threadpool_info()"
         " if p['user_api'] == 'blas']\n"
-        "print(torch.get_num_threads(), cv2.getNumThreads(), blas)\n"
+        "    return torch.get_num_threads(), cv2.getNumThreads(), blas\n"
+        "before = caps()\n"
+        "with cpu_threads(1):\n"
+        "    print(*caps())\n"
+        "assert caps() == before, (caps(), before)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True

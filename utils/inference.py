@@ -11,6 +11,8 @@ time span and frequency band (``box``).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -31,12 +33,20 @@ RECORDING_TILE_WIDTH = 3032
 DEFAULT_OVERLAP = 0.25
 
 
-def limit_threads(n: int) -> None:
-    """Use at most ``n`` CPU threads from here on: torch's, OpenCV's and the BLAS library's
-    under NumPy (which otherwise takes every core for the STFT's matrix products)."""
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-    threadpoolctl.threadpool_limits(limits=n)
+@contextmanager
+def cpu_threads(n: int, model_threads: int | None = None) -> Iterator[None]:
+    """Within the block, use at most ``n`` CPU threads in OpenCV and the BLAS library under
+    NumPy (which otherwise takes every core for the STFT's matrix products) and
+    ``model_threads`` (default ``n``) in torch; the previous settings come back after."""
+    saved = torch.get_num_threads(), cv2.getNumThreads()
+    with threadpoolctl.threadpool_limits(limits=n):
+        torch.set_num_threads(model_threads or n)
+        cv2.setNumThreads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(saved[0])
+            cv2.setNumThreads(saved[1])
 
 
 def positive_int(text: str) -> int:
