@@ -91,6 +91,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="write into an output folder that already holds results")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the gt_box jitter")
     p.add_argument(
+        "--io_thread",
+        action="store_true",
+        help="read and write files on a background thread while the model runs on the other "
+        "threads (faster where reading and writing cost about as much as the model: vit_tiny "
+        "on whole images; needs 2 or more threads)",
+    )
+    p.add_argument(
         "--threads",
         type=positive_int,
         default=None,
@@ -110,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} {f0} {f1}")
     if not 0 <= args.overlap < 1:
         parser.error(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.io_thread and (args.threads or os.cpu_count() or 1) < 2:
+        parser.error("--io_thread needs 2 or more --threads (1 for it, the rest for the model)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     return args
@@ -247,16 +256,17 @@ def denoise_all(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Denoise ``-i`` into ``-o`` within the thread cap.
+    """Denoise ``-i`` into ``-o`` within ``--threads`` (default: all cores).
 
-    Files are read and written on a background thread whenever ``--threads`` (default:
-    all cores) allows two or more: the model then gets all but one thread, and NumPy's
-    BLAS and OpenCV (spectrograms, resizing) one each, so that the total stays within it.
+    With ``--io_thread`` files are read and written on a background thread while the
+    model runs on the other threads, NumPy's BLAS and OpenCV (spectrograms, resizing)
+    on one each, so that the total stays within the cap.
     """
     args = parse_args(argv)
     threads = args.threads or os.cpu_count() or 1
-    with cpu_threads(1, model_threads=max(1, threads - 1)):
-        return denoise_folder(args, io_thread=threads >= 2)
+    caps = cpu_threads(1, model_threads=threads - 1) if args.io_thread else cpu_threads(threads)
+    with caps:
+        return denoise_folder(args, args.io_thread)
 
 
 def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:

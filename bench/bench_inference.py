@@ -20,7 +20,8 @@ a BSD image's width) and ``preset``, the quick-start preset's (1,024-frame
 half-spectrum tiles, 3x the tiles per second of audio).
 
 Everything runs on the stated number of threads for torch, OpenCV and NumPy's BLAS
-(``budsam_infer.py --threads``); noisereduce and the no-model path on one.
+(``budsam_infer.py --threads``), and for 2 or more threads also with ``--io_thread``
+(files read and written on one of them); noisereduce and the no-model path on one.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ INPUT_SETTINGS = {
 }
 
 
-def run_infer(recordings: Path, out: Path, checkpoint: Path, threads: int) -> dict:
-    """One ``budsam_infer.py`` run in a fresh process; returns its summary."""
+def run_infer(recordings: Path, out: Path, checkpoint: Path, threads: int, io: bool) -> dict:
+    """One ``budsam_infer.py`` run in a fresh process (``--io_thread`` with ``io``); returns
+    its summary."""
     command = [sys.executable, "budsam_infer.py", "-i", str(recordings), "-o", str(out),
                "-checkpoint", str(checkpoint), "--device", "cpu", "--threads", str(threads),
-               "--overwrite"]  # fmt: skip
+               "--overwrite"] + (["--io_thread"] if io else [])  # fmt: skip
     subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
     return json.loads((out / "summary.json").read_text())
 
@@ -111,12 +113,13 @@ def main() -> None:
             save_checkpoint({"model": model.state_dict(), "args": INPUT_SETTINGS[name]},
                             checkpoints[name])  # fmt: skip
 
-        rates = {(name, n): [] for name in checkpoints for n in args.threads}
+        runs = [(n, False) for n in args.threads] + [(n, True) for n in args.threads if n > 1]
+        rates = {(name, n, io): [] for name in checkpoints for n, io in runs}
         loads, memory, baseline, no_model = [], [], [], []
         for _ in range(args.repeats):  # interleaved, so all see the same load
-            for name, threads in rates:
-                summary = run_infer(recordings, tmp / "out", checkpoints[name], threads)
-                rates[name, threads].append(summary["audio_per_compute_second"])
+            for name, threads, io in rates:
+                summary = run_infer(recordings, tmp / "out", checkpoints[name], threads, io)
+                rates[name, threads, io].append(summary["audio_per_compute_second"])
                 loads.append(summary["model_load_seconds"])
                 memory.append(summary["peak_memory_mb"])
             seconds_audio, seconds_compute = noisereduce_seconds(recordings, tmp / "nr")
@@ -127,9 +130,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"{args.n} synthetic test recordings, {summary['audio_seconds']:.0f} s of audio, "
           f"{args.repeats} repeats; audio seconds per second (min / median / max)")  # fmt: skip
-    for (name, threads), values in rates.items():
-        print(f"budsam_infer.py {summary['model_type']} ({name}), {threads} thread(s): "
-              f"{spread(values, 1)}")  # fmt: skip
+    for (name, threads, io), values in rates.items():
+        print(f"budsam_infer.py {summary['model_type']} ({name}), {threads} thread(s)"
+              f"{' with --io_thread' if io else ''}: {spread(values, 1)}")  # fmt: skip
     print(f"noisereduce non-stationary, 1 thread: {spread(baseline, 1)}")
     print(f"budsam_infer.py without the model, 1 thread: {spread(no_model, 1)}")
     print(f"model load s: {spread(loads, 2)}; budsam_infer.py peak memory MiB: {spread(memory, 0)}")

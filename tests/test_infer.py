@@ -121,8 +121,9 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
             model, [image], tile_width=256, overlap=0.25, half_spectrum=True
         )
     np.testing.assert_array_equal(left, expected >= 0.5)
-    # Reading and writing on a background thread (two threads) gives the same outputs.
-    assert infer.main([*argv[:3], str(tmp_path / "out2"), *argv[4:], "--threads", "2"]) == 0
+    # Reading and writing on a background thread (--io_thread) gives the same outputs.
+    both = [*argv[:3], str(tmp_path / "out2"), *argv[4:], "--threads", "2", "--io_thread"]
+    assert infer.main(both) == 0
     assert json.loads((tmp_path / "out2" / "summary.json").read_text())["io_thread"]
     assert not json.loads((out / "summary.json").read_text())["io_thread"]
     for name in ("long_left.png", "long_right.png"):
@@ -278,3 +279,11 @@ def test_threads_caps_torch_opencv_and_blas_and_restores_them():
     torch_threads, cv2_threads, blas = result.stdout.split(maxsplit=2)
     assert (torch_threads, cv2_threads) == ("1", "1")
     assert blas.strip() != "[]" and set(blas.strip("[]\n").split(", ")) == {"1"}
+
+
+def test_io_thread_needs_two_threads(tiny_checkpoint, tmp_path, capsys):
+    argv = ["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-checkpoint", str(tiny_checkpoint)]
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main([*argv, "--threads", "1", "--io_thread"])
+    assert exit_info.value.code == 2
+    assert "--io_thread needs 2 or more --threads" in capsys.readouterr().err
