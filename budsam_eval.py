@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from utils import comparison, evaluation
+from utils.allocator import keep_freed_memory
 from utils.inference import Segmenter, cpu_threads, load_model, positive_int
 from utils.inputs import discover, load_or_skip
 from utils.model import MODEL_TYPES
@@ -143,6 +144,7 @@ def check_output(out: Path, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Evaluate every method on ``-i`` into ``-o``, within ``--threads`` when given."""
     args = parse_args(argv)
+    keep_freed_memory()
     with cpu_threads(args.threads) if args.threads else contextlib.nullcontext():
         return evaluate_all(args)
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from utils import audio, evaluation
+from utils.allocator import keep_freed_memory
 from utils.image_io import write_png
 from utils.inference import (
     DEFAULT_OVERLAP,
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     on one each, so that the total stays within the cap.
     """
     args = parse_args(argv)
+    keep_freed_memory()
     threads = args.threads or os.cpu_count() or 1
     caps = cpu_threads(1, model_threads=threads - 1) if args.io_thread else cpu_threads(threads)
     with caps:

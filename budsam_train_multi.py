@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from utils import distributed, run_log
+from utils.allocator import keep_freed_memory
 from utils.audio import N_FFT
 from utils.bsd_layout import split_dir
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -387,6 +388,7 @@ def worker(local_rank: int, args: argparse.Namespace) -> int:
     A foreseen failure (bad input, a loss that stays non-finite) is one line on
     stderr and exit code 2; anything else propagates with its traceback.
     """
+    keep_freed_memory()
     ctx = distributed.init_distributed(
         local_rank, args.world_size, args.node_rank, args.nproc_per_node,
         args.init_method, args.device, args.dist_timeout,

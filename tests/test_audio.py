@@ -168,6 +168,33 @@ def test_mask_to_audio_equals_istft_of_masked_stft_for_asymmetric_masks():
         _assert_float32_close(audio.mask_to_audio(y, mask), expected)
 
 
+def test_mask_to_audio_of_a_birds_mask_keeping_some_frames_and_a_band_of_bins():
+    rng = np.random.default_rng(9)
+    y = rng.standard_normal(20_000)
+    mask = np.zeros((1024, audio.num_frames(len(y))), dtype=bool)
+    mask[audio.CENTER_ROW + 40 : audio.CENTER_ROW + 90, 30:80] = True  # a call, upper half only
+    mask[audio.CENTER_ROW - 120 : audio.CENTER_ROW - 60, 200:230] = rng.random((60, 30)) > 0.5
+    expected = audio.istft(audio.apply_mask(audio.stft(y), mask), length=len(y))
+    _assert_float32_close(audio.mask_to_audio(y, mask), expected)
+
+
+def test_istft_planes_weights_skip_only_what_is_zero():
+    planes = audio.stft_planes(np.random.default_rng(10).standard_normal(9000).astype(np.float32))
+    n_frames = planes.shape[1]
+    sparse = np.zeros((n_frames, 513), dtype=np.uint8)
+    sparse[10:20, 100:140] = 2
+    sparse[50, 7] = 1
+    band = np.zeros_like(sparse)
+    band[:, 60:200] = 1  # every frame, a band of bins
+    full = np.full((n_frames, 513), 2, np.uint8)
+    for weights in (sparse, band, full, np.zeros_like(sparse)):
+        expected = audio.istft_planes(planes * weights, length=9000)
+        _assert_float32_close(audio.istft_planes(planes, 9000, weights=weights), expected)
+    assert not audio.istft_planes(planes, weights=np.zeros_like(sparse)).any()
+    with pytest.raises(ValueError, match="weights must be"):
+        audio.istft_planes(planes, weights=sparse[:-1])
+
+
 def test_kept_bin_counts_fold_the_mirrored_rows_of_each_bin():
     keep = np.zeros((1024, 3), dtype=bool)
     keep[audio.CENTER_ROW + 5, 0] = True  # bin +5 only

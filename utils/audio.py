@@ -266,6 +266,9 @@ _MID_FRAME_PHASE = np.exp(-1j * np.pi * np.arange(_N_BINS) * (WINDOW_LENGTH - 1)
 assert WINDOW_LENGTH == 2 * HOP_LENGTH, "the overlap-add below assumes two hops per window"
 _SQUARED_WINDOW_HALVES = (WINDOW**2).reshape(2, HOP_LENGTH).astype(np.float32)
 _OVERLAP_GAIN = 1.0 / _SQUARED_WINDOW_HALVES.sum(axis=0)
+# Masked inverse: leaving out the frames (the bins) a mask drops pays when it keeps
+# less than this fraction of them.
+_SKIP_PAYS_BELOW = 0.75
 
 
 def stft_planes(y: np.ndarray) -> np.ndarray:
@@ -292,13 +295,18 @@ def stft_planes(y: np.ndarray) -> np.ndarray:
     return planes
 
 
-def istft_planes(planes: np.ndarray, length: int | None = None) -> np.ndarray:
+def istft_planes(
+    planes: np.ndarray, length: int | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Weighted overlap-add inverse of :func:`stft_planes`' ``(2, T, 513)`` planes.
 
     Args:
-        planes: ``A`` and ``B`` planes, e.g. from :func:`stft_planes`, weighted per bin.
+        planes: ``A`` and ``B`` planes, e.g. from :func:`stft_planes`.
         length: pad with zeros or cut the output to this many samples; by default
             the natural length ``num_samples(T)``.
+        weights: ``(T, 513)`` factors for the planes' bins (e.g. :func:`kept_bin_counts`),
+            applied first; frames whose weights are all zero and the bins outside
+            the range of nonzero weights are skipped.
 
     Returns:
         The float64 signal.
@@ -306,8 +314,11 @@ def istft_planes(planes: np.ndarray, length: int | None = None) -> np.ndarray:
     if planes.ndim != 3 or planes.shape[0] != 2 or planes.shape[2] != _N_BINS:
         raise ValueError(f"expected (2, T, {_N_BINS}) planes, got shape {planes.shape}")
     n_frames = planes.shape[1]
-    even = planes[0] @ _INVERSE_COS  # parts of samples n and 127 - n (n < 64) that agree
-    odd = planes[1] @ _INVERSE_SIN  # and that differ in sign
+    # Parts of samples n and 127 - n (n < 64) that agree (even) and that differ in sign (odd).
+    if weights is None:
+        even, odd = planes[0] @ _INVERSE_COS, planes[1] @ _INVERSE_SIN
+    else:
+        even, odd = _weighted_frame_halves(planes, weights)
     # Hop h holds the second half of frame h - 1 plus the first half of frame h, divided
     # by the squared windows that overlap there (one half at either end).
     signal = np.empty((n_frames + 1, HOP_LENGTH), dtype=np.float32)
@@ -319,6 +330,34 @@ def istft_planes(planes: np.ndarray, length: int | None = None) -> np.ndarray:
     signal[-1] /= _SQUARED_WINDOW_HALVES[1]
     x = signal.reshape(-1).astype(np.float64)
     return x if length is None else fit_length(x, length)
+
+
+def _weighted_frame_halves(
+    planes: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(planes[0] * weights) @ _INVERSE_COS`` and ``(planes[1] * weights) @ _INVERSE_SIN``,
+    ``(T, 64)`` each, computed on the range of bins with nonzero weights and on the frames
+    with any, each when it is small enough for leaving the rest out to pay (a bird's
+    mask keeps a band of bins, often in a small part of the frames)."""
+    n_frames = planes.shape[1]
+    if weights.shape != planes.shape[1:]:
+        raise ValueError(f"weights must be {planes.shape[1:]}, got shape {weights.shape}")
+    frames = np.flatnonzero(weights.any(axis=1))
+    if frames.size == 0:
+        return (np.zeros((n_frames, _HALF_WINDOW), dtype=np.float32),) * 2
+    bins = np.flatnonzero(weights.any(axis=0))
+    band = bins[-1] + 1 - bins[0]
+    cols = slice(None) if band > _SKIP_PAYS_BELOW * _N_BINS else slice(bins[0], bins[-1] + 1)
+    cos, sin = _INVERSE_COS[cols], _INVERSE_SIN[cols]
+    if frames.size > _SKIP_PAYS_BELOW * n_frames:
+        kept = weights[:, cols]
+        return (planes[0][:, cols] * kept) @ cos, (planes[1][:, cols] * kept) @ sin
+    even = np.zeros((n_frames, _HALF_WINDOW), dtype=np.float32)
+    odd = np.zeros((n_frames, _HALF_WINDOW), dtype=np.float32)
+    kept = weights[frames, cols]
+    even[frames] = (planes[0][frames, cols] * kept) @ cos
+    odd[frames] = (planes[1][frames, cols] * kept) @ sin
+    return even, odd
 
 
 def stft_half(y: np.ndarray) -> np.ndarray:
@@ -540,8 +579,9 @@ def mask_to_audio(
     """
     planes = stft_planes(y) if planes is None else planes
     keep = mask_for_spectrum(mask, (N_FFT, planes.shape[1]))
-    weighted = planes * kept_bin_counts(keep)  # twice the weights: halved after the inverse
-    return 0.5 * istft_planes(weighted, length=len(y) if length is None else length)
+    length = len(y) if length is None else length
+    counts = kept_bin_counts(keep)  # twice the weights: halved after the inverse
+    return 0.5 * istft_planes(planes, length, weights=counts)
 
 
 def align_to_image(

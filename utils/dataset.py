@@ -151,12 +151,36 @@ def scan_split(split_root: str | Path, height: int | None = None) -> SplitScan:
 # ----------------------------------------------------------------------------- preprocessing
 
 
+def area_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(H, W)`` -> float32 ``(size, size)``, unrounded, in the image's units.
+
+    Along each axis the image shrinks, every output pixel is the mean of the input
+    area it covers (OpenCV's area interpolation, anti-aliased); along an axis it
+    grows, OpenCV's area rule for enlarging. Rows first: when ``H`` is a multiple of
+    ``size`` (a 1,024-row BSD image to 256) they are summed in groups, exactly and
+    cheaply, so the costly resampling runs on a quarter of the pixels.
+    """
+    height, width = image.shape
+    factor = height // size
+    if factor > 1 and height == factor * size and factor * 255 <= np.iinfo(np.uint16).max:
+        groups = np.add.reduce(image.reshape(size, factor, width), axis=1, dtype=np.uint16)
+        rows = groups.astype(np.float32)
+        rows *= np.float32(1 / factor)
+    else:
+        rows = image.astype(np.float32)
+        if height != size:
+            rows = cv2.resize(rows, (width, size), interpolation=cv2.INTER_AREA)
+    if width == size:
+        return rows
+    return cv2.resize(rows, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def preprocess_image(image: np.ndarray, size: int, reference: bool = False) -> np.ndarray:
     """Spectrogram ``(H, W)`` uint8 -> model input ``(3, size, size)`` float32 in [0, 1].
 
-    Default: one area resize (anti-aliased) and division by 255. ``reference``:
-    the reference code's path (nearest resize to 256 x 256, bicubic to ``size``,
-    min-max scaling) for like-for-like comparison with the paper.
+    Default: an area resize (anti-aliased, :func:`area_resize`) and division by 255.
+    ``reference``: the reference code's path (nearest resize to 256 x 256, bicubic
+    to ``size``, min-max scaling) for like-for-like comparison with the paper.
     """
     if reference:
         small = cv2.resize(image, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_NEAREST)
@@ -164,8 +188,9 @@ def preprocess_image(image: np.ndarray, size: int, reference: bool = False) -> n
         low, high = float(large.min()), float(large.max())
         scaled = (large - low) / max(high - low, 1e-8)
     else:
-        scaled = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) / np.float32(255)
-    return np.repeat(scaled.astype(np.float32)[None], 3, axis=0)
+        scaled = area_resize(image, size)
+        scaled *= np.float32(1 / 255)
+    return np.repeat(scaled.astype(np.float32, copy=False)[None], 3, axis=0)
 
 
 def preprocess_mask(
