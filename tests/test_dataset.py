@@ -66,37 +66,29 @@ def test_scan_refuses_a_folder_without_pairs(tmp_path):
         scan_split(tmp_path)
 
 
-def test_area_resize_is_the_mean_over_each_output_pixels_area():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (1024, 1024), dtype=np.uint8)
-    blocks = image.reshape(256, 4, 256, 4).mean(axis=(1, 3))  # exact 4 x 4 block means
-    np.testing.assert_allclose(area_resize(image, 256), blocks, rtol=0, atol=1e-4)
-
-
 @pytest.mark.parametrize(
     "shape, view",
     [
-        ((1024, 3032), np.s_[:, :]),  # a BSD image: rows summed in groups of 4
+        ((1024, 3032), np.s_[:, :]),  # a BSD image to 256: rows summed in groups of 4
         ((1024, 5000), np.s_[:, 700:3700]),  # a time tile (a strided view)
-        ((1024, 2048), np.s_[511:, 100:1124]),  # a half-spectrum tile: 513 rows, not a multiple
-        ((1024, 200), np.s_[:, :]),  # fewer columns than the model's input: they grow
+        ((768, 1000), np.s_[:, :]),  # groups of 3 rows
+        ((1024, 2048), np.s_[511:, 100:1124]),  # a half-spectrum tile: 513 rows, one resize
+        ((1024, 200), np.s_[:, :]),  # fewer columns than the model's input: one resize
     ],
 )
-def test_area_resize_matches_opencvs_area_resize_unrounded(shape, view):
+def test_area_resize_is_opencvs_area_resize(shape, view):
     image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)[view]
-    rows_then_cols = cv2.resize(
-        cv2.resize(image.astype(np.float32), (image.shape[1], 256), interpolation=cv2.INTER_AREA),
-        (256, 256), interpolation=cv2.INTER_AREA,
-    )  # fmt: skip
+    expected = cv2.resize(np.ascontiguousarray(image), (256, 256), interpolation=cv2.INTER_AREA)
     got = area_resize(image, 256)
-    assert got.shape == (256, 256) and got.dtype == np.float32
-    np.testing.assert_allclose(got, rows_then_cols, rtol=0, atol=1e-3)
-    if image.shape[1] >= 256:  # both axes shrink: one 2-D area resize is the same
-        one_shot = cv2.resize(image.astype(np.float32), (256, 256), interpolation=cv2.INTER_AREA)
-        np.testing.assert_allclose(got, one_shot, rtol=0, atol=1e-3)
-        # ... and OpenCV's uint8 resize is that, rounded
-        rounded = cv2.resize(np.ascontiguousarray(image), (256, 256), interpolation=cv2.INTER_AREA)
-        assert np.abs(got - rounded).max() <= 0.5 + 1e-3
+    assert got.shape == (256, 256) and got.dtype == np.uint8
+    differ = got != expected  # only where the mean is within rounding error of a half
+    assert np.abs(got.astype(int) - expected).max() <= 1 and differ.mean() < 1e-3
+
+
+def test_area_resize_of_whole_blocks_is_their_rounded_mean():
+    image = np.random.default_rng(0).integers(0, 256, (1024, 1024), dtype=np.uint8)
+    means = image.reshape(256, 4, 256, 4).mean(axis=(1, 3))  # exact 4 x 4 block means
+    assert np.abs(area_resize(image, 256) - means).max() <= 0.5
 
 
 def test_preprocessing_shapes_ranges_and_reference_path():

@@ -413,12 +413,11 @@ def kept_bin_counts(keep: np.ndarray) -> np.ndarray:
     keep = np.asarray(keep)
     if keep.ndim != 2 or keep.shape[0] != N_FFT:
         raise ValueError(f"expected a ({N_FFT}, T) mask, got shape {keep.shape}")
-    binary = keep if keep.dtype == bool else keep != 0
-    per_frame = cv2.transpose(np.ascontiguousarray(binary).view(np.uint8))  # (T, 1024)
-    counts = per_frame[:, CENTER_ROW:].copy()  # bins 0 ... 512
-    counts[:, : CENTER_ROW + 1] += per_frame[:, CENTER_ROW::-1]  # bins 0 ... -511
-    counts[:, -1] += per_frame[:, -1]  # bin -512 is bin +512
-    return counts
+    rows = (keep if keep.dtype == bool else keep != 0).view(np.uint8)
+    counts = rows[CENTER_ROW:].copy()  # bins 0 ... 512
+    counts[: CENTER_ROW + 1] += rows[CENTER_ROW::-1]  # bins 0 ... -511
+    counts[-1] += rows[-1]  # bin -512 is bin +512
+    return cv2.transpose(counts)  # one row per frame
 
 
 def istft(S: np.ndarray, length: int | None = None) -> np.ndarray:

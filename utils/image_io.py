@@ -94,7 +94,7 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     image = np.asarray(image)
     params = _MASK_PNG if image.dtype == bool else _SPECTROGRAM_PNG
     if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
+        image = image.view(np.uint8) * np.uint8(255)
     is_rgb = image.ndim == 3 and image.shape[2] == 3
     if not (image.ndim == 2 or is_rgb) or image.dtype != np.uint8:
         raise ValueError(

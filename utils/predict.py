@@ -154,7 +154,7 @@ def predict_probabilities(
             weights[i][start : start + width] += weight
     stitched = [
         cv2.resize(
-            total / weight,
+            np.divide(total, weight, out=total),
             crop_input(image, 0, None, half_spectrum).shape[::-1],
             interpolation=cv2.INTER_LINEAR,
         )
