@@ -13,8 +13,10 @@ timed the same way: reading, denoising every channel, writing a WAV. So does
 everything ``budsam_infer.py`` does but the model (reading, the BSD spectrogram of
 each channel, a free stand-in mask, the mask PNG, the masked inverse STFT, the
 WAV): the speed no model could take ``budsam_infer.py`` past.
-Without ``--checkpoint`` a random ``vit_tiny`` is timed (speed does not depend on
-the weights) with each of two input settings: ``paper``, the training script's
+Without ``--checkpoint`` a random ``vit_tiny`` is timed with each of two input
+settings (the model's speed does not depend on its weights, but the masked inverse
+STFT and the mask PNG cost more for the random model's dense masks, about 40 % of
+the pixels, than for a trained model's, about what the birds cover): ``paper``, the training script's
 default (whole images, as the paper; recordings then go in tiles of 3,032 frames,
 a BSD image's width) and ``preset``, the quick-start preset's (1,024-frame
 half-spectrum tiles, 3x the tiles per second of audio).
