@@ -14,12 +14,12 @@ everything ``budsam_infer.py`` does but the model (reading, the BSD spectrogram 
 each channel, a free stand-in mask, the mask PNG, the masked inverse STFT, the
 WAV): the speed no model could take ``budsam_infer.py`` past.
 Without ``--checkpoint`` a random ``vit_tiny`` is timed with each of two input
-settings (the model's speed does not depend on its weights, but the masked inverse
-STFT and the mask PNG cost more for the random model's dense masks, about 40 % of
-the pixels, than for a trained model's, about what the birds cover): ``paper``, the training script's
-default (whole images, as the paper; recordings then go in tiles of 3,032 frames,
-a BSD image's width) and ``preset``, the quick-start preset's (1,024-frame
-half-spectrum tiles, 3x the tiles per second of audio).
+settings: ``paper``, the training script's default (whole images, as the paper;
+recordings then go in tiles of 3,032 frames, a BSD image's width) and ``preset``,
+the quick-start preset's (1,024-frame half-spectrum tiles, 3x the tiles per second
+of audio). The model's speed does not depend on its weights, but the masked inverse
+STFT and the mask PNG cost more for a random model's dense masks (about 40 % of the
+pixels) than for a trained model's.
 
 Everything runs on the stated number of threads for torch, OpenCV and NumPy's BLAS
 (``budsam_infer.py --threads``), and for 2 or more threads also with ``--io_thread``
