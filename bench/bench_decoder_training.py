@@ -30,9 +30,10 @@ from utils.model import TINY_TYPES, BudSAM, build_sam, input_size
 from utils.synthetic import generate_dataset
 
 
-def make_model(model_type: str) -> BudSAM:
+def make_model(model_type: str, trainable: str = "mask_decoder") -> BudSAM:
+    """A randomly initialised BudSAM in training mode with ``trainable`` parts learning."""
     sam = build_sam(model_type) if model_type in TINY_TYPES else sam_model_registry[model_type]()
-    return BudSAM(sam, trainable="mask_decoder").train()
+    return BudSAM(sam, trainable=trainable).train()
 
 
 def main() -> None:

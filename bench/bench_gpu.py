@@ -1,0 +1,150 @@
+"""Benchmark for a GPU: training step time and peak memory, decoder-only on cached
+embeddings and encoder + decoder, at several batch sizes; encoder images per second.
+
+    python -m bench.bench_gpu                     # on a CUDA machine: vit_b, bf16, batch 2 and 8
+    python -m bench.bench_gpu --device cpu --model_type vit_tiny --amp none \\
+        --batch_sizes 1 2 --steps 2 --repeats 1  # a check that runs anywhere
+
+Each step is the training step of ``utils.engine`` (``model_logits``, Dice + BCE,
+backward, AdamW) on random inputs of the model's input size with a whole-image box:
+the speed depends on neither the pixels nor the weights (random here, as
+``bench_decoder_training``). The decoder-only path is given its embeddings already on
+the device, as they come out of the cache; reading them from disk is timed by
+``bench_decoder_training``. Every timed block ends with a device synchronisation.
+Peak memory is ``torch.cuda.max_memory_allocated`` for each configuration on a GPU,
+the process's peak resident memory on the CPU (which only grows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from bench.bench_decoder_training import make_model
+from bench.timing import machine, peak_memory_mb, spread, time_repeats
+from utils.engine import autocast, model_logits
+from utils.losses import DiceBCELoss
+from utils.model import BudSAM, input_size
+
+DECODER_ONLY = "mask_decoder"
+ENCODER_AND_DECODER = "image_encoder,mask_decoder"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_type", default="vit_b")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--amp", choices=("bf16", "fp16", "none"), default="bf16")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--encoder_batch", type=int, default=8)
+    return parser.parse_args(argv)
+
+
+def random_batch(model: BudSAM, batch_size: int, device: torch.device) -> dict:
+    """Images in [0, 1], whole-image boxes and half-empty masks at the model's input size."""
+    size = model.img_size
+    masks = torch.zeros(batch_size, 1, size, size)
+    masks[..., size // 2 :, :] = 1.0
+    return {
+        "image": torch.rand(batch_size, 3, size, size, device=device),
+        "box": torch.tensor([[0.0, 0.0, size, size]] * batch_size),
+        "mask": masks.to(device),
+        "index": torch.arange(batch_size),
+    }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> float:
+    """MiB: the device's peak allocation since the last reset, or the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_memory_mb()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training(args: argparse.Namespace, parts: str, batch_size: int, device) -> dict:
+    """Seconds per training step (min / median / max over repeats) and peak memory."""
+    model = make_model(args.model_type, parts).to(device)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-5)
+    loss_fn = DiceBCELoss()
+    batch = random_batch(model, batch_size, device)
+    embedder = None  # encoder + decoder: the images go through the encoder every step
+    if parts == DECODER_ONLY:
+        with torch.no_grad(), autocast(device, args.amp):
+            held = model.encode(batch["image"]).float()
+        embedder = lambda indices, device, amp: held  # noqa: E731 - what the cache returns
+
+    def steps() -> None:
+        for _ in range(args.steps):
+            logits = model_logits(model, batch, device, args.amp, embedder)
+            loss = loss_fn(logits.float(), batch["mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+
+    reset_peak_memory(device)
+    seconds = time_repeats(steps, args.repeats, warmup=1)
+    per_step = [s / args.steps for s in seconds]
+    return {
+        "parts": parts,
+        "batch": batch_size,
+        "trained_parameters": sum(p.numel() for p in trained),
+        "step_s": per_step,
+        "peak_mib": peak_memory(device),
+    }
+
+
+@torch.no_grad()
+def encoder_images_per_second(args: argparse.Namespace, device: torch.device) -> list[float]:
+    """Images per second through the image encoder alone, ``--encoder_batch`` at a time."""
+    model = make_model(args.model_type, DECODER_ONLY).eval().to(device)
+    images = random_batch(model, args.encoder_batch, device)["image"]
+
+    def encode() -> None:
+        for _ in range(args.steps):
+            with autocast(device, args.amp):
+                model.encode(images)
+        synchronize(device)
+
+    seconds = time_repeats(encode, args.repeats, warmup=1)
+    return [args.steps * args.encoder_batch / s for s in seconds]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every configuration, print a table and return the figures."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    print(f"machine: {machine()}; device {device}; {args.model_type} "
+          f"({input_size(args.model_type)} px input), amp {args.amp}")  # fmt: skip
+    rows = [
+        time_training(args, parts, batch_size, device)
+        for parts in (DECODER_ONLY, ENCODER_AND_DECODER)
+        for batch_size in args.batch_sizes
+    ]
+    print(f"{args.steps} steps per repeat, {args.repeats} repeats; min / median / max")
+    for row in rows:
+        label = "decoder only, cached" if row["parts"] == DECODER_ONLY else "encoder + decoder"
+        print(f"{label}, batch {row['batch']}: {spread(row['step_s'], 4)} s per step, "
+              f"{row['batch'] / statistics.median(row['step_s']):.2f} samples/s (median), "
+              f"peak memory {row['peak_mib']:.0f} MiB")  # fmt: skip
+    encoder = encoder_images_per_second(args, device)
+    print(f"image encoder, batch {args.encoder_batch}: {spread(encoder, 2)} images/s")
+    return {"training": rows, "encoder_images_per_s": encoder}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""bench.bench_gpu runs its configurations (checked on the CPU with the small model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.bench_gpu import DECODER_ONLY, ENCODER_AND_DECODER, main
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_gpu_bench_times_every_configuration(amp, capsys):
+    figures = main(["--device", "cpu", "--model_type", "vit_tiny", "--amp", amp,
+                    "--batch_sizes", "1", "2", "--steps", "1", "--repeats", "2",
+                    "--encoder_batch", "2"])  # fmt: skip
+    configs = [(row["parts"], row["batch"]) for row in figures["training"]]
+    assert configs == [(DECODER_ONLY, 1), (DECODER_ONLY, 2),
+                       (ENCODER_AND_DECODER, 1), (ENCODER_AND_DECODER, 2)]  # fmt: skip
+    decoder_only, both = figures["training"][0], figures["training"][2]
+    assert both["trained_parameters"] > decoder_only["trained_parameters"] > 0
+    for row in figures["training"]:
+        assert len(row["step_s"]) == 2 and all(s > 0 for s in row["step_s"])
+        assert row["peak_mib"] > 0
+    assert len(figures["encoder_images_per_s"]) == 2
+    assert all(rate > 0 for rate in figures["encoder_images_per_s"])
+    printed = capsys.readouterr().out
+    assert "decoder only, cached, batch 2" in printed and "encoder + decoder, batch 1" in printed
+    assert f"amp {amp}" in printed and "images/s" in printed
