@@ -306,7 +306,7 @@ def istft_planes(
             the natural length ``num_samples(T)``.
         weights: ``(T, 513)`` factors for the planes' bins (e.g. :func:`kept_bin_counts`),
             applied first; frames whose weights are all zero and the bins outside
-            the range of nonzero weights are skipped.
+            the range of nonzero weights are left out when that saves work.
 
     Returns:
         The float64 signal.
@@ -344,7 +344,7 @@ def _weighted_frame_halves(
         raise ValueError(f"weights must be {planes.shape[1:]}, got shape {weights.shape}")
     frames = np.flatnonzero(weights.any(axis=1))
     if frames.size == 0:
-        return (np.zeros((n_frames, _HALF_WINDOW), dtype=np.float32),) * 2
+        return tuple(np.zeros((n_frames, _HALF_WINDOW), dtype=np.float32) for _ in range(2))
     bins = np.flatnonzero(weights.any(axis=0))
     band = bins[-1] + 1 - bins[0]
     cols = slice(None) if band > _SKIP_PAYS_BELOW * _N_BINS else slice(bins[0], bins[-1] + 1)
