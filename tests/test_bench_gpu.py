@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench.bench_gpu import DECODER_ONLY, ENCODER_AND_DECODER, main
 
@@ -25,3 +26,12 @@ def test_gpu_bench_times_every_configuration(amp, capsys):
     printed = capsys.readouterr().out
     assert "decoder only, cached, batch 2" in printed and "encoder + decoder, batch 1" in printed
     assert f"amp {amp}" in printed and "images/s" in printed
+
+
+def test_gpu_bench_says_when_there_is_no_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: the bench would run on it")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "no CUDA device is visible" in capsys.readouterr().err
