@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from utils.allocator import keep_freed_memory
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # A spectrogram-sized elementwise pipeline, 20 times; prints the page faults it caused.
 _FAULTS_SCRIPT = """
 import resource, sys

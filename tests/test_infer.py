@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 import budsam_infer as infer
+from tests.conftest import REPO_ROOT
 from utils import audio
 from utils.checkpoint import save_checkpoint
 from utils.image_io import read_gray_png, read_mask_png
@@ -22,8 +23,6 @@ from utils.inference import BandPrompt, Segmenter, cpu_threads, load_model
 from utils.inputs import View, discover, load_views
 from utils.model import build_sam
 from utils.predict import overlapping_tile_starts, predict_probabilities
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*argv: str) -> int:
