@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from utils import comparison, evaluation
-from utils.allocator import keep_freed_memory
-from utils.inference import Segmenter, cpu_threads, load_model, positive_int
-from utils.inputs import discover, load_or_skip
-from utils.model import MODEL_TYPES
-from utils.progress import Progress
+from utils.common.cpu import cpu_threads, keep_freed_memory
+from utils.common.progress import Progress
+from utils.data.inputs import discover, load_or_skip
+from utils.evaluation import comparison
+from utils.inference.segmenter import Segmenter, load_model, positive_int
+from utils.model.sam import MODEL_TYPES
+from utils.scoring import reports
 
 METHOD_GROUPS = ("budsam", "noisereduce", "energy", "identity", "oracle")
 RESULT_FILES = ("comparison.csv", "comparison.md", "comparison.png", "per_view.csv", "summary.json")
@@ -138,7 +139,7 @@ def check_output(out: Path, overwrite: bool) -> None:
             f"{out}: already holds a comparison ({', '.join(found)}); pass --overwrite or "
             "choose another -o"
         )
-    evaluation.make_output_folder(out)
+    reports.make_output_folder(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,23 +184,23 @@ def evaluate_all(args: argparse.Namespace) -> int:
             outputs = method.run(views)
             seconds[method.label] += time.perf_counter() - start
             rows[method.label].extend(
-                evaluation.view_row(view, mask, denoised)
+                reports.view_row(view, mask, denoised)
                 for view, (mask, denoised) in zip(views, outputs, strict=True)
             )
         progress.update(len(sources[first : first + args.chunk]))
     progress.close()
 
-    summaries = {m.label: evaluation.summarize(rows[m.label], seconds[m.label]) for m in methods}
+    summaries = {m.label: reports.summarize(rows[m.label], seconds[m.label]) for m in methods}
     table = comparison.markdown_table(summaries)
     columns = ("method",) + tuple(key for key, _, _ in comparison.TABLE_COLUMNS)
-    evaluation.write_rows_csv(out / "comparison.csv", comparison.table_rows(summaries), columns)
-    evaluation.write_text(out / "comparison.md", table + "\n")
+    reports.write_rows_csv(out / "comparison.csv", comparison.table_rows(summaries), columns)
+    reports.write_text(out / "comparison.md", table + "\n")
     comparison.plot_comparison(summaries, out / "comparison.png")
     per_view = [
         {"method": label, **row} for label, method_rows in rows.items() for row in method_rows
     ]
-    evaluation.write_rows_csv(out / "per_view.csv", per_view, ("method",) + evaluation.ROW_COLUMNS)
-    evaluation.write_json(
+    reports.write_rows_csv(out / "per_view.csv", per_view, ("method",) + reports.ROW_COLUMNS)
+    reports.write_json(
         out / "summary.json",
         {
             "input": str(found.root),

@@ -34,23 +34,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import audio, evaluation
-from utils.allocator import keep_freed_memory
-from utils.image_io import write_png
-from utils.inference import (
+from utils.audio import io as audio_io
+from utils.common.cpu import cpu_threads, keep_freed_memory
+from utils.common.progress import Progress
+from utils.data.image_io import write_png
+from utils.data.inputs import RECORDING, Discovery, Source, View, discover, load_or_skip
+from utils.data.visualize import overlay
+from utils.inference.segmenter import (
     DEFAULT_OVERLAP,
     RECORDING_TILE_WIDTH,
     BandPrompt,
     Segmenter,
-    cpu_threads,
     denoise,
     load_model,
     positive_int,
 )
-from utils.inputs import RECORDING, Discovery, Source, View, discover, load_or_skip
-from utils.model import MODEL_TYPES
-from utils.progress import Progress
-from utils.visualize import overlay
+from utils.model.sam import MODEL_TYPES
+from utils.scoring import reports
 
 OUTPUT_DIRS = ("masks", "denoised", "overlays")
 RESULT_FILES = ("metrics.csv", "summary.json")
@@ -137,9 +137,9 @@ def prepare_output(out: Path, overwrite: bool, save_overlays: bool) -> None:
             f"{out}: already holds results ({', '.join(found)}); pass --overwrite or choose "
             "another -o"
         )
-    evaluation.make_output_folder(out)
+    reports.make_output_folder(out)
     for name in OUTPUT_DIRS[:2] + (("overlays",) if save_overlays else ()):
-        evaluation.make_output_folder(out / name)
+        reports.make_output_folder(out / name)
 
 
 def write_source_outputs(
@@ -167,7 +167,7 @@ def write_source_outputs(
 
 def write_denoised(path: Path, y: np.ndarray, sr: int) -> None:
     """16-bit WAV like the dataset's, or 32-bit float when 16 bits would clip."""
-    audio.write_audio(path, y, sr, subtype="PCM_16" if np.max(np.abs(y)) < 1.0 else "FLOAT")
+    audio_io.write_audio(path, y, sr, subtype="PCM_16" if np.max(np.abs(y)) < 1.0 else "FLOAT")
 
 
 def load_usable(source: Source, segmenter: Segmenter, skipped: list, notes: list) -> list[View]:
@@ -213,7 +213,7 @@ def denoise_all(
         for source, source_views in batch:
             source_masks = [next(masks) for _ in source_views]
             denoised = write_source_outputs(out, source, source_views, source_masks, overlays)
-            rows.extend(map(evaluation.view_row, source_views, source_masks, denoised))
+            rows.extend(map(reports.view_row, source_views, source_masks, denoised))
         progress.update(len(batch))
 
     def flush() -> Future:
@@ -328,10 +328,10 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
         "warnings": notes,
         "model_load_seconds": load_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        **evaluation.summarize(rows, compute_seconds),
+        **reports.summarize(rows, compute_seconds),
     }
-    evaluation.write_rows_csv(out / "metrics.csv", rows, evaluation.ROW_COLUMNS)
-    evaluation.write_json(out / "summary.json", summary)
+    reports.write_rows_csv(out / "metrics.csv", rows, reports.ROW_COLUMNS)
+    reports.write_json(out / "summary.json", summary)
     print_summary(summary, out)
     return 0
 

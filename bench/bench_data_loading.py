@@ -3,7 +3,7 @@
     python -m bench.bench_data_loading --n 12 --width 3000 --repeats 3
 
 Writes ``--n`` BSD-sized spectrogram/mask PNG pairs (1024 x ``--width``, from noisy
-recordings through :func:`utils.audio.stft`) into a temporary split, then times,
+recordings through :func:`utils.audio.bsd.stft`) into a temporary split, then times,
 side by side in one run, one pass over them:
 
 * BudSAM: ``BSDSegmentation`` items at the ViT-B input size (1024), i.e. PNG
@@ -26,10 +26,10 @@ from PIL import Image
 from skimage.transform import resize as skimage_resize
 
 from bench.timing import machine, print_side_by_side, time_repeats
-from utils import audio
-from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
-from utils.dataset import BSDSegmentation
-from utils.image_io import write_png
+from utils.audio import bsd, conventions
+from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR
+from utils.data.dataset import BSDSegmentation
+from utils.data.image_io import write_png
 
 REFERENCE_SIZE = 256
 MODEL_SIZE = 1024
@@ -40,12 +40,12 @@ def write_pairs(split: Path, n: int, width: int, seed: int = 0) -> None:
     (split / IMAGES_DIR).mkdir(parents=True)
     (split / MASKS_DIR).mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    samples = audio.num_samples(width)
+    samples = conventions.num_samples(width)
     for i in range(n):
         t = np.arange(samples) / 48000
         bird = np.sin(2 * np.pi * (3000 + 2000 * np.sin(2 * np.pi * 3 * t)) * t)
         y = 0.3 * rng.standard_normal(samples) + bird * (rng.random() + 0.5)
-        image = audio.two_sided(audio.spectrogram_to_image(audio.stft_half(y)))
+        image = bsd.two_sided(bsd.spectrogram_to_image(bsd.stft_half(y)))
         write_png(split / IMAGES_DIR / f"b{i:03d}.png", image)
         write_png(split / MASKS_DIR / f"b{i:03d}.png", image > 200)
 

@@ -4,7 +4,7 @@ the frozen encoder every step (the reference code's way).
     python -m bench.bench_decoder_training --model_type vit_tiny --steps 20 --batch_size 4
     python -m bench.bench_decoder_training --model_type vit_b --steps 2 --batch_size 2
 
-Both paths run the same training step of ``utils.engine`` (forward through
+Both paths run the same training step of ``utils.train.engine`` (forward through
 ``model_logits``, Dice + BCE, backward, AdamW) on the same batches of a small
 synthetic split, one process, side by side in one run. The cached path reads each
 embedding from the on-disk cache (float16 files with a checksum), as training
@@ -22,12 +22,13 @@ import torch
 from segment_anything import sam_model_registry
 
 from bench.timing import machine, peak_memory_mb, print_side_by_side, time_repeats
-from utils.dataset import BSDSegmentation, collate_skipping_none
-from utils.embedding_cache import EmbeddingCache
-from utils.engine import Embedder, model_logits
-from utils.losses import DiceBCELoss
-from utils.model import TINY_TYPES, BudSAM, build_sam, input_size
-from utils.synthetic import generate_dataset
+from utils.data.dataset import BSDSegmentation, collate_skipping_none
+from utils.data.synthetic import generate_dataset
+from utils.model.budsam import BudSAM
+from utils.model.sam import TINY_TYPES, build_sam, input_size
+from utils.train.embedding_cache import Embedder, EmbeddingCache
+from utils.train.engine import model_logits
+from utils.train.losses import DiceBCELoss
 
 
 def make_model(model_type: str, trainable: str = "mask_decoder") -> BudSAM:

@@ -5,7 +5,7 @@ embeddings and encoder + decoder, at several batch sizes; encoder images per sec
     python -m bench.bench_gpu --device cpu --model_type vit_tiny --amp none \\
         --batch_sizes 1 2 --steps 2 --repeats 1  # a check that runs anywhere
 
-Each step is the training step of ``utils.engine`` (``model_logits``, Dice + BCE,
+Each step is the training step of ``utils.train.engine`` (``model_logits``, Dice + BCE,
 backward, AdamW) on random inputs of the model's input size with a whole-image box:
 the speed depends on neither the pixels nor the weights (random here, as
 ``bench_decoder_training``). The decoder-only path is given its embeddings already on
@@ -24,9 +24,11 @@ import torch
 
 from bench.bench_decoder_training import make_model
 from bench.timing import machine, peak_memory_mb, spread, time_repeats
-from utils.engine import autocast, model_logits
-from utils.losses import DiceBCELoss
-from utils.model import BudSAM, input_size
+from utils.common.amp import autocast
+from utils.model.budsam import BudSAM
+from utils.model.sam import input_size
+from utils.train.engine import model_logits
+from utils.train.losses import DiceBCELoss
 
 DECODER_ONLY = "mask_decoder"
 ENCODER_AND_DECODER = "image_encoder,mask_decoder"

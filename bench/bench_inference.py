@@ -41,13 +41,14 @@ import numpy as np
 
 from bench.timing import machine, spread
 from budsam_infer import write_source_outputs
-from utils import audio, inputs
-from utils.baselines import noisereduce_audio
-from utils.bsd_layout import RAW_AUDIO_DIR
-from utils.checkpoint import save_checkpoint
-from utils.inference import cpu_threads
-from utils.model import build_sam
-from utils.synthetic import generate_dataset
+from utils.audio import io as audio_io
+from utils.common.checkpoint_io import save_checkpoint
+from utils.common.cpu import cpu_threads
+from utils.data import inputs
+from utils.data.bsd_layout import RAW_AUDIO_DIR
+from utils.data.synthetic import generate_dataset
+from utils.evaluation.baselines import noisereduce_audio
+from utils.model.sam import build_sam
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_SETTINGS = {
@@ -72,9 +73,9 @@ def noisereduce_seconds(recordings: Path, out: Path) -> tuple[float, float]:
     out.mkdir(exist_ok=True)
     total_audio, start = 0.0, time.perf_counter()
     for path in sorted(recordings.iterdir()):
-        signals, sr = audio.load_audio_channels(path)
+        signals, sr = audio_io.load_audio_channels(path)
         denoised = np.stack([noisereduce_audio(y, sr, stationary=False) for y in signals])
-        audio.write_audio(out / f"{path.stem}.wav", denoised, sr)
+        audio_io.write_audio(out / f"{path.stem}.wav", denoised, sr)
         total_audio += signals.size / sr
     return total_audio, time.perf_counter() - start
 

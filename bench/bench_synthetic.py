@@ -1,4 +1,4 @@
-"""Benchmark: how fast ``utils.synthetic`` writes a data set.
+"""Benchmark: how fast ``utils.data.synthetic`` writes a data set.
 
     python -m bench.bench_synthetic --n 1000 --repeats 3 --workers 2
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.timing import machine, spread
-from utils.synthetic import generate_dataset
+from utils.data.synthetic import generate_dataset
 
 
 def folder_bytes(folder: Path) -> int:

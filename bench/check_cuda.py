@@ -5,7 +5,7 @@ prompt encoder's positional encoding, and a ViT-B training step under bf16.
 
 Each check prints ``ok`` or ``FAIL`` with its figures; the exit code is the number of
 failed checks. NCCL runs as a one-process group (a second rank on the same GPU is
-refused by NCCL), which still exercises the NCCL code paths of ``utils.distributed``.
+refused by NCCL), which still exercises the NCCL code paths of ``utils.common.distributed``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from utils import distributed
-from utils.engine import autocast, model_logits
-from utils.losses import DiceBCELoss
-from utils.model import BudSAM, build_sam
+from utils.common import distributed
+from utils.common.amp import autocast
+from utils.model.budsam import BudSAM
+from utils.model.sam import build_sam
+from utils.train.engine import model_logits
+from utils.train.losses import DiceBCELoss
 
 FAILED: list[str] = []
 
@@ -45,13 +47,17 @@ def check_nccl(device: torch.device) -> None:
         union = distributed.gather_union({"a", "b"})
         report("nccl gather_union", union == {"a", "b"}, str(sorted(union)))
         model = BudSAM(build_sam("vit_tiny", seed=0), ("image_encoder", "mask_decoder")).to(device)
-        ddp = DistributedDataParallel(model, device_ids=[device.index], gradient_as_bucket_view=True)
+        ddp = DistributedDataParallel(
+            model, device_ids=[device.index], gradient_as_bucket_view=True
+        )
         batch = tiny_batch(model.img_size, 2, device)
         loss = DiceBCELoss()(model_logits(ddp, batch, device, "bf16", None).float(), batch["mask"])
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         finite = all(g is not None and torch.isfinite(g).all() for g in grads)
-        report("nccl DDP bf16 step", finite and torch.isfinite(loss).item(), f"loss {loss.item():.4f}")
+        report(
+            "nccl DDP bf16 step", finite and torch.isfinite(loss).item(), f"loss {loss.item():.4f}"
+        )
     finally:
         dist.destroy_process_group()
 
@@ -106,9 +112,8 @@ def check_vit_b_bf16_step(device: torch.device) -> None:
     peak = torch.cuda.max_memory_allocated(device) / 2**30
     report(
         "vit_b bf16 train step",
-        torch.isfinite(loss).item() and all(
-            torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
-        ),
+        torch.isfinite(loss).item()
+        and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None),
         f"logits {logits.dtype} {tuple(logits.shape)}, loss {loss.item():.4f}, peak {peak:.1f} GiB",
     )
 

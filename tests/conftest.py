@@ -21,7 +21,7 @@ def bsd_sample() -> Path:
 @pytest.fixture(scope="session")
 def tiny_test_split(tmp_path_factory) -> Path:
     """A synthetic BSD test split of 4 images: a stereo pair and two mono recordings."""
-    from utils.synthetic import generate_dataset
+    from utils.data.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny_split")
     generate_dataset(root, {"train": 0, "valid": 0, "test": 4}, seed=3, workers=1, progress=False)
@@ -31,8 +31,8 @@ def tiny_test_split(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A BudSAM checkpoint of a random vit_tiny that works on 256-frame half-spectrum tiles."""
-    from utils.checkpoint import save_checkpoint
-    from utils.model import build_sam
+    from utils.common.checkpoint_io import save_checkpoint
+    from utils.model.sam import build_sam
 
     path = tmp_path_factory.mktemp("tiny_ckpt") / "budsam_model_best.pth"
     args = {"model_type": "vit_tiny", "tile_width": 256, "half_spectrum": True, "bbox_shift": 20}

@@ -13,12 +13,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from utils import distributed
-from utils.dataset import collate_skipping_none
-from utils.engine import evaluate, train_one_epoch
-from utils.losses import DiceBCELoss
-from utils.model import BudSAM, build_sam
-from utils.train_state import TrainState
+from utils.common import distributed
+from utils.data.dataset import collate_skipping_none
+from utils.model.budsam import BudSAM
+from utils.model.sam import build_sam
+from utils.train.checkpointer import TrainState
+from utils.train.engine import Trainer, train_one_epoch
+from utils.train.losses import DiceBCELoss
+from utils.train.validation import evaluate
 
 SIZE = 256
 
@@ -64,10 +66,8 @@ def run_steps(local_rank: int, world_size: int, out: str, init: str, mode: str) 
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         state = TrainState()
-        train_one_epoch(
-            ddp, loader, optimizer, scaler, state, ctx, amp="none", grad_acc_steps=grad_acc,
-            embedder=None, should_stop=lambda: False,
-        )  # fmt: skip
+        trainer = Trainer(ddp, optimizer, scaler, ctx, grad_acc_steps=grad_acc)
+        train_one_epoch(trainer, loader, state)
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
         torch.save(flat, Path(out) / f"{mode}_rank{ctx.rank}.pt")
         info = {"steps": state.step, "bucket_bytes_cap": ddp.bucket_bytes_cap}
@@ -125,10 +125,8 @@ def run_faults(local_rank: int, world_size: int, out: str, init: str) -> None:
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         state = TrainState()
         nan_calls = {2} if ctx.rank == 0 else set()
-        result = train_one_epoch(
-            ddp, loader, optimizer, scaler, state, ctx, amp="none", grad_acc_steps=1,
-            embedder=None, should_stop=lambda: False, loss_fn=NaNLossOnCalls(nan_calls),
-        )  # fmt: skip
+        trainer = Trainer(ddp, optimizer, scaler, ctx, loss_fn=NaNLossOnCalls(nan_calls))
+        result = train_one_epoch(trainer, loader, state)
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
         torch.save(flat, Path(out) / f"faults_rank{ctx.rank}.pt")
         info = {

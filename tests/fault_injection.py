@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch.distributed as dist  # noqa: E402
 
 import budsam_train_multi  # noqa: E402
-from utils import engine  # noqa: E402
+from utils.train import engine  # noqa: E402
 
 _model_logits = engine.model_logits
 _calls = {"n": 0}

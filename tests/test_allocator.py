@@ -8,13 +8,13 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
-from utils.allocator import keep_freed_memory
+from utils.common.cpu import keep_freed_memory
 
 # A spectrogram-sized elementwise pipeline, 20 times; prints the page faults it caused.
 _FAULTS_SCRIPT = """
 import resource, sys
 import numpy as np
-from utils.allocator import keep_freed_memory
+from utils.common.cpu import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 a = np.ones((1024, 1500), np.float32)

@@ -23,12 +23,14 @@ import torch
 
 import budsam_eval
 import budsam_infer
-from utils import audio, evaluation
-from utils.checkpoint import save_checkpoint
-from utils.image_io import read_gray_png, read_mask_png, write_png
-from utils.inference import load_model
-from utils.inputs import discover, load_views
-from utils.model import build_sam
+from utils.audio import bsd, conventions
+from utils.audio import io as audio_io
+from utils.common.checkpoint_io import save_checkpoint
+from utils.data.image_io import read_gray_png, read_mask_png, write_png
+from utils.data.inputs import discover, load_views
+from utils.inference.segmenter import load_model
+from utils.model.sam import build_sam
+from utils.scoring import reports
 
 SR = 8000
 N_SAMPLES = 4000  # 61 STFT frames: one model tile per view
@@ -103,13 +105,13 @@ BAD_RAW = {
 
 
 def _image(seed: int) -> np.ndarray:
-    return audio.spectrogram_to_image(audio.stft(_signal(seed)))
+    return bsd.spectrogram_to_image(bsd.stft(_signal(seed)))
 
 
 def _add_view(split: Path, name: str, seed: int, mask: np.ndarray | None = None) -> np.ndarray:
     """A good image, its raw recording and (unless ``mask`` is None) its mask."""
     y = _signal(seed)
-    image = audio.spectrogram_to_image(audio.stft(y))
+    image = bsd.spectrogram_to_image(bsd.stft(y))
     write_png(split / "Images" / f"{name}.png", image)
     sf.write(split / "Raw_audios" / f"{name}.wav", y, SR, subtype="PCM_16")
     if mask is not None:
@@ -123,7 +125,7 @@ def bad_split(tmp_path_factory) -> Path:
     split = tmp_path_factory.mktemp("bad_split") / "Test"
     for folder in ("Images", "Masks", "Raw_audios"):
         (split / folder).mkdir(parents=True)
-    shape = (audio.N_FFT, audio.num_frames(N_SAMPLES))
+    shape = (conventions.N_FFT, conventions.num_frames(N_SAMPLES))
     blob = np.zeros(shape, np.uint8)
     blob[400:620, 10:40] = 255
     good = _add_view(split, "good", 0, blob)
@@ -254,8 +256,10 @@ def test_a_silent_raw_recording_is_denoised_with_a_warning(split_runs):
     for run in split_runs.values():
         (warning,) = [w for w in run["summary"]["warnings"] if "raw_silent.wav" in w]
         assert "silent (all zeros)" in warning
-    y, sr = audio.load_audio(split_runs["infer"]["out"] / "denoised" / "raw_silent.wav")
-    assert sr == SR and len(y) == audio.num_samples(61) and not y.any()  # what the image shows
+    y, sr = audio_io.load_audio(split_runs["infer"]["out"] / "denoised" / "raw_silent.wav")
+    assert (
+        sr == SR and len(y) == conventions.num_samples(61) and not y.any()
+    )  # what the image shows
 
 
 def test_recordings_beside_spectrograms_that_no_image_uses_are_reported(tmp_path):
@@ -339,11 +343,11 @@ def test_unusable_recordings_are_skipped_and_counted(recording_runs, script):
 def test_every_pcm_depth_and_float_wav_is_denoised(bad_recordings, recording_runs, subtype):
     name = subtype.lower()
     out = recording_runs["infer"]["out"]
-    y, sr = audio.load_audio(out / "denoised" / f"{name}.wav")
+    y, sr = audio_io.load_audio(out / "denoised" / f"{name}.wav")
     mask = read_mask_png(out / "masks" / f"{name}.png")
-    assert sr == SR and mask.shape == (audio.N_FFT, audio.num_frames(N_SAMPLES))
-    raw, _ = audio.load_audio(bad_recordings / f"{name}.wav")
-    np.testing.assert_allclose(y, audio.mask_to_audio(raw, mask), atol=1 / 32768)
+    assert sr == SR and mask.shape == (conventions.N_FFT, conventions.num_frames(N_SAMPLES))
+    raw, _ = audio_io.load_audio(bad_recordings / f"{name}.wav")
+    np.testing.assert_allclose(y, bsd.mask_to_audio(raw, mask), atol=1 / 32768)
 
 
 @pytest.mark.parametrize(
@@ -369,13 +373,16 @@ def test_mp3_data_behind_a_wav_name_decodes(bsd_sample, tiny_checkpoint, tmp_pat
     recordings = tmp_path / "recordings"
     recordings.mkdir()
     (recordings / "XC41136.wav").symlink_to(bsd_sample / "XC41136.wav")  # not copied
-    assert audio.sniff_audio_format(recordings / "XC41136.wav") == "MP3"
+    assert audio_io.sniff_audio_format(recordings / "XC41136.wav") == "MP3"
     out = tmp_path / "out"
     assert _cli("infer", "-i", str(recordings), "-o", str(out),
                 "-checkpoint", str(tiny_checkpoint)) == 0  # fmt: skip
     y, sr = sf.read(out / "denoised" / "XC41136.wav")
     assert sr == 48000 and len(y) == 195_840  # libsndfile's decode length
-    assert read_gray_png(out / "masks" / "XC41136.png").shape == (1024, audio.num_frames(195_840))
+    assert read_gray_png(out / "masks" / "XC41136.png").shape == (
+        1024,
+        conventions.num_frames(195_840),
+    )
     assert _cli("eval", "-i", str(recordings), "-o", str(tmp_path / "eval"),
                 "--methods", "identity") == 0  # fmt: skip
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["skipped"] == 0
@@ -499,7 +506,7 @@ def test_an_output_folder_that_is_not_writable_is_refused(
     locked = out / "masks" if script == "infer" else out
     real_access = os.access
     monkeypatch.setattr(
-        evaluation.os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode)
+        reports.os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode)
     )
     assert _cli(script, "-i", str(bad_recordings / "pcm_16.wav"), "-o", str(out),
                 "-checkpoint", str(tiny_checkpoint)) == 2  # fmt: skip

@@ -9,8 +9,12 @@ import warnings
 import numpy as np
 import pytest
 
-from utils import audio, baselines, metrics, synthetic
-from utils.image_io import read_gray_png, read_mask_png
+from utils.audio import bsd, conventions
+from utils.audio import io as audio_io
+from utils.data import synthetic
+from utils.data.image_io import read_gray_png, read_mask_png
+from utils.evaluation import baselines
+from utils.scoring import metrics
 
 SR = 48000
 TONE_HZ = 4000.0
@@ -36,18 +40,18 @@ def tone_in_noise() -> tuple[np.ndarray, np.ndarray]:
 
 def coverage(mask: np.ndarray, y: np.ndarray, tone: np.ndarray) -> tuple[float, float]:
     """Share of the tone's energy inside ``mask``, and share of noise-only frames' pixels."""
-    energy = np.abs(audio.stft(tone)) ** 2
+    energy = np.abs(bsd.stft(tone)) ** 2
     tone_share = float((energy * mask).sum() / energy.sum())
-    starts = np.arange(mask.shape[1]) * audio.HOP_LENGTH / SR
-    ends = starts + audio.WINDOW_LENGTH / SR
+    starts = np.arange(mask.shape[1]) * conventions.HOP_LENGTH / SR
+    ends = starts + conventions.WINDOW_LENGTH / SR
     noise_only = (ends < BURST_S[0] - 0.02) | (starts > BURST_S[1] + 0.02)
     return tone_share, float(mask[:, noise_only].mean())
 
 
 def assert_mirrored(mask: np.ndarray, frames: int) -> None:
-    assert mask.shape == (audio.N_FFT, frames)
+    assert mask.shape == (conventions.N_FFT, frames)
     assert mask.dtype == bool
-    np.testing.assert_array_equal(mask[: audio.CENTER_ROW], mask[512:1023][::-1])
+    np.testing.assert_array_equal(mask[: conventions.CENTER_ROW], mask[512:1023][::-1])
 
 
 # ----------------------------------------------------------------------------- format
@@ -55,7 +59,7 @@ def assert_mirrored(mask: np.ndarray, frames: int) -> None:
 
 def test_energy_mask_is_bool_and_mirror_symmetric() -> None:
     y, _ = tone_in_noise()
-    image = audio.spectrogram_to_image(audio.stft(y))
+    image = bsd.spectrogram_to_image(bsd.stft(y))
     # Break the image's own symmetry: the mask must still follow rows 511 ... 1023 only.
     image[:300] = 255
     mask = baselines.energy_threshold_mask(image)
@@ -68,7 +72,7 @@ def test_noisereduce_mask_is_bool_and_mirror_symmetric(stationary: bool) -> None
     y, _ = tone_in_noise()
     y = y[:30001]  # not a whole number of hops
     mask = baselines.noisereduce_mask(y, SR, stationary=stationary)
-    assert_mirrored(mask, audio.num_frames(len(y)))
+    assert_mirrored(mask, conventions.num_frames(len(y)))
 
 
 # ----------------------------------------------------------------------------- behaviour
@@ -77,7 +81,7 @@ def test_noisereduce_mask_is_bool_and_mirror_symmetric(stationary: bool) -> None
 @pytest.mark.parametrize(
     "make_mask",
     [
-        lambda y: baselines.energy_threshold_mask(audio.spectrogram_to_image(audio.stft(y))),
+        lambda y: baselines.energy_threshold_mask(bsd.spectrogram_to_image(bsd.stft(y))),
         lambda y: baselines.noisereduce_mask(y, SR, stationary=True),
         lambda y: baselines.noisereduce_mask(y, SR, stationary=False),
     ],
@@ -107,7 +111,7 @@ def test_noisereduce_audio_keeps_length_and_is_deterministic(stationary: bool) -
 def test_nonstationary_noisereduce_takes_a_single_window() -> None:
     y, _ = tone_in_noise()
     assert baselines.noisereduce_audio(y[:128], SR, stationary=False).shape == (128,)
-    assert baselines.noisereduce_mask(y[:128], SR).shape == (audio.N_FFT, 1)
+    assert baselines.noisereduce_mask(y[:128], SR).shape == (conventions.N_FFT, 1)
 
 
 def test_keep_ratio_trades_coverage_for_precision() -> None:
@@ -123,11 +127,11 @@ def test_keep_ratio_trades_coverage_for_precision() -> None:
 def test_silence_gives_an_empty_mask_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        image = np.zeros((audio.N_FFT, 40), dtype=np.uint8)
+        image = np.zeros((conventions.N_FFT, 40), dtype=np.uint8)
         assert not baselines.energy_threshold_mask(image).any()
         for stationary in (True, False):
             mask = baselines.noisereduce_mask(np.zeros(SR // 4), SR, stationary=stationary)
-            assert mask.shape == (audio.N_FFT, audio.num_frames(SR // 4))
+            assert mask.shape == (conventions.N_FFT, conventions.num_frames(SR // 4))
             assert not mask.any()
             out = baselines.noisereduce_audio(np.zeros(2000), SR, stationary)
             np.testing.assert_array_equal(out, np.zeros(2000))
@@ -162,7 +166,7 @@ def synthetic_train(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     examples = []
     for row in rows:
         split_root = out / row["split"]
-        y, sr = audio.load_audio(
+        y, sr = audio_io.load_audio(
             split_root / "Raw_audios" / f"{row['audio']}.wav", row["channel"] or None
         )
         examples.append(

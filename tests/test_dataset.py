@@ -1,4 +1,5 @@
-"""utils.dataset: pairing and checking a split, preprocessing, box prompts."""
+"""utils.data.scan, preprocess, tiling and dataset: pairing and checking a split,
+preprocessing, box prompts."""
 
 from __future__ import annotations
 
@@ -7,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
-from utils.dataset import (
-    BSDSegmentation,
+from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR
+from utils.data.dataset import BSDSegmentation, collate_skipping_none
+from utils.data.image_io import read_gray_png, write_png
+from utils.data.preprocess import (
     area_resize,
     box_prompt,
-    collate_skipping_none,
     preprocess_image,
     preprocess_mask,
     scaled_box_shift,
-    scan_split,
-    tile_starts,
 )
-from utils.image_io import read_gray_png, write_png
+from utils.data.scan import scan_split
+from utils.data.tiling import tile_starts
 
 
 def _write_pair(root, name, width=300, mask_box=(400, 600, 50, 120), mask_width=None):

@@ -9,8 +9,8 @@ import torch
 import torch.multiprocessing as mp
 
 from tests import ddp_checks
-from utils.distributed import DistContext, shard_indices
-from utils.engine import evaluate
+from utils.common.distributed import DistContext, shard_indices
+from utils.train.validation import evaluate
 
 
 def _free_init_method() -> str:

@@ -1,4 +1,4 @@
-"""utils.ema: the exponential moving average of the trained weights."""
+"""utils.train.ema: the exponential moving average of the trained weights."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.ema import WeightEMA
+from utils.train.ema import WeightEMA
 
 
 def _model() -> nn.Module:

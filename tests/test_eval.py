@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import budsam_eval
-from utils import audio, comparison, evaluation, metrics
-from utils.inputs import View, discover, load_views
+from utils.audio import io as audio_io
+from utils.data.inputs import View, discover, load_views
+from utils.evaluation import comparison
+from utils.scoring import metrics, reports
 
 
 def _run(*argv: str) -> int:
@@ -62,7 +64,7 @@ def test_oracle_denoised_audio_equals_the_datasets_denoised_audio(tiny_test_spli
     oracle = comparison.MaskMethod("oracle", comparison.oracle_mask)
     for view, (mask, denoised) in zip(views, oracle.run(views), strict=True):
         assert mask is view.mask
-        reference, _ = audio.load_audio(tiny_test_split / "Denoised_audios" / f"{view.name}.wav")
+        reference, _ = audio_io.load_audio(tiny_test_split / "Denoised_audios" / f"{view.name}.wav")
         # Equal to the 16-bit file up to its rounding (the set was made from unrounded audio).
         np.testing.assert_allclose(denoised, reference[: len(denoised)], atol=3 / 32768)
         assert not reference[len(denoised) :].any()
@@ -112,12 +114,12 @@ def test_audio_scores_report_input_output_and_improvement():
     rng = np.random.default_rng(0)
     clean = rng.standard_normal(4000)
     raw = clean + 0.5 * rng.standard_normal(4000)
-    scores = evaluation.audio_scores(raw, clean + 0.1 * (raw - clean), clean)
+    scores = reports.audio_scores(raw, clean + 0.1 * (raw - clean), clean)
     assert scores["input_si_sdr"] == pytest.approx(metrics.si_sdr(clean, raw))
     assert scores["si_sdr_imp"] == pytest.approx(scores["si_sdr"] - scores["input_si_sdr"])
     assert scores["si_sdr_imp"] > 10
     assert scores["bsd_sdr"] == pytest.approx(metrics.bsd_sdr(raw, clean + 0.1 * (raw - clean)))
-    silent = evaluation.audio_scores(raw, raw, np.zeros(4000))
+    silent = reports.audio_scores(raw, raw, np.zeros(4000))
     assert set(silent) == {"bsd_sdr"}  # SDR against a silent reference is undefined
 
 
@@ -128,15 +130,15 @@ def test_pooled_two_class_scores_match_the_batch_metric():
     rows = []
     for pred, truth in zip(preds, truths, strict=True):
         view = View("v", np.zeros(truth.shape, np.uint8), mask=truth)
-        rows.append(evaluation.view_row(view, pred, None))
-    pooled = evaluation.pooled_two_class(rows)
+        rows.append(reports.view_row(view, pred, None))
+    pooled = reports.pooled_two_class(rows)
     batches = [(0, 4), (4, 6)]  # PAPER_BATCH = 4
     expected = np.mean(
         [metrics.two_class_scores(np.stack(preds[a:b]), np.stack(truths[a:b]))["iou"]
          for a, b in batches]
     )  # fmt: skip
     assert pooled["iou"] == pytest.approx(expected)
-    summary = evaluation.summarize(rows, compute_seconds=2.0)
+    summary = reports.summarize(rows, compute_seconds=2.0)
     assert summary["paper_iou"] == pooled["iou"] and math.isnan(summary["si_sdr"])
     assert summary["fg_iou"] == pytest.approx(np.mean([r["fg_iou"] for r in rows]))
 
@@ -157,6 +159,6 @@ def test_published_sample_through_the_bsd_layout(bsd_sample, tmp_path):
     (view,) = load_views(discover(tmp_path).sources[0])
     assert view.reference_kind == "denoised" and len(view.audio) == 194_112
     ((mask, denoised),) = comparison.MaskMethod("oracle", comparison.oracle_mask).run([view])
-    assert evaluation.mask_scores(mask, view.mask)["fg_iou"] == 1.0
+    assert reports.mask_scores(mask, view.mask)["fg_iou"] == 1.0
     snr = metrics.sdr(view.reference, denoised)
     assert snr >= 40.0

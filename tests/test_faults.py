@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader
 from tests import ddp_checks
 from tests.conftest import REPO_ROOT
 from tests.test_distributed import _free_init_method
-from utils.checkpoint import load_checkpoint
-from utils.dataset import collate_skipping_none
-from utils.distributed import DistContext
-from utils.engine import NonFiniteLossError, train_one_epoch
-from utils.synthetic import generate_dataset
-from utils.train_state import TrainState
+from utils.common.checkpoint_io import load_checkpoint
+from utils.common.distributed import DistContext
+from utils.data.dataset import collate_skipping_none
+from utils.data.synthetic import generate_dataset
+from utils.train.checkpointer import TrainState
+from utils.train.engine import NonFiniteLossError, Trainer, train_one_epoch
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
 
@@ -29,10 +29,8 @@ CPU = DistContext(0, 1, 0, torch.device("cpu"))
 def _train(model, items, loss_fn, state: TrainState) -> dict:
     loader = DataLoader(items, batch_size=1, collate_fn=collate_skipping_none)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    return train_one_epoch(
-        model, loader, optimizer, torch.amp.GradScaler("cpu", enabled=False), state, CPU,
-        amp="none", grad_acc_steps=1, embedder=None, should_stop=lambda: False, loss_fn=loss_fn,
-    )  # fmt: skip
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return train_one_epoch(Trainer(model, optimizer, scaler, CPU, loss_fn=loss_fn), loader, state)
 
 
 def _flat(model) -> torch.Tensor:
@@ -153,7 +151,7 @@ def test_sigkill_during_a_save_leaves_a_checkpoint_that_loads(tmp_path):
     path = tmp_path / "latest.pth"
     script = f"""
 import torch
-from utils.checkpoint import save_checkpoint
+from utils.common.checkpoint_io import save_checkpoint
 save_checkpoint({{"epoch": 1, "model": {{"w": torch.ones(3)}}}}, {str(path)!r})
 big = {{"epoch": 2, "model": {{"w": torch.full((32_000_000,), 2.0)}}}}  # 128 MB
 print("saving", flush=True)
@@ -164,7 +162,7 @@ while True:
         [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout.readline() == "saving\n"
-    partial = tmp_path / f".latest.{process.pid}.tmp.pth"  # utils.files.atomic_path's name
+    partial = tmp_path / f".latest.{process.pid}.tmp.pth"  # utils.common.files.atomic_path's name
     deadline = time.monotonic() + 60
     while not partial.is_file() and time.monotonic() < deadline:
         time.sleep(0.001)

@@ -16,13 +16,16 @@ import torch
 
 import budsam_infer as infer
 from tests.conftest import REPO_ROOT
-from utils import audio
-from utils.checkpoint import save_checkpoint
-from utils.image_io import read_gray_png, read_mask_png
-from utils.inference import BandPrompt, Segmenter, cpu_threads, load_model
-from utils.inputs import View, discover, load_views
-from utils.model import build_sam
-from utils.predict import overlapping_tile_starts, predict_probabilities
+from utils.audio import align, bsd, conventions, kernel
+from utils.audio import io as audio_io
+from utils.common.checkpoint_io import save_checkpoint
+from utils.common.cpu import cpu_threads
+from utils.data.image_io import read_gray_png, read_mask_png
+from utils.data.inputs import View, discover, load_views
+from utils.data.tiling import overlapping_tile_starts
+from utils.inference.predict import predict_probabilities
+from utils.inference.segmenter import BandPrompt, Segmenter, load_model
+from utils.model.sam import build_sam
 
 
 def _run(*argv: str) -> int:
@@ -45,8 +48,8 @@ def test_bsd_split_gives_masks_denoised_audio_metrics_and_summary(
     for name in names:
         image = read_gray_png(tiny_test_split / "Images" / f"{name}.png")
         assert read_mask_png(out / "masks" / f"{name}.png").shape == image.shape
-        y, sr = audio.load_audio(out / "denoised" / f"{name}.wav")
-        raw, raw_sr = audio.raw_audio_for_image(tiny_test_split / "Raw_audios", name, image)
+        y, sr = audio_io.load_audio(out / "denoised" / f"{name}.wav")
+        raw, raw_sr = align.raw_audio_for_image(tiny_test_split / "Raw_audios", name, image)
         assert len(y) == len(raw) and sr == raw_sr
         assert (out / "overlays" / f"{name}.png").is_file()
     rows = _rows(out)
@@ -54,8 +57,8 @@ def test_bsd_split_gives_masks_denoised_audio_metrics_and_summary(
     for row in rows:
         assert 0.0 <= float(row["fg_iou"]) <= 1.0
         assert row["reference"] == "clean"  # synthetic data keep the exact clean signal
-        stem, channel = audio.audio_source_for_image(row["name"])
-        clean, _ = audio.load_audio(tiny_test_split / "Clean_audios" / f"{stem}.wav", channel)
+        stem, channel = audio_io.audio_source_for_image(row["name"])
+        clean, _ = audio_io.load_audio(tiny_test_split / "Clean_audios" / f"{stem}.wav", channel)
         if not clean.any():  # a recording without birds: SDR is undefined, left empty
             assert row["si_sdr"] == row["sdr"] == ""
             continue
@@ -107,15 +110,15 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
 
     written, written_sr = sf.read(out / "denoised" / "long.wav", always_2d=True)
     assert written.shape == signal.shape and written_sr == sr
-    frames = audio.num_frames(len(signal))
+    frames = conventions.num_frames(len(signal))
     assert len(overlapping_tile_starts(frames, 256, 0.25)) > 50  # really tiled
     left = read_mask_png(out / "masks" / "long_left.png")
     assert left.shape == (1024, frames) and (out / "masks" / "long_right.png").is_file()
     # The left mask is the blend of overlapping tiles of the left channel, thresholded once.
     model, settings = load_model(str(tiny_checkpoint))
-    y, _ = audio.load_audio(recordings / "long.flac", "left")
+    y, _ = audio_io.load_audio(recordings / "long.flac", "left")
     with cpu_threads(1):
-        image = audio.planes_to_image(audio.stft_planes(y))
+        image = bsd.planes_to_image(kernel.stft_planes(y))
         (expected,) = predict_probabilities(
             model, [image], tile_width=256, overlap=0.25, half_spectrum=True
         )
@@ -138,16 +141,16 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
 
 def test_box_converts_seconds_and_hertz_and_keeps_the_mask_inside_the_band():
     sr = 48000
-    box = audio.band_box((1.0, 2.0), (2000.0, 12000.0), sr, width=3000)
+    box = bsd.band_box((1.0, 2.0), (2000.0, 12000.0), sr, width=3000)
     # 1 s is the window centred on sample 48000: frame 749; 12 kHz is bin 256.
     np.testing.assert_array_equal(box, [749, 511 - 256, 1500, 511 + 256 + 1])
-    half_box = audio.band_box((1.0, 2.0), (2000.0, 12000.0), sr, width=3000, half_spectrum=True)
+    half_box = bsd.band_box((1.0, 2.0), (2000.0, 12000.0), sr, width=3000, half_spectrum=True)
     assert half_box[1] == 511 + 42  # 2 kHz is bin 42.7: the band starts at bin 42
-    region = audio.band_region((1.0, 2.0), (2000.0, 12000.0), sr, width=3000)
+    region = bsd.band_region((1.0, 2.0), (2000.0, 12000.0), sr, width=3000)
     rows = np.nonzero(region.any(axis=1))[0]
     assert set(rows) == set(range(511 + 42, 511 + 257)) | set(range(511 - 256, 511 - 41))
     with pytest.raises(ValueError, match="Nyquist"):
-        audio.band_box((0.0, 1.0), (30000.0, 40000.0), sr, width=3000)
+        bsd.band_box((0.0, 1.0), (30000.0, 40000.0), sr, width=3000)
 
 
 def test_box_prompt_on_the_cli_masks_only_the_band(tiny_checkpoint, tmp_path):
@@ -160,7 +163,7 @@ def test_box_prompt_on_the_cli_masks_only_the_band(tiny_checkpoint, tmp_path):
     assert _run("-i", str(path), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
                 "--box", "0.5", "2.0", "1000", "4000", "--threshold", "0.05") == 0  # fmt: skip
     mask = read_mask_png(out / "masks" / "song.png")
-    region = audio.band_region((0.5, 2.0), (1000.0, 4000.0), sr, mask.shape[1])
+    region = bsd.band_region((0.5, 2.0), (1000.0, 4000.0), sr, mask.shape[1])
     assert mask.any() and not (mask & ~region).any()
 
 
@@ -262,7 +265,7 @@ def test_threads_caps_torch_opencv_and_blas_and_restores_them():
     # In a fresh process, whose caps are the machine's defaults.
     script = (
         "import cv2, threadpoolctl, torch\n"
-        "from utils.inference import cpu_threads\n"
+        "from utils.common.cpu import cpu_threads\n"
         "def caps():\n"
         "    blas = [p['num_threads'] for p in threadpoolctl.threadpool_info()"
         " if p['user_api'] == 'blas']\n"

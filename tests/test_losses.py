@@ -1,11 +1,11 @@
-"""utils.losses: the Dice + BCE loss, per sample or pooled over the batch."""
+"""utils.train.losses: the Dice + BCE loss, per sample or pooled over the batch."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from utils.losses import DICE_REDUCTIONS, DICE_SMOOTH, DiceBCELoss, squared_dice_loss
+from utils.train.losses import DICE_REDUCTIONS, DICE_SMOOTH, DiceBCELoss, squared_dice_loss
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""utils.metrics against values worked out by hand."""
+"""utils.scoring.metrics against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import metrics
+from utils.scoring import metrics
 
 PRED = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)
 TRUTH = np.array([[1, 0, 1, 0], [0, 0, 0, 0]], dtype=bool)

@@ -1,4 +1,4 @@
-"""utils.model: building SAMs, loading checkpoints, batched decoding and BudSAM."""
+"""utils.model (sam, budsam): building SAMs, loading checkpoints, batched decoding and BudSAM."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-from utils import model as M
+from utils.model import budsam
+from utils.model import sam as model_sam
 
 TINY = 256
 
@@ -24,7 +25,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny() -> Sam:
-    return M.build_sam("vit_tiny", seed=0)
+    return model_sam.build_sam("vit_tiny", seed=0)
 
 
 def _boxes(n: int, seed: int = 0) -> torch.Tensor:
@@ -41,14 +42,14 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_registry_types_and_input_sizes():
-    assert M.MODEL_TYPES == ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
-    assert [M.input_size(t) for t in M.MODEL_TYPES] == [256, 256, 1024, 1024, 1024]
-    assert sorted(M.OFFICIAL_CHECKPOINT_URLS) == ["vit_b", "vit_h", "vit_l"]
-    assert M.OFFICIAL_CHECKPOINT_URLS["vit_b"].endswith("/sam_vit_b_01ec64.pth")
+    assert model_sam.MODEL_TYPES == ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
+    assert [model_sam.input_size(t) for t in model_sam.MODEL_TYPES] == [256, 256, 1024, 1024, 1024]
+    assert sorted(model_sam.OFFICIAL_CHECKPOINT_URLS) == ["vit_b", "vit_h", "vit_l"]
+    assert model_sam.OFFICIAL_CHECKPOINT_URLS["vit_b"].endswith("/sam_vit_b_01ec64.pth")
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
-        M.input_size("vit_x")
+        model_sam.input_size("vit_x")
     with pytest.raises(ValueError, match="unknown model type"):
-        M.build_sam("default")
+        model_sam.build_sam("default")
 
 
 def test_tiny_size_shapes_and_eval_mode(tiny):
@@ -56,7 +57,7 @@ def test_tiny_size_shapes_and_eval_mode(tiny):
     assert not tiny.training
     n_params = sum(p.numel() for p in tiny.parameters())
     assert 1_000_000 < n_params < 10_000_000
-    net = M.BudSAM(tiny)
+    net = budsam.BudSAM(tiny)
     images = torch.rand(2, 3, TINY, TINY)
     boxes = _boxes(2)
     with torch.no_grad():
@@ -67,14 +68,14 @@ def test_tiny_size_shapes_and_eval_mode(tiny):
     assert low_res.shape == (2, 1, 64, 64)
     assert logits.shape == (2, 1, TINY, TINY)
     assert torch.isfinite(logits).all()
-    assert torch.equal(logits, M.upsample(low_res, TINY))
+    assert torch.equal(logits, budsam.upsample(low_res, TINY))
 
 
 def test_p16x8_variant_has_a_wider_grid_and_matches_the_official_pipeline():
-    sam = M.build_sam("vit_tiny_p16x8", seed=0)
+    sam = model_sam.build_sam("vit_tiny_p16x8", seed=0)
     assert sam.image_encoder.patch_embed.proj.kernel_size == (16, 8)
     assert 1_000_000 < sum(p.numel() for p in sam.parameters()) < 10_000_000
-    net = M.BudSAM(sam)
+    net = budsam.BudSAM(sam)
     images, boxes = torch.rand(2, 3, TINY, TINY), _boxes(2, seed=3)
     with torch.no_grad():
         embeddings = net.encode(images)
@@ -90,17 +91,17 @@ def test_p16x8_variant_has_a_wider_grid_and_matches_the_official_pipeline():
             )  # fmt: skip
             assert torch.allclose(low_res[i : i + 1], low, atol=1e-4)
     # Its state dict loads into another build of the same type, not into vit_tiny.
-    other = M.build_sam("vit_tiny_p16x8", seed=1)
+    other = model_sam.build_sam("vit_tiny_p16x8", seed=1)
     other.load_state_dict(net.state_dict(), strict=True)
     assert _same_weights(other, sam)
     with pytest.raises(RuntimeError):
-        M.build_sam("vit_tiny").load_state_dict(net.state_dict(), strict=True)
+        model_sam.build_sam("vit_tiny").load_state_dict(net.state_dict(), strict=True)
 
 
 def test_same_seed_same_weights_and_global_rng_untouched():
     state = torch.get_rng_state()
-    a, b = M.build_sam("vit_tiny", seed=3), M.build_sam("vit_tiny", seed=3)
-    c = M.build_sam("vit_tiny", seed=4)
+    a, b = model_sam.build_sam("vit_tiny", seed=3), model_sam.build_sam("vit_tiny", seed=3)
+    c = model_sam.build_sam("vit_tiny", seed=4)
     assert torch.equal(torch.get_rng_state(), state)
     assert _same_weights(a, b)
     assert not _same_weights(a, c)
@@ -113,7 +114,7 @@ def test_batched_decoding_equals_official_per_sample(tiny):
     with torch.no_grad():
         sparse, dense = tiny.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
         pe = tiny.prompt_encoder.get_dense_pe()
-        masks, iou = M.batched_mask_decoder(tiny.mask_decoder, emb, pe, sparse, dense)
+        masks, iou = budsam.batched_mask_decoder(tiny.mask_decoder, emb, pe, sparse, dense)
         assert masks.shape == (3, 1, 64, 64) and iou.shape == (3, 1)
         for i in range(3):
             ref_masks, ref_iou = tiny.mask_decoder(
@@ -129,7 +130,7 @@ def test_batched_decoding_equals_official_per_sample(tiny):
 
 
 def test_budsam_forward_equals_official_pipeline(tiny):
-    net = M.BudSAM(tiny)
+    net = budsam.BudSAM(tiny)
     images, boxes = torch.rand(2, 3, TINY, TINY), _boxes(2, seed=2)
     with torch.no_grad():
         logits = net(images, boxes)
@@ -144,9 +145,9 @@ def test_budsam_forward_equals_official_pipeline(tiny):
 
 
 def test_budsam_state_dict_loads_into_package_sam(tiny):
-    net = M.BudSAM(tiny)
+    net = budsam.BudSAM(tiny)
     assert list(net.state_dict().keys()) == list(tiny.state_dict().keys())
-    other = M.build_sam("vit_tiny", seed=1)
+    other = model_sam.build_sam("vit_tiny", seed=1)
     assert not _same_weights(other, tiny)
     other.load_state_dict(net.state_dict(), strict=True)
     assert _same_weights(other, tiny)
@@ -162,7 +163,7 @@ def _requires_grad(module: torch.nn.Module) -> set[bool]:
 
 
 def test_set_trainable():
-    net = M.BudSAM(M.build_sam("vit_tiny"))
+    net = budsam.BudSAM(model_sam.build_sam("vit_tiny"))
     assert net.trainable_parts == ("mask_decoder",)
     assert _requires_grad(net.mask_decoder) == {True}
     assert _requires_grad(net.image_encoder) == {False}
@@ -190,11 +191,11 @@ def test_set_trainable():
     with pytest.raises(ValueError, match="prompt_encoder"):
         net.set_trainable("prompt_encoder,mask_decoder")
     with pytest.raises(ValueError, match="unknown model part"):
-        M.BudSAM(M.build_sam("vit_tiny"), trainable=("mask_decoder", "neck"))
+        budsam.BudSAM(model_sam.build_sam("vit_tiny"), trainable=("mask_decoder", "neck"))
 
 
 def test_bad_input_shapes(tiny):
-    net = M.BudSAM(tiny)
+    net = budsam.BudSAM(tiny)
     with pytest.raises(ValueError, match=r"images must be \(B, 3, 256, 256\)"):
         net.encode(torch.rand(1, 3, 128, 128))
     with pytest.raises(ValueError, match=r"boxes must be \(2, 4\)"):
@@ -212,16 +213,16 @@ def test_load_sam_weights_round_trip(tiny, tmp_path, layout):
     path = tmp_path / "ckpt.pth"
     torch.save(obj, path, _use_new_zipfile_serialization=(layout != "legacy_format"))
 
-    sam = M.build_sam("vit_tiny", seed=9)
+    sam = model_sam.build_sam("vit_tiny", seed=9)
     assert not _same_weights(sam, tiny)
-    M.load_sam_weights(sam, path, "vit_tiny")
+    model_sam.load_sam_weights(sam, path, "vit_tiny")
     assert _same_weights(sam, tiny)
 
-    net = M.BudSAM(M.build_sam("vit_tiny", seed=9))
-    M.load_sam_weights(net, str(path), "vit_tiny")
+    net = budsam.BudSAM(model_sam.build_sam("vit_tiny", seed=9))
+    model_sam.load_sam_weights(net, str(path), "vit_tiny")
     assert _same_weights(net, tiny)
-    assert _same_weights(M.build_sam("vit_tiny", checkpoint=path, seed=9), tiny)
-    assert M.checkpoint_model_type(path) == ("vit_tiny" if layout == "budsam" else None)
+    assert _same_weights(model_sam.build_sam("vit_tiny", checkpoint=path, seed=9), tiny)
+    assert model_sam.checkpoint_model_type(path) == ("vit_tiny" if layout == "budsam" else None)
 
 
 def test_truncated_checkpoint_names_file(tiny, tmp_path):
@@ -229,10 +230,10 @@ def test_truncated_checkpoint_names_file(tiny, tmp_path):
     torch.save(tiny.state_dict(), path)
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"broken\.pth: cannot read checkpoint") as err:
-        M.load_sam_weights(M.build_sam("vit_tiny"), path, "vit_tiny")
+        model_sam.load_sam_weights(model_sam.build_sam("vit_tiny"), path, "vit_tiny")
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"broken\.pth: cannot read checkpoint"):
-        M.checkpoint_model_type(path)
+        model_sam.checkpoint_model_type(path)
 
 
 def test_wrong_architecture_checkpoint_names_file(tiny, tmp_path):
@@ -242,10 +243,10 @@ def test_wrong_architecture_checkpoint_names_file(tiny, tmp_path):
     state["extra.weight"] = torch.zeros(3)
     path = tmp_path / "other_arch.pth"
     torch.save({"model": state, "args": {"model_type": "vit_b"}}, path)
-    sam = M.build_sam("vit_tiny", seed=5)
+    sam = model_sam.build_sam("vit_tiny", seed=5)
     before = {k: v.clone() for k, v in sam.state_dict().items()}
     with pytest.raises(ValueError) as err:
-        M.load_sam_weights(sam, path, "vit_tiny")
+        model_sam.load_sam_weights(sam, path, "vit_tiny")
     message = str(err.value)
     assert message.startswith(f"{path}: not a vit_tiny SAM checkpoint")
     assert "1 missing, 1 unexpected, 1 shape mismatches" in message
@@ -256,28 +257,28 @@ def test_wrong_architecture_checkpoint_names_file(tiny, tmp_path):
     junk = tmp_path / "junk.pth"
     torch.save({"foo": torch.zeros(2)}, junk)
     with pytest.raises(ValueError, match=r"junk\.pth: not a vit_tiny SAM checkpoint \(\d+ missing"):
-        M.build_sam("vit_tiny", checkpoint=junk)
+        model_sam.build_sam("vit_tiny", checkpoint=junk)
     tensor = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), tensor)
     with pytest.raises(ValueError, match=r"tensor\.pth: not a vit_tiny SAM checkpoint"):
-        M.load_sam_weights(sam, tensor, "vit_tiny")
+        model_sam.load_sam_weights(sam, tensor, "vit_tiny")
 
 
 def test_vit_b_with_tiny_checkpoint_is_refused(tiny, tmp_path):
     path = tmp_path / "tiny.pth"
     torch.save(tiny.state_dict(), path)
     with pytest.raises(ValueError, match=r"tiny\.pth: not a vit_b SAM checkpoint"):
-        M.build_sam("vit_b", checkpoint=path)
+        model_sam.build_sam("vit_b", checkpoint=path)
 
 
 def test_official_types_need_an_existing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="-checkpoint") as err:
-        M.build_sam("vit_b")
-    assert M.OFFICIAL_CHECKPOINT_URLS["vit_b"] in str(err.value)
+        model_sam.build_sam("vit_b")
+    assert model_sam.OFFICIAL_CHECKPOINT_URLS["vit_b"] in str(err.value)
     missing = tmp_path / "sam_vit_h_4b8939.pth"
     with pytest.raises(ValueError, match="checkpoint not found") as err:
-        M.build_sam("vit_h", checkpoint=missing)
+        model_sam.build_sam("vit_h", checkpoint=missing)
     assert str(err.value).startswith(str(missing))
-    assert M.OFFICIAL_CHECKPOINT_URLS["vit_h"] in str(err.value)
+    assert model_sam.OFFICIAL_CHECKPOINT_URLS["vit_h"] in str(err.value)
     with pytest.raises(ValueError, match=r"nope\.pth: checkpoint not found"):
-        M.build_sam("vit_tiny", checkpoint=tmp_path / "nope.pth")
+        model_sam.build_sam("vit_tiny", checkpoint=tmp_path / "nope.pth")

@@ -1,4 +1,4 @@
-"""utils.predict: full-size probability maps from tiles."""
+"""utils.inference.predict and utils.data.tiling: full-size probability maps from tiles."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import cv2
 import numpy as np
 import torch
 
-from utils.dataset import preprocess_image, tile_starts
-from utils.model import BudSAM, build_sam
-from utils.predict import (
+from utils.data.preprocess import preprocess_image
+from utils.data.tiling import (
     box_region,
     overlapping_tile_starts,
-    predict_probabilities,
     tile_box,
+    tile_starts,
     tile_weights,
 )
+from utils.inference.predict import predict_probabilities
+from utils.model.budsam import BudSAM
+from utils.model.sam import build_sam
 
 
 def _model() -> BudSAM:

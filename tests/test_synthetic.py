@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import audio, synthetic
-from utils.bsd_layout import (
+from utils.audio import bsd, conventions
+from utils.audio import io as audio_io
+from utils.data import sounds, synthetic
+from utils.data.bsd_layout import (
     CLEAN_AUDIO_DIR,
     DENOISED_AUDIO_DIR,
     IMAGES_DIR,
@@ -17,7 +19,7 @@ from utils.bsd_layout import (
     RAW_AUDIO_DIR,
     split_dir,
 )
-from utils.image_io import read_gray_png, read_mask_png
+from utils.data.image_io import read_gray_png, read_mask_png
 
 COUNTS = {"train": 4, "valid": 2, "test": 2}
 
@@ -54,22 +56,22 @@ def test_layout_and_manifest(small_set):
 def test_images_masks_and_denoised_audio_follow_the_bsd_conventions(small_set):
     for row in synthetic.read_manifest(small_set / "manifest.csv"):
         root = small_set / row["split"]
-        raw, sr = audio.load_audio(
+        raw, sr = audio_io.load_audio(
             root / RAW_AUDIO_DIR / f"{row['audio']}.wav", row["channel"] or None
         )
         assert sr == int(row["sample_rate"])
         image = read_gray_png(root / IMAGES_DIR / f"{row['name']}.png")
         mask = read_gray_png(root / MASKS_DIR / f"{row['name']}.png")
-        assert image.shape == mask.shape == (1024, audio.num_frames(len(raw)))
+        assert image.shape == mask.shape == (1024, conventions.num_frames(len(raw)))
         # The generator's STFT ran on one BLAS thread, this one may not: float32 products
         # can then round differently, flipping a pixel at a half step now and then.
-        step = np.abs(image.astype(int) - audio.spectrogram_to_image(audio.stft(raw)))
+        step = np.abs(image.astype(int) - bsd.spectrogram_to_image(bsd.stft(raw)))
         assert step.max() <= 1 and np.mean(step > 0) < 1e-5
         assert set(np.unique(mask)) <= {0, 255}
         # Mirror-symmetric about DC (row 511), as BSD masks are.
         np.testing.assert_array_equal(mask[:511], mask[512:1023][::-1])
-        denoised, _ = audio.load_audio(root / DENOISED_AUDIO_DIR / f"{row['name']}.wav")
-        expected = audio.mask_to_audio(raw, mask)
+        denoised, _ = audio_io.load_audio(root / DENOISED_AUDIO_DIR / f"{row['name']}.wav")
+        expected = bsd.mask_to_audio(raw, mask)
         assert len(denoised) == len(raw)
         assert np.max(np.abs(denoised - expected)) <= 1 / 32768 + 1e-12  # 16-bit rounding
         assert float(row["mask_fraction"]) == pytest.approx((mask > 0).mean(), abs=1e-6)
@@ -81,8 +83,8 @@ def test_clean_audio_is_the_exact_bird_signal_at_the_stated_snr(small_set):
             continue
         root = small_set / row["split"]
         channel = row["channel"] or None
-        raw, _ = audio.load_audio(root / RAW_AUDIO_DIR / f"{row['audio']}.wav", channel)
-        clean, _ = audio.load_audio(root / CLEAN_AUDIO_DIR / f"{row['audio']}.wav", channel)
+        raw, _ = audio_io.load_audio(root / RAW_AUDIO_DIR / f"{row['audio']}.wav", channel)
+        clean, _ = audio_io.load_audio(root / CLEAN_AUDIO_DIR / f"{row['audio']}.wav", channel)
         snr = 10 * np.log10(np.sum(clean**2) / np.sum((raw - clean) ** 2))
         assert snr == pytest.approx(float(row["snr_db"]), abs=0.05)
         assert -5.5 <= snr <= 23.5
@@ -94,7 +96,7 @@ def test_mask_covers_the_bird_and_excludes_noise_only_bins():
     clean = np.zeros(n)
     clean[10000:20000] = 0.3 * np.sin(2 * np.pi * 4000 * np.arange(10000) / sr) * np.hanning(10000)
     noise = 0.01 * rng.standard_normal(n)
-    clean_half, noise_half = audio.stft_half(clean), audio.stft_half(noise)
+    clean_half, noise_half = bsd.stft_half(clean), bsd.stft_half(noise)
     mask = synthetic.label_mask_half(clean_half, noise_half)
     energy = np.abs(clean_half) ** 2
     assert energy[mask].sum() / energy.sum() > 0.95
@@ -109,8 +111,8 @@ def test_repertoire_noise_rates_and_durations_vary():
     recordings = [synthetic.synthesize(p, seed=0) for p in plans[:70]]
     kinds = {k for r in recordings for k in r["kinds"]}
     noises = {k for r in recordings for k in r["noise_kinds"]}
-    assert kinds == set(synthetic.VOCALISATIONS)
-    assert noises == set(synthetic.NOISES)
+    assert kinds == set(sounds.VOCALISATIONS)
+    assert noises == set(sounds.NOISES)
     assert {r["sr"] for r in recordings} == set(synthetic.SAMPLE_RATES)
     durations = [r["raw"].shape[1] / r["sr"] for r in recordings]
     assert 2.0 <= min(durations) and max(durations) <= 8.0 and max(durations) - min(durations) > 3
@@ -124,10 +126,10 @@ def test_stereo_recording_gives_left_and_right_images(tmp_path):
         (tmp_path / folder).mkdir()
     rows = synthetic.write_recording(plan, seed=0, split_root=tmp_path)
     assert [r["name"] for r in rows] == ["stereo_clip_left", "stereo_clip_right"]
-    signals, _ = audio.load_audio_channels(tmp_path / RAW_AUDIO_DIR / "stereo_clip.wav")
+    signals, _ = audio_io.load_audio_channels(tmp_path / RAW_AUDIO_DIR / "stereo_clip.wav")
     assert signals.shape[0] == 2
     left = read_mask_png(tmp_path / MASKS_DIR / "stereo_clip_left.png")
-    expected = audio.spectrogram_to_image(audio.stft(signals[0]))
+    expected = bsd.spectrogram_to_image(bsd.stft(signals[0]))
     np.testing.assert_array_equal(
         read_gray_png(tmp_path / IMAGES_DIR / "stereo_clip_left.png"), expected
     )

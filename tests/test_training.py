@@ -15,11 +15,11 @@ from segment_anything.modeling import Sam
 import budsam_train_multi as train
 from tests.conftest import REPO_ROOT
 from tests.test_distributed import _free_init_method
-from utils import run_log
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.embedding_cache import EmbeddingCache
-from utils.model import build_sam
-from utils.synthetic import generate_dataset
+from utils.common.checkpoint_io import load_checkpoint, save_checkpoint
+from utils.data.synthetic import generate_dataset
+from utils.model.sam import build_sam
+from utils.train import run_log
+from utils.train.embedding_cache import EmbeddingCache
 
 COUNTS = {"train": 6, "valid": 3, "test": 3}
 
@@ -222,7 +222,7 @@ def test_a_signal_saves_latest_and_the_resumed_run_matches(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_both_signals_request_a_stop(sig):
-    from utils.distributed import DistContext, StopRequest
+    from utils.common.distributed import DistContext, StopRequest
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -249,10 +249,10 @@ def test_torchrun_launch(data_root, tmp_path):
 
 
 def test_embedder_recomputes_a_deleted_or_damaged_cache_file(data_root, tmp_path):
-    from utils import distributed
-    from utils.dataset import BSDSegmentation
-    from utils.engine import Embedder
-    from utils.model import BudSAM
+    from utils.common import distributed
+    from utils.data.dataset import BSDSegmentation
+    from utils.model.budsam import BudSAM
+    from utils.train.embedding_cache import Embedder
 
     model = BudSAM(build_sam("vit_tiny", seed=0)).eval()
     dataset = BSDSegmentation(data_root / "valid", 256, load_images=False)
@@ -271,7 +271,7 @@ def test_embedder_recomputes_a_deleted_or_damaged_cache_file(data_root, tmp_path
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    from utils.engine import cosine_lr
+    from utils.train.engine import cosine_lr
 
     lr_at = cosine_lr(1.0, total_steps=100, warmup_steps=10)
     assert lr_at(0) == pytest.approx(0.1) and lr_at(9) == pytest.approx(1.0)
@@ -331,7 +331,7 @@ def test_resuming_with_ema_needs_a_checkpoint_that_has_one(data_root, tmp_path, 
 
 
 def test_whole_image_iou_pools_the_tiles_of_each_image():
-    from utils.engine import whole_image_iou
+    from utils.train.validation import whole_image_iou
 
     # Image a: two tiles, one empty and predicted with a stray pixel (tile IoU 0), one
     # with 9 of 10 pixels right; pooled: 9 / (9 + 1 + 1). Image b: one empty tile,
@@ -343,7 +343,7 @@ def test_whole_image_iou_pools_the_tiles_of_each_image():
 
 def test_data_loader_workers_ignore_stop_signals():
     """A signal to the whole process group must reach the trainer, not kill its workers."""
-    from utils.distributed import ignore_stop_signals
+    from utils.common.distributed import ignore_stop_signals
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -15,23 +15,22 @@ import pytest
 import torch
 
 import budsam_train_multi as train
-from utils import run_log
-from utils.bsd_layout import IMAGES_DIR, MASKS_DIR
-from utils.checkpoint import save_checkpoint
-from utils.dataset import (
+from utils.common.checkpoint_io import save_checkpoint
+from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR
+from utils.data.dataset import BSDSegmentation, collate_skipping_none
+from utils.data.image_io import write_png
+from utils.data.scan import (
     NOT_GRAY8,
     SIZE_MISMATCH,
     TRUNCATED,
     UNREADABLE,
     WRONG_HEIGHT,
-    BSDSegmentation,
-    collate_skipping_none,
     scan_split,
 )
-from utils.image_io import write_png
-from utils.losses import DICE_REDUCTIONS, DiceBCELoss
-from utils.model import build_sam
-from utils.train_state import RESUME_KEYS
+from utils.model.sam import build_sam
+from utils.train import run_log
+from utils.train.checkpointer import RESUME_KEYS
+from utils.train.losses import DICE_REDUCTIONS, DiceBCELoss
 
 HEIGHT, WIDTH = 64, 48  # small images: the model resizes every input to 256 x 256
 
@@ -418,10 +417,9 @@ def test_resume_auto_picks_this_tasks_run_not_a_longer_named_one(tmp_path):
 
 
 def test_an_image_that_cannot_be_encoded_for_the_cache_is_skipped_not_fatal(tmp_path):
-    from utils.distributed import DistContext
-    from utils.embedding_cache import EmbeddingCache
-    from utils.engine import Embedder
-    from utils.model import BudSAM
+    from utils.common.distributed import DistContext
+    from utils.model.budsam import BudSAM
+    from utils.train.embedding_cache import Embedder, EmbeddingCache
 
     for name in ("a.png", "b.png", "c.png"):
         _write_pair(tmp_path, name)
@@ -439,8 +437,8 @@ def test_an_image_that_cannot_be_encoded_for_the_cache_is_skipped_not_fatal(tmp_
 
 
 def test_splits_with_the_same_file_names_get_their_own_embeddings(tmp_path):
-    from utils.distributed import DistContext
-    from utils.model import BudSAM
+    from utils.common.distributed import DistContext
+    from utils.model.budsam import BudSAM
 
     for split, seed in (("train", 1), ("valid", 2)):
         _write_pair(tmp_path / split, "a.png")

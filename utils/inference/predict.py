@@ -1,0 +1,118 @@
+"""Masks from a trained model at each spectrogram's own size, tile by tile along time."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from utils.audio.bsd import two_sided
+from utils.audio.conventions import CENTER_ROW
+from utils.common.amp import autocast
+from utils.data.preprocess import box_prompt, full_box, preprocess_image, preprocess_mask
+from utils.data.tiling import (
+    box_region,
+    crop_input,
+    overlapping_tile_starts,
+    tile_box,
+    tile_weights,
+)
+from utils.model.budsam import BudSAM
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: BudSAM,
+    images: list[np.ndarray],
+    truth_masks: list[np.ndarray] | None = None,
+    *,
+    boxes: list[np.ndarray] | None = None,
+    tile_width: int | None = None,
+    overlap: float = 0.0,
+    half_spectrum: bool = False,
+    max_shift: int = 0,
+    seed: int = 0,
+    device: torch.device | None = None,
+    amp: str = "none",
+    batch_size: int = 8,
+    reference_preprocess: bool = False,
+) -> list[np.ndarray]:
+    """Clean-sound probability maps, one ``(H, W)`` float32 array per ``(H, W)`` image.
+
+    Each image is cut into time tiles of ``tile_width`` frames overlapping by the
+    fraction ``overlap`` (the whole image when None, see
+    :func:`overlapping_tile_starts`); tiles from all images are predicted together
+    in batches of ``batch_size``, resized back to their own size, and blended with
+    :func:`tile_weights` where they overlap.
+
+    Prompts, per tile: the whole tile by default; with ``truth_masks`` the paper's
+    protocol, a box around the tile's ground-truth mask with up to ``max_shift``
+    pixels of jitter; with ``boxes`` (one ``[x0, y0, x1, y1]`` in full-image pixels
+    per image) that box, and the map is zero outside it (a tile it misses is not
+    run). With ``half_spectrum`` the model sees bins 0 ... 512 only and its map is
+    mirrored.
+    """
+    if truth_masks is not None and boxes is not None:
+        raise ValueError("give ground-truth masks or boxes as prompts, not both")
+    model.eval()
+    device = device or torch.device("cpu")
+    size = model.img_size
+    rng = np.random.default_rng(seed)
+    tiles = [
+        (i, s)
+        for i, image in enumerate(images)
+        for s in overlapping_tile_starts(image.shape[1], tile_width, overlap)
+    ]
+    # Maps are blended at the model's row resolution and resized to the image's rows once:
+    # linear resizing is separable, and the blending weights vary along time only.
+    sums = [np.zeros((size, image.shape[1]), np.float32) for image in images]
+    weights = [np.zeros(image.shape[1], np.float32) for image in images]
+    for first in range(0, len(tiles), batch_size):
+        chunk = tiles[first : first + batch_size]
+        crops = [crop_input(images[i], s, tile_width, half_spectrum) for i, s in chunk]
+        if boxes is not None:
+            prompts = [
+                tile_box(boxes[i], s, crop.shape, half_spectrum, size)
+                for (i, s), crop in zip(chunk, crops, strict=True)
+            ]
+        elif truth_masks is not None:
+            prompts = [
+                box_prompt(
+                    preprocess_mask(crop_input(truth_masks[i], s, tile_width, half_spectrum), size),
+                    rng,
+                    max_shift,
+                )
+                for i, s in chunk
+            ]
+        else:
+            prompts = [full_box(size, size)] * len(chunk)
+        run = [k for k, prompt in enumerate(prompts) if prompt is not None]
+        maps = np.zeros((len(chunk), size, size), np.float32)
+        if run:
+            inputs = np.stack([preprocess_image(crops[k], size, reference_preprocess) for k in run])
+            with autocast(device, amp):
+                logits = model(
+                    torch.from_numpy(inputs).to(device),
+                    torch.from_numpy(np.stack([prompts[k] for k in run])).to(device),
+                )
+            maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
+            width = crop.shape[1]
+            resized = cv2.resize(prob, (width, size), interpolation=cv2.INTER_LINEAR)
+            weight = tile_weights(width)
+            sums[i][:, start : start + width] += resized * weight
+            weights[i][start : start + width] += weight
+    stitched = [
+        cv2.resize(
+            np.divide(total, weight, out=total),
+            crop_input(image, 0, None, half_spectrum).shape[::-1],
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for image, total, weight in zip(images, sums, weights, strict=True)
+    ]
+    if boxes is not None:
+        row_offset = CENTER_ROW if half_spectrum else 0
+        for prob, box in zip(stitched, boxes, strict=True):
+            shifted = np.asarray(box, np.float32) - [0, row_offset, 0, row_offset]
+            prob[~box_region(prob.shape, shifted)] = 0.0
+    return [two_sided(m) for m in stitched] if half_spectrum else stitched

@@ -1,0 +1,195 @@
+"""Segmenting spectrogram views with a trained model, and turning masks into audio.
+
+:func:`load_model` reads a BudSAM checkpoint (with the settings it was trained
+with) or an official SAM checkpoint; :class:`Segmenter` predicts a binary mask
+per :class:`utils.data.inputs.View`, tile by tile along time for long spectrograms,
+under one of three prompts: the whole spectrogram (``full``, needs no ground
+truth), the paper's box around the ground-truth mask (``gt_box``), or a user's
+time span and frequency band (``box``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from utils.audio import bsd
+from utils.data.inputs import View
+from utils.data.preprocess import scaled_box_shift
+from utils.data.tiling import overlapping_tile_starts
+from utils.inference.predict import predict_probabilities
+from utils.model.budsam import BudSAM
+from utils.model.sam import build_sam, checkpoint_args
+
+PROMPTS = ("full", "gt_box", "box")
+
+
+# Time tiles for recordings when the model was trained on whole images: about the
+# width of a BSD image (the published sample's is 3032 frames, 4 s at 48 kHz).
+RECORDING_TILE_WIDTH = 3032
+
+
+DEFAULT_OVERLAP = 0.25
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1 (batch sizes, tile widths...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How a checkpoint's model expects its input, from its training arguments."""
+
+    model_type: str
+    tile_width: int | None = None
+    half_spectrum: bool = False
+    reference_preprocess: bool = False
+    bbox_shift: int = 20  # box jitter in pixels of a 1024 input (the paper's -bbox_shift)
+
+
+def load_model(
+    checkpoint: str, model_type: str | None = None, device: torch.device | None = None
+) -> tuple[BudSAM, ModelSettings]:
+    """A model in eval mode from a BudSAM or an official SAM checkpoint, and its settings.
+
+    ``model_type`` is read from a BudSAM checkpoint; an official SAM file records
+    none, so it must be given.
+
+    Raises:
+        ValueError: naming the file, when it is missing or unreadable, records another
+            model type than the one given, or does not fit the model type.
+    """
+    args = checkpoint_args(checkpoint)
+    recorded = args.get("model_type")
+    if model_type and recorded and model_type != recorded:
+        raise ValueError(
+            f"{checkpoint}: the checkpoint is a {recorded} model, but -model_type {model_type} "
+            "was given (leave -model_type out to use the recorded one)"
+        )
+    model_type = model_type or recorded
+    if not model_type:
+        raise ValueError(
+            f"{checkpoint}: records no model type (an official SAM file?); pass "
+            "-model_type vit_b, vit_l or vit_h"
+        )
+    model = BudSAM(build_sam(model_type, checkpoint)).to(device or torch.device("cpu")).eval()
+    settings = ModelSettings(
+        model_type=model_type,
+        tile_width=args.get("tile_width"),
+        half_spectrum=bool(args.get("half_spectrum", False)),
+        reference_preprocess=bool(args.get("ref_preprocess", False)),
+        bbox_shift=int(args.get("bbox_shift", 20)),
+    )
+    return model, settings
+
+
+@dataclass(frozen=True)
+class BandPrompt:
+    """A user's box: a time span in seconds and a frequency band in Hz."""
+
+    seconds: tuple[float, float]
+    hertz: tuple[float, float]
+
+
+class Segmenter:
+    """Binary clean-sound masks for views, at each spectrogram's own size.
+
+    Args:
+        model, settings: from :func:`load_model`.
+        prompt: ``"full"``, ``"gt_box"`` (views must carry masks) or ``"box"``
+            (with ``band``; views must know their sample rate, else ``default_sr``).
+        tile_width: frames per time tile; None uses the checkpoint's, and whole
+            images for a model trained on whole images.
+        overlap: fraction of a tile shared with the next one.
+        threshold: probability above which a pixel is clean sound.
+    """
+
+    def __init__(
+        self,
+        model: BudSAM,
+        settings: ModelSettings,
+        *,
+        prompt: str = "full",
+        band: BandPrompt | None = None,
+        default_sr: int | None = None,
+        threshold: float = 0.5,
+        tile_width: int | None = None,
+        overlap: float = DEFAULT_OVERLAP,
+        device: torch.device | None = None,
+        batch_size: int = 8,
+        amp: str = "none",
+        seed: int = 0,
+    ) -> None:
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
+        if (prompt == "box") != (band is not None):
+            raise ValueError("a box needs prompt='box' and a band, and only then")
+        self.model, self.settings = model, settings
+        self.prompt, self.band, self.default_sr = prompt, band, default_sr
+        self.tile_width = tile_width or settings.tile_width
+        self.overlap, self.threshold = overlap, threshold
+        self.batch_size, self.device, self.amp, self.seed = batch_size, device, amp, seed
+
+    def cannot_segment(self, view: View) -> str | None:
+        """Why this prompt cannot be used on ``view``, or None when it can."""
+        if self.prompt == "gt_box" and view.mask is None:
+            return f"{view.name}: --prompt gt_box needs its ground-truth mask, and it has none"
+        if self.prompt == "box":
+            sr = view.sr or self.default_sr
+            if not sr:
+                return f"{view.name}: --box needs the sample rate (no audio found; pass --sr)"
+            try:
+                bsd.band_extent(self.band.seconds, self.band.hertz, sr, view.image.shape[1])
+            except ValueError as err:
+                return f"{view.name}: {err}"
+        return None
+
+    def count_tiles(self, view: View) -> int:
+        """How many tiles the model will see for ``view``."""
+        width = view.image.shape[1]
+        return len(overlapping_tile_starts(width, self.tile_width, self.overlap))
+
+    def masks(self, views: list[View]) -> list[np.ndarray]:
+        """One bool ``(1024, T)`` mask per view (see :meth:`cannot_segment` first)."""
+        if not views:
+            return []
+        boxes = regions = None
+        if self.prompt == "box":
+            seconds, hertz, half = self.band.seconds, self.band.hertz, self.settings.half_spectrum
+            sizes = [(view.sr or self.default_sr, view.image.shape[1]) for view in views]
+            boxes = [bsd.band_box(seconds, hertz, sr, w, half) for sr, w in sizes]
+            regions = [bsd.band_region(seconds, hertz, sr, w) for sr, w in sizes]
+        probabilities = predict_probabilities(
+            self.model,
+            [view.image for view in views],
+            [view.mask for view in views] if self.prompt == "gt_box" else None,
+            boxes=boxes,
+            tile_width=self.tile_width,
+            overlap=self.overlap if self.tile_width else 0.0,
+            half_spectrum=self.settings.half_spectrum,
+            max_shift=scaled_box_shift(self.settings.bbox_shift, self.model.img_size),
+            seed=self.seed,
+            device=self.device,
+            amp=self.amp,
+            batch_size=self.batch_size,
+            reference_preprocess=self.settings.reference_preprocess,
+        )
+        masks = [p >= self.threshold for p in probabilities]
+        if regions is not None:
+            masks = [m & r for m, r in zip(masks, regions, strict=True)]
+        return masks
+
+
+def denoise(view: View, mask: np.ndarray) -> np.ndarray | None:
+    """The view's raw audio with the mask applied (BSD's image2audio); None without audio."""
+    return None if view.audio is None else bsd.mask_to_audio(view.audio, mask, planes=view.spectrum)

@@ -1,0 +1,169 @@
+"""Scoring denoised views: one row of metrics per spectrogram, and a summary per method.
+
+Rows hold, where the references exist: the foreground scores of the predicted mask
+and its confusion counts (so the papers' two-class scores can be pooled later);
+the dataset's ``bsd_sdr`` of the denoised audio against the raw input; and, in the
+asteroid style, ``sdr`` and ``si_sdr`` against the clean reference with the
+input's own score (``input_*``) and the improvement (``*_imp``). A missing value
+is NaN, written as an empty CSV cell and as ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from utils.common.files import write_text
+from utils.data.inputs import View
+from utils.scoring import metrics
+
+PAPER_BATCH = 4  # images per batch over which the papers pool their two-class scores
+
+
+COUNT_COLUMNS = ("tp", "fp", "fn", "tn")
+
+
+MASK_COLUMNS = ("fg_iou", "fg_dice", "fg_f1", "paper_iou") + COUNT_COLUMNS
+
+
+AUDIO_COLUMNS = (
+    "bsd_sdr",
+    "input_sdr",
+    "sdr",
+    "sdr_imp",
+    "input_si_sdr",
+    "si_sdr",
+    "si_sdr_imp",
+)
+
+
+ROW_COLUMNS = ("name", "audio_seconds", "reference") + MASK_COLUMNS + AUDIO_COLUMNS
+
+
+MEAN_COLUMNS = ("fg_iou", "fg_dice", "fg_f1") + AUDIO_COLUMNS
+
+
+def mask_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Foreground IoU/Dice/F1, the per-image two-class IoU and the confusion counts."""
+    counts = metrics.confusion_counts(pred, truth)
+    scores = metrics.scores_from_counts(counts)
+    return {
+        "fg_iou": float(scores["iou"][0]),
+        "fg_dice": float(scores["dice"][0]),
+        "fg_f1": float(scores["f1"][0]),
+        "paper_iou": metrics.two_class_scores_from_counts(counts)["iou"],
+        **{name: float(value[0]) for name, value in counts.items()},
+    }
+
+
+def audio_scores(
+    raw: np.ndarray, denoised: np.ndarray, reference: np.ndarray | None
+) -> dict[str, float]:
+    """``bsd_sdr`` against the raw input, and SDR / SI-SDR against ``reference`` with the
+    input's score and the improvement. The reference-based scores are NaN without a
+    reference or when it is silent (they are undefined there)."""
+    scores = {"bsd_sdr": float(metrics.bsd_sdr(raw, denoised))}
+    if reference is None or not np.any(reference):
+        return scores
+    for name, measure in (("sdr", metrics.sdr), ("si_sdr", metrics.si_sdr)):
+        before, after = float(measure(reference, raw)), float(measure(reference, denoised))
+        scores.update({f"input_{name}": before, name: after, f"{name}_imp": after - before})
+    return scores
+
+
+def view_row(view: View, pred_mask: np.ndarray | None, denoised: np.ndarray | None) -> dict:
+    """One metrics row for a view and what a method made of it (mask and/or audio)."""
+    row: dict = {name: math.nan for name in ROW_COLUMNS}
+    row.update(name=view.name, audio_seconds=view.seconds, reference=view.reference_kind or "")
+    if pred_mask is not None and view.mask is not None:
+        row.update(mask_scores(pred_mask, view.mask))
+    if denoised is not None and view.audio is not None:
+        row.update(audio_scores(view.audio, denoised, view.reference))
+    return row
+
+
+def pooled_two_class(rows: list[dict]) -> dict[str, float]:
+    """The papers' two-class IoU and Dice (= their F1): counts pooled over batches of
+    :data:`PAPER_BATCH` consecutive images, averaged over the batches. NaN without
+    mask scores."""
+    scored = [r for r in rows if not math.isnan(r["tp"])]
+    if not scored:
+        return {"iou": math.nan, "dice": math.nan}
+    batches = [
+        metrics.two_class_scores_from_counts(
+            {k: np.array([r[k] for r in scored[i : i + PAPER_BATCH]]) for k in COUNT_COLUMNS}
+        )
+        for i in range(0, len(scored), PAPER_BATCH)
+    ]
+    return {name: float(np.mean([b[name] for b in batches])) for name in ("iou", "dice")}
+
+
+def summarize(rows: list[dict], compute_seconds: float | None = None) -> dict:
+    """Means over the rows (NaNs left out; ``n_<column>`` says how many counted), the
+    pooled two-class IoU and Dice, the audio duration, and seconds of audio per compute second."""
+    summary: dict = {"n_views": len(rows)}
+    for column in MEAN_COLUMNS:
+        values = np.array([r[column] for r in rows], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        summary[column] = float(np.mean(values)) if values.size else math.nan
+        summary[f"n_{column}"] = int(values.size)
+    pooled = pooled_two_class(rows)
+    summary["paper_iou"], summary["paper_dice"] = pooled["iou"], pooled["dice"]
+    audio_seconds = float(sum(r["audio_seconds"] for r in rows))
+    summary["audio_seconds"] = audio_seconds
+    if compute_seconds is not None:
+        summary["compute_seconds"] = compute_seconds
+        summary["audio_per_compute_second"] = (
+            audio_seconds / compute_seconds if compute_seconds > 0 else math.inf
+        )
+    return summary
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def make_output_folder(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) and check that files can be written in it.
+
+    Raises:
+        ValueError: naming the folder, when it cannot be created or is not writable
+            (checked before any work is done, not when the first result is written).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{folder}: cannot create the output folder ({err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{folder}: the output folder is not writable")
+    return folder
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    """Write ``obj`` as indented JSON (NaN -> null, inf -> "inf"), atomically."""
+    write_text(Path(path), json.dumps(_json_safe(obj), indent=2) + "\n")
+
+
+def write_rows_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    """Write rows as CSV with ``columns`` (NaN -> empty cell), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        )
+    write_text(Path(path), buffer.getvalue())

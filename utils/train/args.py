@@ -1,0 +1,225 @@
+"""Training's command line: the reference's spellings, presets, and the checks that
+reject impossible settings and unusable files before any process starts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from functools import partial
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+
+from utils.audio.conventions import N_FFT
+from utils.data.bsd_layout import split_dir
+from utils.data.preprocess import MASK_RESIZES
+from utils.data.scan import scan_split
+from utils.data.synthetic import generate_dataset, is_generated
+from utils.model.sam import MODEL_TYPES, sam_state_dict
+from utils.train import run_log
+from utils.train.checkpointer import check_resume
+from utils.train.losses import DICE_REDUCTIONS
+
+TRAIN_PARTS = ("image_encoder", "mask_decoder")
+PRESETS = {
+    "cpu_demo": {
+        "tr_path": "data/synthetic",
+        "model_type": "vit_tiny_p16x8",
+        "device": "cpu",
+        "world_size": 2,
+        "train_parts": "image_encoder,mask_decoder",
+        "num_epochs": 7,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "weight_decay": 1e-4,
+        "num_workers": 0,
+        "keep_in_memory": True,
+        "tile_width": 1024,
+        "half_spectrum": True,
+        "mask_resize": "area",
+        "dice": "batch",
+        "ema_decay": 0.99,
+        "val_metric": "whole_fg_iou",
+        "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
+    },
+}
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit code 2), without the
+    usage block: the line says what is wrong; ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.splitlines())}\n")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The reference's argument spellings, each with a double-dash twin."""
+    p = OneLineErrorParser(
+        description="Fine-tune SAM to segment clean bird sound in BSD spectrograms (DDP).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a set of defaults")
+    p.add_argument("-i", "--tr_path", default="data/BSD", help="BSD root holding the splits")
+    p.add_argument("-task_name", "--task_name", default="BudSAM-ViT-B")
+    p.add_argument("-model_type", "--model_type", default="vit_b", choices=MODEL_TYPES)
+    p.add_argument("-checkpoint", "--checkpoint", default=None, help="SAM or BudSAM weights")
+    p.add_argument("-work_dir", "--work_dir", default="work_dir")
+    p.add_argument("-num_epochs", "--num_epochs", type=int, default=100)
+    p.add_argument("-batch_size", "--batch_size", type=int, default=4, help="per process")
+    p.add_argument("-num_workers", "--num_workers", type=int, default=4, help="loader workers")
+    p.add_argument("-lr", "--lr", type=float, default=5e-5)
+    p.add_argument("-weight_decay", "--weight_decay", type=float, default=4e-4)
+    p.add_argument(
+        "--lr_schedule", choices=("constant", "cosine"), default="constant",
+        help="cosine: 5%% linear warm-up, then cosine decay to 0 over the run",
+    )  # fmt: skip
+    p.add_argument("-bbox_shift", "--bbox_shift", type=int, default=20, help="box jitter at 1024")
+    p.add_argument("--full_box_prob", type=float, default=0.5, help="P(whole-image box)")
+    p.add_argument(
+        "--train_parts", default="mask_decoder", help="comma list of " + ",".join(TRAIN_PARTS)
+    )
+    p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
+    for switch, meaning in (
+        ("--keep_in_memory", "keep preprocessed items (small sets)"),
+        ("--half_spectrum", "use only bins 0-512 (the image mirrors them)"),
+    ):
+        p.add_argument(switch, action=argparse.BooleanOptionalAction, default=False, help=meaning)
+    p.add_argument("--tile_width", type=int, help="cut images into time tiles of this many frames")
+    p.add_argument(
+        "--mask_resize", choices=MASK_RESIZES, default="nearest",
+        help="target masks at the input size: nearest ({0,1}, the reference) or area "
+        "(soft: each pixel's foreground fraction)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dice", choices=DICE_REDUCTIONS, default="sample",
+        help="Dice term per sample (the reference), pooled over the batch, or per sample "
+        "over the samples with foreground only (see utils/train/losses.py)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ema_decay", type=float, default=0.0,
+        help="if > 0: keep an exponential moving average of the trained weights with this "
+        "decay per step; validation, 'best' and the test use the averaged weights",
+    )  # fmt: skip
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
+    p.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument(
+        "--resume", default=None, help="a checkpoint path, or 'auto' for this task's latest"
+    )
+    p.add_argument(
+        "--val_prompt", choices=("full", "gt_box"), default="full", help="selects 'best'"
+    )
+    p.add_argument(
+        "--val_metric", choices=("fg_iou", "whole_fg_iou"), default="fg_iou",
+        help="selects 'best': foreground IoU per item (per tile with --tile_width), or per "
+        "whole spectrogram (its tiles pooled)",
+    )  # fmt: skip
+    p.add_argument("--eval_batch_size", type=int, default=None)
+    p.add_argument("--log_interval", type=int, default=10, help="steps between plain log lines")
+    p.add_argument("--max_nonfinite_steps", type=int, default=3,
+                   help="stop after this many steps in a row with a NaN/inf loss")  # fmt: skip
+    p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap, for smoke tests")
+    # distributed
+    p.add_argument("--world_size", type=int, default=1, help="processes in total, all nodes")
+    p.add_argument("--node_rank", type=int, default=0)
+    p.add_argument("--nproc_per_node", type=int, default=None, help="default: world_size, or GPUs")
+    p.add_argument("--init_method", default="tcp://127.0.0.1:29517")
+    p.add_argument("--bucket_cap_mb", type=int, default=25, help="DDP gradient bucket size")
+    p.add_argument("--grad_acc_steps", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--dist_timeout", type=float, default=1800.0, help="seconds")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    preset_name = parser.parse_known_args(argv)[0].preset
+    preset = dict(PRESETS.get(preset_name) or {})
+    synthetic = preset.pop("synthetic", None)
+    parser.set_defaults(**preset)
+    args = parser.parse_args(argv)
+    args.synthetic = synthetic
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject impossible settings and unusable files with one clear line each, before
+    any process starts or anything is written."""
+    at_least = {name: 1 for name in (
+        "batch_size", "grad_acc_steps", "num_epochs", "world_size", "max_nonfinite_steps",
+        "eval_batch_size", "tile_width", "max_steps_per_epoch", "nproc_per_node",  # or None
+    )} | {"num_workers": 0, "bbox_shift": 0}  # fmt: skip
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"--{name} must be >= {low}, got {value}")
+    if not args.task_name or Path(args.task_name).name != args.task_name:
+        parser.error(f"-task_name must be a plain folder name, got {args.task_name!r}")
+    parts = [part.strip() for part in args.train_parts.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(TRAIN_PARTS))
+    if unknown or not parts:
+        parser.error(f"--train_parts: unknown {unknown}; choose from {','.join(TRAIN_PARTS)}")
+    args.train_parts = parts
+    if not (args.lr > 0 and math.isfinite(args.lr)) or not args.weight_decay >= 0:
+        parser.error(f"-lr must be > 0 and -weight_decay >= 0, got {args.lr}, {args.weight_decay}")
+    if not 0.0 <= args.full_box_prob <= 1.0:
+        parser.error("--full_box_prob must be within [0, 1]")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--ema_decay must be within [0, 1), got {args.ema_decay}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.nproc_per_node is None:
+        gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+        args.nproc_per_node = min(args.world_size, gpus) if gpus else args.world_size
+    args.eval_batch_size = args.eval_batch_size or args.batch_size
+    file_checks = (
+        ("-work_dir", run_log.check_work_dir, args.work_dir),
+        ("-checkpoint", partial(sam_state_dict, model_type=args.model_type), args.checkpoint),
+        ("--resume", partial(check_resume, args), None if args.resume == "auto" else args.resume),
+    )  # --resume auto is found, and checked, by resolve_resume
+    for flag, check, path in file_checks:
+        if path is None:
+            continue
+        try:
+            check(path)
+        except ValueError as err:
+            parser.error(f"{flag}: {err}")
+
+
+def check_data(args: argparse.Namespace) -> None:
+    """Fail early, before any process starts, if a split is missing or holds no usable pair.
+
+    Raises:
+        ValueError: naming the folder and the problem.
+    """
+    for split in ("train", "valid", "test"):
+        scan_split(split_dir(args.tr_path, split), image_height(args))
+
+
+def image_height(args: argparse.Namespace) -> int | None:
+    """The image height training needs: a BSD spectrogram's with ``--half_spectrum``
+    (the model sees rows 511 on), any otherwise."""
+    return N_FFT if args.half_spectrum else None
+
+
+def prepare_synthetic_data(args: argparse.Namespace) -> None:
+    """Write the preset's synthetic set on first use (kept on later runs)."""
+    if args.synthetic is None:
+        return
+    spec = dict(args.synthetic)
+    seed = spec.pop("seed")
+    if is_generated(args.tr_path, spec, seed):
+        return
+    folder = Path(args.tr_path)
+    if folder.is_dir() and any(folder.iterdir()):  # never written over (another set, or yours)
+        raise ValueError(
+            f"{folder}: already holds other files, and --preset {args.preset} writes its "
+            "synthetic data set there; choose another -i, or empty the folder"
+        )
+    print(f"generating the synthetic data set in {folder} (first use)", flush=True)
+    generate_dataset(folder, spec, seed=seed)

@@ -1,0 +1,127 @@
+"""Distributed evaluation of a split during training: loss and mask scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from utils.common import distributed
+from utils.common.progress import Progress
+from utils.data.dataset import BSDSegmentation, collate_skipping_none
+from utils.scoring.metrics import confusion_counts, scores_from_counts, two_class_scores_from_counts
+from utils.train.embedding_cache import Embedder
+from utils.train.engine import model_logits
+from utils.train.losses import DiceBCELoss
+
+
+def source_images(dataset) -> list:
+    """The source image of each item: a :class:`BSDSegmentation`'s ``items`` know it (one
+    image, several time tiles); for any other dataset every item is its own image."""
+    items = getattr(dataset, "items", None)
+    if isinstance(items, list) and len(items) == len(dataset):
+        return [name for name, _ in items]
+    return list(range(len(dataset)))
+
+
+def whole_image_iou(per_item: torch.Tensor, names: list) -> float:
+    """Mean over source images of the foreground IoU of their items' pooled counts.
+
+    Args:
+        per_item: ``(N, 3)`` true positives, false positives, false negatives per item.
+        names: the source image of each of the N items (several for time tiles).
+    """
+    pooled: dict[str, torch.Tensor] = {}
+    for name, counts in zip(names, per_item, strict=True):
+        pooled[name] = pooled.get(name, 0) + counts
+    stacked = torch.stack(list(pooled.values())).numpy()
+    counts = {"tp": stacked[:, 0], "fp": stacked[:, 1], "fn": stacked[:, 2]}
+    return float(scores_from_counts(counts)["iou"].mean())
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: BSDSegmentation,
+    ctx: distributed.DistContext,
+    *,
+    batch_size: int,
+    amp: str,
+    embedder: Embedder | None,
+    num_workers: int = 0,
+    desc: str = "eval",
+    loss_fn: nn.Module | None = None,
+) -> dict:
+    """Loss and mask scores on a whole split, each sample counted exactly once.
+
+    Every rank takes its own share (no padding), and sums are reduced across
+    ranks. Foreground IoU/Dice/F1 are per-image means; ``paper_iou``/``paper_dice``
+    are the ViTVS/BudSAM two-class scores averaged over batches. A soft target
+    (``--mask_resize area``) counts as foreground where it is >= 0.5.
+
+    With time tiles an item is one tile, and a tile without foreground scores 1 or
+    0 by whether a single pixel is predicted. ``whole_fg_iou`` scores each whole
+    spectrogram instead (the counts of its tiles pooled, at the input resolution),
+    averaged over spectrograms: what a full-size evaluation measures.
+    """
+    loss_fn = loss_fn or DiceBCELoss()
+    model.eval()
+    shard = Subset(dataset, distributed.shard_indices(len(dataset), ctx.rank, ctx.world_size))
+    loader = DataLoader(
+        shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_none
+    )
+    # loss sum, images, fg iou, fg dice, fg f1, paper iou sum, paper dice sum, batches, skipped
+    sums = torch.zeros(9, dtype=torch.float64)
+    per_item = torch.zeros(len(dataset), 3, dtype=torch.float64)  # tp, fp, fn of each item
+    progress = Progress(len(loader), desc, ctx.is_main)
+    for batch in loader:
+        sums[8] += batch["skipped"]
+        if "mask" not in batch:
+            continue
+        logits = model_logits(model, batch, ctx.device, amp, embedder).float()
+        target = batch["mask"].to(ctx.device)
+        n = target.shape[0]
+        sums[0] += loss_fn(logits, target).item() * n
+        sums[1] += n
+        pred, truth = (logits[:, 0] > 0).cpu(), (target[:, 0] >= 0.5).cpu()
+        counts = confusion_counts(pred, truth)
+        scores = scores_from_counts(counts)
+        per_item[batch["index"]] = torch.from_numpy(
+            np.stack([counts["tp"], counts["fp"], counts["fn"]], axis=1)
+        )
+        sums[2] += scores["iou"].sum()
+        sums[3] += scores["dice"].sum()
+        sums[4] += scores["f1"].sum()
+        paper = two_class_scores_from_counts(counts)
+        sums[5] += paper["iou"]
+        sums[6] += paper["dice"]
+        sums[7] += 1
+        progress.update()
+    progress.close()
+    sums = distributed.all_reduce_sum(sums.to(ctx.device)).cpu()
+    per_item = distributed.all_reduce_sum(per_item.to(ctx.device)).cpu()
+    images, batches = max(sums[1].item(), 1), max(sums[7].item(), 1)
+    return {
+        "loss": sums[0].item() / images,
+        "fg_iou": sums[2].item() / images,
+        "fg_dice": sums[3].item() / images,
+        "fg_f1": sums[4].item() / images,
+        "paper_iou": sums[5].item() / batches,
+        "paper_dice": sums[6].item() / batches,
+        "whole_fg_iou": whole_image_iou(per_item, source_images(dataset)),
+        "n_images": int(sums[1].item()),
+        "skipped": int(sums[8].item()),
+    }
+
+
+def evaluate_both_prompts(model, dataset, ctx, args, embedder, prefix: str) -> dict:
+    results = {}
+    for prompt in ("full", "gt_box"):
+        dataset.prompt = prompt
+        scores = evaluate(
+            model, dataset, ctx, batch_size=args.eval_batch_size, amp=args.amp,
+            embedder=embedder, desc=f"{prefix} ({prompt} box)", loss_fn=DiceBCELoss(args.dice),
+        )  # fmt: skip
+        results.update({f"{prefix}_{prompt}_{k}": v for k, v in scores.items()})
+    return results
