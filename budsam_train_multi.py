@@ -117,9 +117,7 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
         improved = metric > state.best_metric
         state.best_metric = max(metric, state.best_metric)
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        checkpointer.save_latest(state)
-        if improved:
-            checkpointer.save_best(state)
+        checkpointer.end_epoch(state, improved)
         if ctx.is_main:
             run_log.append_metrics(run_dir, record)
             run_log.plot_metrics(run_dir)

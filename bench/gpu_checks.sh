@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/nvidia_smi.txt"
 python3 -m bench.check_cuda 2>&1 | tee "$out/check_cuda.log"
 data=/tmp/budsam_gpu_data
-python3 -m utils.synthetic --out "$data" --n_train 16 --n_valid 4 --n_test 4 --seed 0 --workers 8 \
+python3 -m utils.data.synthetic --out "$data" --n_train 16 --n_valid 4 --n_test 4 --seed 0 --workers 8 \
     > "$out/synthetic.log" 2>&1 || echo "synthetic data FAILED"
 python3 -c "
 import torch; from bench.check_cuda import build_sam_vit_b

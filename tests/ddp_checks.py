@@ -18,6 +18,7 @@ from utils.data.dataset import collate_skipping_none
 from utils.model.budsam import BudSAM
 from utils.model.sam import build_sam
 from utils.train.checkpointer import TrainState
+from utils.train.ema import WeightEMA
 from utils.train.engine import Trainer, train_one_epoch
 from utils.train.losses import DiceBCELoss
 from utils.train.validation import evaluate
@@ -50,8 +51,11 @@ def make_ddp(bucket_cap_mb: int) -> tuple[BudSAM, DistributedDataParallel]:
     return model, DistributedDataParallel(model, bucket_cap_mb=bucket_cap_mb)
 
 
-def run_steps(local_rank: int, world_size: int, out: str, init: str, mode: str) -> None:
-    """Train a few steps on rank-specific data and save the resulting parameters.
+def run_steps(
+    local_rank: int, world_size: int, out: str, init: str, mode: str, ema_decay: float = 0.0
+) -> None:
+    """Train a few steps on rank-specific data and save the resulting parameters (with
+    ``ema_decay`` > 0, the weight EMA's instead).
 
     mode ``"acc"``: batch 1 with two accumulated micro-steps; ``"plain"``: batch 2.
     """
@@ -66,9 +70,11 @@ def run_steps(local_rank: int, world_size: int, out: str, init: str, mode: str) 
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         state = TrainState()
-        trainer = Trainer(ddp, optimizer, scaler, ctx, grad_acc_steps=grad_acc)
+        ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
+        trainer = Trainer(ddp, optimizer, scaler, ctx, grad_acc_steps=grad_acc, ema=ema)
         train_one_epoch(trainer, loader, state)
-        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        weights = ema.shadow.values() if ema is not None else model.parameters()
+        flat = torch.cat([p.detach().flatten() for p in weights])
         torch.save(flat, Path(out) / f"{mode}_rank{ctx.rank}.pt")
         info = {"steps": state.step, "bucket_bytes_cap": ddp.bucket_bytes_cap}
         (Path(out) / f"{mode}_rank{ctx.rank}.json").write_text(json.dumps(info))

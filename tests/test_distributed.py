@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -25,9 +26,14 @@ def test_shards_cover_every_item_exactly_once():
         assert sorted(i for shard in shards for i in shard) == list(range(n))
 
 
-def test_ddp_ranks_stay_identical_and_accumulation_equals_a_larger_batch(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["weights", "ema"])
+def test_ddp_ranks_stay_identical_and_accumulation_equals_a_larger_batch(tmp_path, ema_decay):
+    """Also for the weight EMA, which is updated once per optimizer step. (With
+    ``--dice batch`` the Dice term is pooled per micro-batch, so accumulation is not
+    the larger batch's Dice: see the README.)"""
     for mode in ("acc", "plain"):
-        mp.spawn(ddp_checks.run_steps, args=(2, str(tmp_path), _free_init_method(), mode), nprocs=2)
+        args = (2, str(tmp_path), _free_init_method(), mode, ema_decay)
+        mp.spawn(ddp_checks.run_steps, args=args, nprocs=2)
     params = {
         (mode, rank): torch.load(tmp_path / f"{mode}_rank{rank}.pt")
         for mode in ("acc", "plain")
@@ -38,6 +44,9 @@ def test_ddp_ranks_stay_identical_and_accumulation_equals_a_larger_batch(tmp_pat
     assert torch.equal(params[("plain", 0)], params[("plain", 1)])
     # Batch 1 x 2 accumulated micro-steps == batch 2 in one step (4 items -> 2 steps each).
     initial = torch.cat([p.flatten() for p in ddp_checks.make_single_model().parameters()])
+    if ema_decay:  # the EMA covers the trained parameters only
+        model = ddp_checks.make_single_model()
+        initial = torch.cat([p.flatten() for p in model.parameters() if p.requires_grad])
     moved = (params[("plain", 0)] - initial).abs().max()
     assert moved > 1e-4  # the training actually changed the weights
     assert torch.allclose(params[("acc", 0)], params[("plain", 0)], atol=1e-5, rtol=1e-4)
@@ -60,3 +69,12 @@ def test_distributed_evaluation_counts_an_odd_split_once(tmp_path):
     assert alone["n_images"] == 5
     for key in ("loss", "fg_iou", "fg_dice"):
         assert abs(alone[key] - rank0[key]) < 1e-6, key
+
+
+def test_each_local_rank_gets_its_gpu_or_the_only_visible_one():
+    from utils.common.distributed import cuda_index
+
+    assert [cuda_index(rank, 4) for rank in range(4)] == [0, 1, 2, 3]
+    assert cuda_index(3, 1) == 0  # SLURM: one visible GPU per task, whatever the local rank
+    with pytest.raises(ValueError, match="local rank 2 needs a GPU of its own but 2 are visible"):
+        cuda_index(2, 2)

@@ -282,3 +282,18 @@ def test_official_types_need_an_existing_checkpoint(tmp_path):
     assert model_sam.OFFICIAL_CHECKPOINT_URLS["vit_h"] in str(err.value)
     with pytest.raises(ValueError, match=r"nope\.pth: checkpoint not found"):
         model_sam.build_sam("vit_tiny", checkpoint=tmp_path / "nope.pth")
+
+
+def test_prompt_encoder_and_positional_encoding_stay_float32_under_bf16_autocast(tiny):
+    """Under bf16 autocast the dense positional encoding is computed as in fp32 (the
+    unguarded computation moves it by far more than 1e-3)."""
+    model = budsam.BudSAM(tiny)
+    boxes = torch.tensor([[10.0, 20.0, 200.0, 240.0]])
+    sparse, dense, pe = model.prompt_embeddings(boxes)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sparse_bf16, dense_bf16, pe_bf16 = model.prompt_embeddings(boxes)
+        unguarded = model.prompt_encoder.get_dense_pe()
+    assert pe_bf16.dtype == sparse_bf16.dtype == dense_bf16.dtype == torch.float32
+    assert (pe_bf16 - pe).abs().max() <= 1e-3
+    assert (sparse_bf16 - sparse).abs().max() <= 1e-3
+    assert (unguarded.float() - pe).abs().max() > 1e-3

@@ -158,6 +158,17 @@ def test_embedding_cache_hit_miss_key_change_and_corruption(tmp_path):
     assert cache.missing(["x.png"]) == ["x.png"]
 
 
+def test_item_keys_with_dots_get_their_own_cache_files(tmp_path):
+    """``rec.2021.png`` and ``rec.2022.png`` (and their tiles) never share a cache file."""
+    cache = EmbeddingCache(tmp_path, {"model_type": "vit_tiny", "encoder": "abc"})
+    stored = {key: torch.randn(8, 4, 4) for key in ("rec.2021", "rec.2022", "rec.2021@1024")}
+    for key, embedding in stored.items():
+        cache.save(key, embedding)
+    assert len({cache.path(key) for key in stored}) == len(stored)
+    for key, embedding in stored.items():
+        assert torch.equal(cache.load(key), embedding.half().float()), key
+
+
 FULL_MODEL = ("--train_parts", "image_encoder,mask_decoder", "--log_interval", "1")
 
 
@@ -339,6 +350,17 @@ def test_whole_image_iou_pools_the_tiles_of_each_image():
     per_item = torch.tensor([[0.0, 1.0, 0.0], [9.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     assert whole_image_iou(per_item, ["a", "a", "b"]) == pytest.approx((9 / 11 + 1.0) / 2)
     assert whole_image_iou(per_item, ["a", "b", "c"]) == pytest.approx((0 + 0.9 + 1) / 3)
+
+
+def test_whole_image_iou_leaves_out_items_that_could_not_be_read():
+    """An unreadable item has all-zero counts, which alone would score a perfect 1."""
+    from utils.train.validation import whole_image_iou
+
+    per_item = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    scored = torch.tensor([True, True, False])
+    assert whole_image_iou(per_item, ["a", "b", "c"], scored) == pytest.approx((0.5 + 1.0) / 2)
+    assert whole_image_iou(per_item, ["a", "a", "c"], scored) == pytest.approx(0.5)
+    assert whole_image_iou(per_item, ["a", "b", "c"], torch.zeros(3, dtype=torch.bool)) == 0.0
 
 
 def test_data_loader_workers_ignore_stop_signals():

@@ -460,6 +460,24 @@ def test_splits_with_the_same_file_names_get_their_own_embeddings(tmp_path):
     )
 
 
+def test_embeddings_computed_under_another_precision_are_not_reused(tmp_path):
+    from utils.common.distributed import DistContext
+    from utils.model.budsam import BudSAM
+
+    _write_pair(tmp_path / "train", "a.png")
+    dataset = BSDSegmentation(tmp_path / "train", 256, load_images=False)
+    model = BudSAM(build_sam("vit_tiny", seed=0)).eval()
+    folders = set()
+    for amp in ("none", "bf16"):
+        flags = ["-i", str(tmp_path), "-model_type", "vit_tiny", "--device", "cpu", "--amp", amp]
+        args = train.parse_args([*flags, "-work_dir", str(tmp_path / "work")])
+        embedders = train.build_embedders(
+            model, {"train": dataset}, DistContext(0, 1, 0, torch.device("cpu")), args
+        )
+        folders.add(embedders["train"].cache.folder)
+    assert len(folders) == 2
+
+
 def test_half_spectrum_training_skips_images_that_are_not_1024_rows_high(tmp_path):
     _write_pair(tmp_path, "small.png")  # 64 rows
     (tmp_path / IMAGES_DIR / "bsd.png").parent.mkdir(exist_ok=True)
@@ -480,3 +498,75 @@ def test_preset_data_folder_holding_other_files_is_one_line_and_left_alone(tmp_p
     _assert_one_line_error(code, err, str(foreign), "already holds other files")
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     assert not (tmp_path / "work").exists()
+
+
+def test_a_better_epoch_writes_best_before_latest(tmp_path, monkeypatch):
+    """``latest`` records the new best metric, so ``best`` must already be on disk."""
+    from utils.common.distributed import DistContext
+    from utils.train import checkpointer as checkpointer_module
+    from utils.train.checkpointer import Checkpointer, TrainState
+
+    written = []
+    monkeypatch.setattr(
+        checkpointer_module, "save_checkpoint", lambda state, path: written.append(path.name)
+    )
+    args = train.parse_args(["-model_type", "vit_tiny", "--device", "cpu"])
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    saver = Checkpointer(
+        tmp_path, DistContext(0, 1, 0, torch.device("cpu")), args, model, optimizer, scaler
+    )
+    saver.end_epoch(TrainState(epoch=1, best_metric=0.5), improved=True)
+    saver.end_epoch(TrainState(epoch=2, best_metric=0.5), improved=False)
+    assert written == [run_log.BEST, run_log.LATEST, run_log.LATEST]
+
+
+def test_more_processes_than_this_nodes_gpus_is_refused_unless_other_nodes_are_named(
+    monkeypatch, capsys
+):
+    """Without --nproc_per_node, --world_size 8 on a 4-GPU node would wait for ranks that
+    never come."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(["--device", "cuda", "--world_size", "8"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--world_size 8 but this node has 4 GPU(s)" in err[0]
+    args = train.parse_args(["--device", "cuda", "--world_size", "8", "--nproc_per_node", "4"])
+    assert args.nproc_per_node == 4
+    assert train.parse_args(["--device", "cuda", "--world_size", "2"]).nproc_per_node == 2
+
+
+def test_a_mid_epoch_resume_refuses_changed_processes_batch_or_accumulation():
+    from utils.train.checkpointer import mid_epoch_change
+
+    args = train.parse_args(["-model_type", "vit_tiny", "--device", "cpu", "-batch_size", "4"])
+    saved = {"epoch": 2, "step_in_epoch": 5, "world_size": 2,
+             "args": {"world_size": 1, "batch_size": 4, "grad_acc_steps": 1}}  # fmt: skip
+    assert mid_epoch_change(saved, 2, args) is None  # torchrun: the real world size counts
+    problem = mid_epoch_change(saved, 4, args)
+    assert "world_size 2 -> 4" in problem and "epoch 2" in problem
+    args.grad_acc_steps = 2
+    assert "grad_acc_steps 1 -> 2" in mid_epoch_change(saved, 2, args)
+    assert mid_epoch_change({**saved, "step_in_epoch": 0}, 4, args) is None  # epoch boundary
+
+
+def test_each_rank_gets_back_its_own_random_state():
+    from utils.train.checkpointer import restore_rng
+
+    previous = torch.get_rng_state()
+    try:
+        states = []
+        for seed in (10, 11):  # what ranks 0 and 1 had saved
+            torch.manual_seed(seed)
+            states.append({"torch": torch.get_rng_state()})
+        restore_rng(states, rank=1, seed=0)
+        assert torch.equal(torch.get_rng_state(), states[1]["torch"])
+        restore_rng(states, rank=2, seed=100)  # a rank the checkpoint has no state for
+        first = torch.rand(3)
+        torch.manual_seed(102)
+        assert torch.equal(first, torch.rand(3))
+    finally:
+        torch.set_rng_state(previous)

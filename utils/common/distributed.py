@@ -1,8 +1,8 @@
 """torch.distributed set-up for one or many processes, GPUs (NCCL) or CPUs (gloo).
 
-Two launch styles: the script spawns one process per device itself (the
-reference's ``--world_size/--node_rank/--init_method``), or ``torchrun`` starts the
-processes and passes ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (``env://``).
+Ranks come from torchrun's environment (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, ``env://``;
+set by torchrun and by ``utils.train.launcher``), or for a single process per node from
+the reference's ``--world_size/--node_rank/--init_method``.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def init_distributed(
     else:
         rank = node_rank * procs_per_node + local_rank
     if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
+        torch_device = torch.device("cuda", cuda_index(local_rank, torch.cuda.device_count()))
+        torch.cuda.set_device(torch_device)
     else:
         torch_device = torch.device("cpu")
     if world_size > 1:
@@ -77,8 +77,26 @@ def init_distributed(
             rank=rank,
             world_size=world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=torch_device if device == "cuda" else None,
         )
     return DistContext(rank, world_size, local_rank, torch_device)
+
+
+def cuda_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of local rank ``local_rank`` among ``visible`` devices: its own, or
+    the only one when a scheduler shows each process one GPU (SLURM, CUDA_VISIBLE_DEVICES).
+
+    Raises:
+        ValueError: when several devices are visible but fewer than ``local_rank + 1``.
+    """
+    if visible == 1:
+        return 0
+    if not 0 <= local_rank < visible:
+        raise ValueError(
+            f"local rank {local_rank} needs a GPU of its own but {visible} are visible; "
+            "start at most one process per GPU (--nproc_per_node)"
+        )
+    return local_rank
 
 
 def in_process_group() -> bool:
@@ -119,13 +137,18 @@ def broadcast_object(value: object, src: int = 0) -> object:
     return box[0]
 
 
+def all_gather(value: object) -> list:
+    """Every rank's value, in rank order (picklable objects; ``[value]`` for one process)."""
+    if not in_process_group():
+        return [value]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def gather_union(values: set) -> set:
     """The union of every rank's set (picklable items)."""
-    if not in_process_group():
-        return set(values)
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, set(values))
-    return set().union(*gathered)
+    return set().union(*all_gather(set(values)))
 
 
 def shard_indices(n_items: int, rank: int, world_size: int) -> list[int]:

@@ -118,16 +118,29 @@ class BudSAM(nn.Module):
             raise ValueError(f"images must be (B, 3, {s}, {s}), got {tuple(images.shape)}")
         return self.image_encoder(images)
 
+    def prompt_embeddings(
+        self, boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frozen prompt encoder's sparse ``(B, 2, C)`` and dense ``(B, C, h, w)``
+        embeddings of boxes ``(B, 4)``, and the dense positional encoding ``(1, C, h, w)``.
+
+        Always computed in float32, also under autocast: the random-Fourier positional
+        encoding loses its position detail in bf16 (at ViT-B size an error of 0.14, where
+        neighbouring positions differ by 0.10).
+        """
+        with torch.no_grad(), torch.autocast(boxes.device.type, enabled=False):
+            boxes = boxes.float()
+            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+            image_pe = self.prompt_encoder.get_dense_pe()
+        return sparse, dense, image_pe
+
     def decode(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Low-res mask logits ``(B, 1, 4h, 4w)`` from embeddings ``(B, C, h, w)`` and
         boxes ``(B, 4)`` (x0, y0, x1, y1 in input pixels)."""
         b = embeddings.shape[0]
         if boxes.shape != (b, 4):
             raise ValueError(f"boxes must be ({b}, 4) for {b} images, got {tuple(boxes.shape)}")
-        boxes = boxes.to(device=embeddings.device, dtype=torch.float32)
-        with torch.no_grad():
-            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
-            image_pe = self.prompt_encoder.get_dense_pe()
+        sparse, dense, image_pe = self.prompt_embeddings(boxes.to(embeddings.device))
         low_res, _ = batched_mask_decoder(self.mask_decoder, embeddings, image_pe, sparse, dense)
         return low_res
 

@@ -12,6 +12,7 @@ from typing import NoReturn
 import torch
 
 from utils.audio.conventions import N_FFT
+from utils.common import distributed
 from utils.data.bsd_layout import split_dir
 from utils.data.preprocess import MASK_RESIZES
 from utils.data.scan import scan_split
@@ -175,6 +176,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     if args.nproc_per_node is None:
         gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+        if gpus and args.world_size > gpus and not distributed.launched_by_torchrun():
+            parser.error(
+                f"--world_size {args.world_size} but this node has {gpus} GPU(s): for a "
+                f"run over several nodes give --nproc_per_node {gpus} and start each node "
+                f"with its --node_rank; on one node, use --world_size {gpus}"
+            )
         args.nproc_per_node = min(args.world_size, gpus) if gpus else args.world_size
     args.eval_batch_size = args.eval_batch_size or args.batch_size
     file_checks = (

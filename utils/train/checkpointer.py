@@ -28,18 +28,49 @@ from utils.train.ema import WeightEMA
 
 
 def rng_state() -> dict:
-    """The torch random generators' states (CPU, and every CUDA device in use)."""
+    """This process's random generators: the CPU's and its current CUDA device's."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` saved."""
+    """Restore what :func:`rng_state` saved (the CUDA state onto the current device)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def restore_rng(saved: list[dict], rank: int, seed: int) -> None:
+    """Restore rank ``rank``'s generators from every rank's saved states; a rank the
+    checkpoint has no state for (the world grew) is seeded ``seed + rank`` instead."""
+    if rank < len(saved):
+        set_rng_state(saved[rank])
+    else:
+        torch.manual_seed(seed + rank)
+
+
+def mid_epoch_change(resumed: dict, world_size: int, args: Namespace) -> str | None:
+    """Why ``resumed`` cannot continue mid-epoch with these settings, or None: the samples
+    an epoch already used depend on the number of processes, the batch size and the
+    accumulation, so changing them would repeat or skip data."""
+    if resumed["step_in_epoch"] == 0:
+        return None
+    recorded = resumed.get("args", {})
+    now = {"world_size": world_size, "batch_size": args.batch_size,
+           "grad_acc_steps": args.grad_acc_steps}  # fmt: skip
+    then = {"world_size": resumed.get("world_size", recorded.get("world_size")),
+            "batch_size": recorded.get("batch_size"),
+            "grad_acc_steps": recorded.get("grad_acc_steps")}  # fmt: skip
+    changed = [f"{name} {then[name]} -> {now[name]}" for name in now if then[name] != now[name]]
+    if not changed:
+        return None
+    return (
+        f"stopped mid-epoch (step {resumed['step_in_epoch']} of epoch {resumed['epoch']}); "
+        f"resuming with changed {', '.join(changed)} would repeat or skip data: resume "
+        "with the same settings (they may change from the next epoch on)"
+    )
 
 
 # What restore_state reads: a checkpoint without them cannot continue a run.
@@ -81,8 +112,13 @@ def checkpoint_state(
     state: TrainState,
     args: Namespace,
     ema: WeightEMA | None = None,
+    *,
+    world_size: int = 1,
+    rng: list[dict] | None = None,
 ) -> dict:
-    """Everything a resumed run needs, as plain types and tensors (``weights_only`` loads)."""
+    """Everything a resumed run needs, as plain types and tensors (``weights_only`` loads):
+    ``rng`` holds every rank's generator states, ``world_size`` the number of processes
+    that actually ran (under torchrun ``--world_size`` is not used)."""
     extra = {} if ema is None else {"ema": ema.state_dict()}
     return {
         **extra,
@@ -100,14 +136,20 @@ def checkpoint_state(
             k: (v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v))
             for k, v in vars(args).items()
         },
-        "rng": rng_state(),
+        "world_size": world_size,
+        "rng": rng if rng is not None else [rng_state()],
     }
 
 
 def restore_state(
-    resumed: dict, model: nn.Module, optimizer, scaler, ema: WeightEMA | None = None
+    resumed: dict,
+    model: nn.Module,
+    optimizer,
+    scaler,
+    ema: WeightEMA | None = None,
 ) -> TrainState:
-    """Load weights, optimizer, scaler, RNG (and EMA) states; return the training progress.
+    """Load weights, optimizer, scaler (and EMA) states; return the training progress.
+    The random generators are restored per rank by :func:`restore_rng`.
 
     Raises:
         ValueError: when the checkpoint cannot continue a run (see :func:`resume_problem`).
@@ -120,7 +162,6 @@ def restore_state(
         ema.load_state_dict(resumed["ema"])
     optimizer.load_state_dict(resumed["optimizer"])
     scaler.load_state_dict(resumed["scaler"])
-    set_rng_state(resumed["rng"])
     return TrainState(
         epoch=resumed["epoch"],
         step=resumed["step"],
@@ -183,8 +224,10 @@ def resolve_resume(args: Namespace) -> Path | None:
 def open_run_dir(ctx: DistContext, args: Namespace) -> tuple[Path, dict | None]:
     """The run folder (rank 0 creates it; a resumed run keeps its own) and the resumed
     checkpoint, if any."""
-    resume_path = resolve_resume(args)
-    resumed = load_checkpoint(resume_path) if resume_path is not None else None
+    # Rank 0 decides (``--resume auto`` looks at the run folders) and tells the others;
+    # every rank then reads the file, which must be on a filesystem all nodes share.
+    resume_path = distributed.broadcast_object(resolve_resume(args) if ctx.is_main else None)
+    resumed = load_checkpoint(resume_path, mmap=True) if resume_path is not None else None
     run_dir = None
     if ctx.is_main:
         if resumed is not None:
@@ -229,24 +272,41 @@ class Checkpointer:
         """The resumed run's progress (weights, optimizer, RNG and EMA loaded), or a new one."""
         if resumed is None:
             return TrainState()
-        return restore_state(resumed, self.model, self.optimizer, self.scaler, self.ema)
+        change = mid_epoch_change(resumed, self.ctx.world_size, self.args)
+        if change is not None:
+            raise ValueError(change)
+        state = restore_state(resumed, self.model, self.optimizer, self.scaler, self.ema)
+        saved = resumed["rng"] if isinstance(resumed["rng"], list) else [resumed["rng"]]
+        restore_rng(saved, self.ctx.rank, self.args.seed)
+        return state
 
     def evaluated_weights(self):
         """A context in which the model holds the weights that are evaluated."""
         return self.ema.applied(self.model) if self.ema is not None else nullcontext(self.model)
 
     def _save(self, name: str, state: TrainState) -> None:
+        """Write checkpoint ``name`` (rank 0); every rank calls it, to give its RNG state."""
+        rng = distributed.all_gather(rng_state())
         if self.ctx.is_main:
             checkpoint = checkpoint_state(
-                self.model, self.optimizer, self.scaler, state, self.args, self.ema
-            )
+                self.model, self.optimizer, self.scaler, state, self.args, self.ema,
+                world_size=self.ctx.world_size, rng=rng,
+            )  # fmt: skip
             save_checkpoint(checkpoint, self.run_dir / name)
 
     def save_latest(self, state: TrainState) -> Path:
         self._save(run_log.LATEST, state)
         return self.latest
 
-    def save_best(self, state: TrainState) -> None:
+    def end_epoch(self, state: TrainState, improved: bool) -> None:
+        """After an epoch's validation: ``best`` first when it improved, then ``latest``,
+        so that a ``latest`` recording a new ``best_metric`` never exists without the
+        ``best`` file it describes."""
+        if improved:
+            self._save_best(state)
+        self.save_latest(state)
+
+    def _save_best(self, state: TrainState) -> None:
         """Write ``best`` with the evaluated weights, and keep them in memory (every rank
         holds the same weights, so no rank needs to read rank 0's file)."""
         with self.evaluated_weights():

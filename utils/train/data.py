@@ -17,7 +17,10 @@ from utils.train.checkpointer import TrainState
 
 def make_datasets(
     ctx: distributed.DistContext, args: argparse.Namespace, size: int, load_images: bool
-) -> dict:
+) -> dict[str, BSDSegmentation]:
+    """The ``train``, ``valid`` and ``test`` datasets at input size ``size``; each split's
+    unusable pairs are listed (rank 0) and skipped. ``load_images`` False: the items
+    carry no image (the embeddings come from the cache)."""
     common = {
         "bbox_shift": args.bbox_shift,
         "reference_preprocess": args.ref_preprocess,
@@ -42,7 +45,10 @@ def make_datasets(
 
 
 def epoch_loader(
-    train_set: BSDSegmentation, sampler: DistributedSampler, state: TrainState, args
+    train_set: BSDSegmentation,
+    sampler: DistributedSampler,
+    state: TrainState,
+    args: argparse.Namespace,
 ) -> DataLoader:
     """This rank's batches for the epoch in progress: whole optimizer steps only, and
     without the steps a resumed run already took."""

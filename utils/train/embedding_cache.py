@@ -60,7 +60,9 @@ class EmbeddingCache:
         self.key = key
 
     def path(self, name: str) -> Path:
-        return self.folder / f"{Path(name).stem}.pt"
+        """The file of item key ``name`` (a file-name-safe key: dots are kept, so
+        ``rec.2021`` and ``rec.2022`` are two files)."""
+        return self.folder / f"{name}.pt"
 
     def load(self, name: str) -> torch.Tensor | None:
         """The stored embedding ``(C, h, w)`` float32, or None if missing or damaged."""
@@ -169,6 +171,7 @@ def build_embedders(
         "preprocess": "reference" if args.ref_preprocess else "area",
         "tile_width": args.tile_width,
         "half_spectrum": args.half_spectrum,
+        "amp": args.amp,  # embeddings computed under bf16/fp16 differ from fp32 ones
     }
     embedders = {}
     for split, dataset in datasets.items():

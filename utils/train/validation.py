@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,16 +27,26 @@ def source_images(dataset) -> list:
     return list(range(len(dataset)))
 
 
-def whole_image_iou(per_item: torch.Tensor, names: list) -> float:
+def whole_image_iou(
+    per_item: torch.Tensor, names: list, scored: torch.Tensor | None = None
+) -> float:
     """Mean over source images of the foreground IoU of their items' pooled counts.
 
     Args:
         per_item: ``(N, 3)`` true positives, false positives, false negatives per item.
         names: the source image of each of the N items (several for time tiles).
+        scored: ``(N,)`` bool, the items that were evaluated (default: all). Items that
+            were not (unreadable) are left out, and so is an image none of whose items
+            was: all-zero counts would otherwise score a perfect 1. 0.0 when no item was.
     """
+    if scored is None:
+        scored = torch.ones(len(names), dtype=torch.bool)
     pooled: dict[str, torch.Tensor] = {}
-    for name, counts in zip(names, per_item, strict=True):
-        pooled[name] = pooled.get(name, 0) + counts
+    for name, counts, kept in zip(names, per_item, scored.tolist(), strict=True):
+        if kept:
+            pooled[name] = pooled.get(name, 0) + counts
+    if not pooled:
+        return 0.0
     stacked = torch.stack(list(pooled.values())).numpy()
     counts = {"tp": stacked[:, 0], "fp": stacked[:, 1], "fn": stacked[:, 2]}
     return float(scores_from_counts(counts)["iou"].mean())
@@ -73,7 +85,8 @@ def evaluate(
     )
     # loss sum, images, fg iou, fg dice, fg f1, paper iou sum, paper dice sum, batches, skipped
     sums = torch.zeros(9, dtype=torch.float64)
-    per_item = torch.zeros(len(dataset), 3, dtype=torch.float64)  # tp, fp, fn of each item
+    # tp, fp, fn of each item, and whether it was scored (1) or could not be read (0)
+    per_item = torch.zeros(len(dataset), 4, dtype=torch.float64)
     progress = Progress(len(loader), desc, ctx.is_main)
     for batch in loader:
         sums[8] += batch["skipped"]
@@ -88,7 +101,7 @@ def evaluate(
         counts = confusion_counts(pred, truth)
         scores = scores_from_counts(counts)
         per_item[batch["index"]] = torch.from_numpy(
-            np.stack([counts["tp"], counts["fp"], counts["fn"]], axis=1)
+            np.stack([counts["tp"], counts["fp"], counts["fn"], np.ones(n)], axis=1)
         )
         sums[2] += scores["iou"].sum()
         sums[3] += scores["dice"].sum()
@@ -109,13 +122,24 @@ def evaluate(
         "fg_f1": sums[4].item() / images,
         "paper_iou": sums[5].item() / batches,
         "paper_dice": sums[6].item() / batches,
-        "whole_fg_iou": whole_image_iou(per_item, source_images(dataset)),
+        "whole_fg_iou": whole_image_iou(
+            per_item[:, :3], source_images(dataset), per_item[:, 3] > 0
+        ),
         "n_images": int(sums[1].item()),
         "skipped": int(sums[8].item()),
     }
 
 
-def evaluate_both_prompts(model, dataset, ctx, args, embedder, prefix: str) -> dict:
+def evaluate_both_prompts(
+    model: nn.Module,
+    dataset: BSDSegmentation,
+    ctx: distributed.DistContext,
+    args: argparse.Namespace,
+    embedder: Embedder | None,
+    prefix: str,
+) -> dict:
+    """:func:`evaluate` under the whole-image box and the ground-truth box, as
+    ``{prefix}_{full|gt_box}_{score}`` entries."""
     results = {}
     for prompt in ("full", "gt_box"):
         dataset.prompt = prompt
