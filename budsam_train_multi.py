@@ -87,12 +87,14 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
             device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
             bucket_cap_mb=args.bucket_cap_mb,
             gradient_as_bucket_view=True,
+            broadcast_buffers=False,  # SAM's buffers never change in training (tested)
         )
     trainer = Trainer(
         ddp_model, optimizer, scaler, ctx, loss_fn=DiceBCELoss(args.dice), amp=args.amp,
         grad_acc_steps=args.grad_acc_steps, embedder=embedders["train"],
         lr_at=lr_schedule(args, len(datasets["train"]), ctx.world_size), ema=ema,
         max_nonfinite_steps=args.max_nonfinite_steps, log_interval=args.log_interval,
+        clip_grad=args.clip_grad,
     )  # fmt: skip
     sampler = DistributedSampler(
         datasets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed
@@ -116,7 +118,7 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
         metric = scores[f"val_{args.val_prompt}_{args.val_metric}"]
         improved = metric > state.best_metric
         state.best_metric = max(metric, state.best_metric)
-        state.epoch, state.step_in_epoch = state.epoch + 1, 0
+        state.next_epoch()
         checkpointer.end_epoch(state, improved)
         if ctx.is_main:
             run_log.append_metrics(run_dir, record)
@@ -157,6 +159,8 @@ def worker(args: argparse.Namespace, local_rank: int = 0) -> int:
         local_rank, args.world_size, args.node_rank, args.nproc_per_node,
         args.init_method, args.device, args.dist_timeout,
     )  # fmt: skip
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     if ctx.device.type == "cpu":
         # Processes sharing the cores: more threads each only makes them wait on each other.
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", args.nproc_per_node))

@@ -104,6 +104,7 @@ def test_bad_arguments_fail_with_one_clear_line(data_root, tmp_path, capsys):
         (("--grad_acc_steps", "0"), "--grad_acc_steps must be >= 1"),
         (("--train_parts", "prompt_encoder"), "--train_parts: unknown ['prompt_encoder']"),
         (("--ema_decay", "1"), "--ema_decay must be within [0, 1)"),
+        (("--clip_grad", "0"), "--clip_grad must be > 0"),
     ):
         with pytest.raises(SystemExit):
             train.parse_args(_args(data_root, tmp_path, *extra))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import cv2
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ def predict_probabilities(
     half_spectrum: bool = False,
     max_shift: int = 0,
     seed: int = 0,
+    names: list[str] | None = None,
     device: torch.device | None = None,
     amp: str = "none",
     batch_size: int = 8,
@@ -47,17 +50,19 @@ def predict_probabilities(
 
     Prompts, per tile: the whole tile by default; with ``truth_masks`` the paper's
     protocol, a box around the tile's ground-truth mask with up to ``max_shift``
-    pixels of jitter; with ``boxes`` (one ``[x0, y0, x1, y1]`` in full-image pixels
-    per image) that box, and the map is zero outside it (a tile it misses is not
-    run). With ``half_spectrum`` the model sees bins 0 ... 512 only and its map is
-    mirrored.
+    pixels of jitter, drawn from a generator seeded by ``seed``, the image's name in
+    ``names`` (default: its index) and the tile's first column, so a tile gets the same
+    box whatever the batch size or the files it is grouped with; with ``boxes`` (one
+    ``[x0, y0, x1, y1]`` in full-image pixels per image) that box, and the map is zero
+    outside it (a tile it misses is not run). With ``half_spectrum`` the model sees
+    bins 0 ... 512 only and its map is mirrored.
     """
     if truth_masks is not None and boxes is not None:
         raise ValueError("give ground-truth masks or boxes as prompts, not both")
     model.eval()
     device = device or torch.device("cpu")
     size = model.img_size
-    rng = np.random.default_rng(seed)
+    keys = [zlib.crc32(name.encode()) for name in names] if names else range(len(images))
     tiles = [
         (i, s)
         for i, image in enumerate(images)
@@ -79,7 +84,7 @@ def predict_probabilities(
             prompts = [
                 box_prompt(
                     preprocess_mask(crop_input(truth_masks[i], s, tile_width, half_spectrum), size),
-                    rng,
+                    np.random.default_rng([seed, keys[i], s]),
                     max_shift,
                 )
                 for i, s in chunk

@@ -179,6 +179,7 @@ class Segmenter:
             half_spectrum=self.settings.half_spectrum,
             max_shift=scaled_box_shift(self.settings.bbox_shift, self.model.img_size),
             seed=self.seed,
+            names=[view.name for view in views],
             device=self.device,
             amp=self.amp,
             batch_size=self.batch_size,

@@ -106,6 +106,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
     p.add_argument(
+        "--tf32", action=argparse.BooleanOptionalAction, default=False,
+        help="let CUDA matrix products and convolutions in fp32 use TF32 (Ampere and later)",
+    )  # fmt: skip
+    p.add_argument(
+        "--clip_grad", type=float, default=None,
+        help="clip the gradients' global norm to this value before each optimizer step",
+    )  # fmt: skip
+    p.add_argument(
         "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
     )
     p.add_argument("--seed", type=int, default=2024)
@@ -170,6 +178,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"-lr must be > 0 and -weight_decay >= 0, got {args.lr}, {args.weight_decay}")
     if not 0.0 <= args.full_box_prob <= 1.0:
         parser.error("--full_box_prob must be within [0, 1]")
+    if args.clip_grad is not None and not args.clip_grad > 0:
+        parser.error(f"--clip_grad must be > 0, got {args.clip_grad}")
     if not 0.0 <= args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be within [0, 1), got {args.ema_decay}")
     if args.device == "cuda" and not torch.cuda.is_available():

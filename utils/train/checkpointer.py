@@ -102,7 +102,14 @@ class TrainState:
     best_metric: float = -math.inf
     skipped_items: int = 0  # item reads that failed, all ranks and epochs
     skipped_steps: int = 0  # optimizer steps dropped for a non-finite loss
+    epoch_loss_sum: float = 0.0  # the epoch in progress: training loss summed over batches
+    epoch_loss_count: int = 0  # ... and the batches, all ranks
     history: list[dict] = field(default_factory=list)
+
+    def next_epoch(self) -> None:
+        """Move to the start of the next epoch."""
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
 
 
 def checkpoint_state(
@@ -131,6 +138,8 @@ def checkpoint_state(
         "best_metric": state.best_metric,
         "skipped_items": state.skipped_items,
         "skipped_steps": state.skipped_steps,
+        "epoch_loss_sum": state.epoch_loss_sum,
+        "epoch_loss_count": state.epoch_loss_count,
         "history": json.dumps(state.history),
         "args": {
             k: (v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v))
@@ -169,6 +178,8 @@ def restore_state(
         best_metric=resumed["best_metric"],
         skipped_items=resumed.get("skipped_items", 0),
         skipped_steps=resumed.get("skipped_steps", 0),
+        epoch_loss_sum=resumed.get("epoch_loss_sum", 0.0),
+        epoch_loss_count=resumed.get("epoch_loss_count", 0),
         history=json.loads(resumed["history"]),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -66,4 +67,5 @@ def epoch_loader(
         num_workers=args.num_workers,
         collate_fn=collate_skipping_none,
         worker_init_fn=distributed.ignore_stop_signals,
+        pin_memory=torch.cuda.is_available() and torch.cuda.is_initialized(),
     )

@@ -56,10 +56,10 @@ def model_logits(
     embedder: Embedder | None,
 ) -> torch.Tensor:
     """Full-size mask logits ``(B, 1, S, S)`` for a batch, from images or cached embeddings."""
-    boxes = batch["box"].to(device)
+    boxes = batch["box"].to(device, non_blocking=True)
     with autocast(device, amp):
         if embedder is None:
-            return model(batch["image"].to(device), boxes)
+            return model(batch["image"].to(device, non_blocking=True), boxes)
         return model(None, boxes, embeddings=embedder(batch["index"].tolist(), device, amp))
 
 
@@ -91,6 +91,7 @@ class Trainer:
     ema: WeightEMA | None = None
     max_nonfinite_steps: int = 3
     log_interval: int = 10
+    clip_grad: float | None = None
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -108,7 +109,10 @@ def train_one_epoch(
     optimizer step); returns ``{"train_loss", "stopped"}``.
 
     Trailing micro-batches that do not fill a whole step are ignored (the caller hands
-    in whole steps only).
+    in whole steps only). ``state.step`` counts the optimizer updates (the schedule's
+    position): a step the fp16 gradient scaler skips advances neither it nor the EMA;
+    ``state.step_in_epoch`` counts the data steps. ``train_loss`` covers the whole
+    epoch, the part before a resume included.
 
     Faults, decided alike on every rank so that DDP's collectives stay matched: a
     micro-batch is dropped on all ranks when any rank could load none of its items;
@@ -135,7 +139,7 @@ def train_one_epoch(
         context = no_sync() if (no_sync is not None and not sync_now) else nullcontext()
         with context:
             logits = model_logits(t.model, batch, ctx.device, t.amp, t.embedder)
-            loss = t.loss_fn(logits.float(), batch["mask"].to(ctx.device))
+            loss = t.loss_fn(logits.float(), batch["mask"].to(ctx.device, non_blocking=True))
             scaler.scale(loss / t.grad_acc_steps).backward()
         loss_value = loss.item()
         if math.isfinite(loss_value):
@@ -154,13 +158,14 @@ def train_one_epoch(
             state.skipped_steps += 1
             nonfinite_in_a_row += 1
             _report_nonfinite(ctx, state.step + 1, nonfinite_in_a_row, t.max_nonfinite_steps)
+            state.step += 1
         else:
             nonfinite_in_a_row = 0
-            _optimizer_step(optimizer, scaler, t.lr_at, state.step)
-            if t.ema is not None:
-                t.ema.update(t.unwrapped)
+            if _optimizer_step(optimizer, scaler, t.lr_at, state.step, t.clip_grad):
+                if t.ema is not None:
+                    t.ema.update(t.unwrapped)
+                state.step += 1
         nonfinite_in_step = False
-        state.step += 1
         state.step_in_epoch += 1
         progress.update(loss=loss_value)
         if stop is not None and stop.agreed(ctx):
@@ -169,7 +174,11 @@ def train_one_epoch(
     progress.close()
     totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count, skipped]).to(ctx.device))
     state.skipped_items += int(totals[2].item())  # every rank's, so every rank agrees
-    return {"train_loss": (totals[0] / totals[1].clamp(min=1)).item(), "stopped": stopped}
+    # With the part of the epoch run before a resume: every rank holds the same totals.
+    state.epoch_loss_sum += totals[0].item()
+    state.epoch_loss_count += int(totals[1].item())
+    train_loss = state.epoch_loss_sum / max(state.epoch_loss_count, 1)
+    return {"train_loss": train_loss, "stopped": stopped}
 
 
 def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
@@ -179,14 +188,28 @@ def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
     return bool(torch.stack(checks).all()) if checks else True
 
 
-def _optimizer_step(optimizer, scaler, lr_at: Callable[[int], float] | None, step: int) -> None:
-    """One optimizer step at the scheduled learning rate, then zeroed gradients."""
+def _optimizer_step(
+    optimizer,
+    scaler,
+    lr_at: Callable[[int], float] | None,
+    step: int,
+    clip_grad: float | None = None,
+) -> bool:
+    """One optimizer step at the scheduled learning rate (gradients clipped to the global
+    norm ``clip_grad`` if given), then zeroed gradients. False when the fp16 gradient
+    scaler skipped it (infinite gradients: it lowers its scale)."""
     if lr_at is not None:  # a function of the step alone, so a resumed run agrees
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    return scale is None or scaler.get_scale() >= scale
 
 
 def _report_nonfinite(ctx: distributed.DistContext, step: int, in_a_row: int, limit: int) -> None:
