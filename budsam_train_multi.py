@@ -15,9 +15,10 @@ The same under torchrun:
 
     torchrun --nproc_per_node 5 budsam_train_multi.py -i data/BSD -model_type vit_b ...
 
-Without torchrun, ``--world_size`` processes are started through PyTorch's elastic
-launcher (``utils.train.launcher``). Every rank runs :func:`train`; rank 0 alone writes
-the run folder and checkpoints.
+Without torchrun, the ``--nproc_per_node`` processes of this node (default: all of
+``--world_size``, or this node's GPUs) are started through PyTorch's elastic launcher
+(``utils.train.launcher``); one process per node runs in the launching process itself.
+Every rank runs :func:`train`; rank 0 alone writes the run folder and checkpoints.
 """
 
 from __future__ import annotations
@@ -155,10 +156,14 @@ def worker(args: argparse.Namespace, local_rank: int = 0) -> int:
     keep_freed_memory()
     if distributed.launched_by_torchrun():
         local_rank = int(os.environ["LOCAL_RANK"])
-    ctx = distributed.init_distributed(
-        local_rank, args.world_size, args.node_rank, args.nproc_per_node,
-        args.init_method, args.device, args.dist_timeout,
-    )  # fmt: skip
+    try:
+        ctx = distributed.init_distributed(
+            local_rank, args.world_size, args.node_rank, args.nproc_per_node,
+            args.init_method, args.device, args.dist_timeout,
+        )  # fmt: skip
+    except ValueError as err:  # no GPU for this rank
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return FORESEEN_EXIT_CODE
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     if ctx.device.type == "cpu":

@@ -2,8 +2,9 @@
 a RuntimeError (an unforeseen error), or with ``FAULT=bad_input`` in the environment a
 ValueError (what bad input raises).
 
-Run as a script with the training arguments. ``mp.spawn`` imports this file again
-in every rank (as ``__mp_main__``), so the patch below reaches each of them.
+Run as a script with the training arguments. The launcher starts the ranks with the
+``spawn`` method, which imports this file again in every rank (as ``__mp_main__``), so
+the patch below reaches each of them.
 """
 
 import os

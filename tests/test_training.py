@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -230,6 +231,28 @@ def test_a_signal_saves_latest_and_the_resumed_run_matches(
     assert code == 0, output
     _assert_same_weights(uninterrupted_runs[world], run_dir / run_log.LATEST)
     assert [r["epoch"] for r in run_log.read_metrics(run_dir)] == [0]
+
+
+def test_a_signal_to_one_rank_alone_stops_the_run_cleanly(data_root, tmp_path):
+    """``kill <pid of one rank>`` (not of the launcher): every rank stops and saves, and the
+    launcher, which got no signal itself, ends with 0 instead of waiting."""
+    command = [sys.executable, "-u", "budsam_train_multi.py", "--world_size", "2"]
+    command += _args(data_root, tmp_path, "-num_epochs", "1", "-batch_size", "1", *FULL_MODEL)
+    command += ["--init_method", _free_init_method()]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("epoch 0 1/"):
+            ranks = subprocess.run(["pgrep", "-f", "spawn_main", "-P", str(process.pid)],
+                                   capture_output=True, text=True).stdout.split()  # fmt: skip
+            os.kill(int(ranks[0]), signal.SIGTERM)
+    text = "".join(output)
+    assert process.wait(timeout=120) == 0, text
+    assert "stopped by signal" in text and "Traceback" not in text
+    assert load_checkpoint(_only_run(tmp_path) / run_log.LATEST)["step"] >= 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -10,14 +10,8 @@ import soundfile as sf
 from utils.common.files import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-
 CHANNEL_SUFFIXES = {"_left": "left", "_right": "right"}
-
-
 _CHANNEL_INDEX = {"left": 0, "right": 1}
-
-
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command; sndfile.h
 
 

@@ -22,14 +22,8 @@ import torch
 
 # mallopt(3) parameters and the values used.
 M_TRIM_THRESHOLD = -1
-
-
 M_MMAP_THRESHOLD = -3
-
-
 TRIM_THRESHOLD_BYTES = 1 << 30  # free memory kept at the heap's top before trimming
-
-
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest: blocks below this come from the heap
 
 

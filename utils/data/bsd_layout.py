@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 IMAGES_DIR = "Images"
-
-
 MASKS_DIR = "Masks"
-
-
 RAW_AUDIO_DIR = "Raw_audios"
-
-
 DENOISED_AUDIO_DIR = "Denoised_audios"
-
-
 CLEAN_AUDIO_DIR = "Clean_audios"  # synthetic data only: the exact clean bird signal
 
 

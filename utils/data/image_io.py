@@ -10,8 +10,6 @@ import numpy as np
 from utils.common.files import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 PNG_END_CHUNK = b"IEND"
 
 

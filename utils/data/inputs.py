@@ -47,8 +47,6 @@ from utils.data.bsd_layout import (
 from utils.data.image_io import read_gray_png, read_mask_png
 
 IMAGE = "image"
-
-
 RECORDING = "recording"
 
 

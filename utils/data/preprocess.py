@@ -6,11 +6,7 @@ import cv2
 import numpy as np
 
 REFERENCE_SIZE = 256  # the reference code first resizes everything to 256 x 256
-
-
 BOX_SHIFT_AT_1024 = 20  # the paper's -bbox_shift, in pixels of a 1024 input
-
-
 MASK_RESIZES = ("nearest", "area")
 
 

@@ -15,23 +15,11 @@ PNG_GRAY = 0  # IHDR colour type of a grayscale image without alpha
 
 # Why scan_split skips a pair, in the order it checks.
 IMAGE_WITHOUT_MASK = "images without a mask"
-
-
 MASK_WITHOUT_IMAGE = "masks without an image"
-
-
 UNREADABLE = "unreadable PNGs"  # empty, not a PNG, or no IHDR header
-
-
 TRUNCATED = "truncated PNGs"
-
-
 NOT_GRAY8 = "PNGs that are not 8-bit grayscale"
-
-
 SIZE_MISMATCH = "image/mask size mismatches"
-
-
 WRONG_HEIGHT = "images not 1024 rows high (--half_spectrum needs BSD spectrograms)"
 
 

@@ -46,41 +46,17 @@ from utils.data.mask_ops import clean_mask_half
 from utils.data.sounds import NOISES, bird_song, field_noise
 
 SPLITS = ("train", "valid", "test")
-
-
 SAMPLE_RATES = (48000, 44100, 22050)
-
-
 SAMPLE_RATE_PROBS = (0.7, 0.2, 0.1)
-
-
 DURATION_RANGE_S = (2.0, 8.0)
-
-
 SNR_RANGE_DB = (-5.0, 20.0)
-
-
 STEREO_PROB = 0.1
-
-
 NO_BIRD_PROB = 0.08
-
-
 NOISE_RMS_RANGE = (0.015, 0.1)  # log-uniform; sets how bright the noise is in the image
-
-
 MAX_PEAK = 0.98
-
-
 MIN_BLOB_PIXELS = 20  # in the one-sided half of the mask
-
-
 CONFIG_FILE = "synthetic_config.json"
-
-
 MANIFEST_FILE = "manifest.csv"
-
-
 MANIFEST_COLUMNS = (
     "name",
     "split",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -13,8 +15,6 @@ from utils.audio.io import audio_source_for_image  # noqa: E402
 from utils.common.files import atomic_path  # noqa: E402
 from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR  # noqa: E402
 from utils.data.image_io import read_gray_png, read_mask_png  # noqa: E402
-
-matplotlib.use("Agg")  # no display on training machines
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:

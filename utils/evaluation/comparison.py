@@ -12,22 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.audio import (
-    bsd,  # noqa: E402
-    conventions,  # noqa: E402
-)
+from utils.audio import bsd, conventions  # noqa: E402
 from utils.audio import io as audio_io  # noqa: E402
 from utils.common.files import atomic_path  # noqa: E402
 from utils.data.image_io import read_mask_png  # noqa: E402
 from utils.data.inputs import View  # noqa: E402
 from utils.evaluation import baselines  # noqa: E402
 from utils.inference.segmenter import Segmenter, denoise  # noqa: E402
-
-matplotlib.use("Agg")  # no display on training machines
-
 
 Output = tuple[np.ndarray | None, np.ndarray | None]
 

@@ -30,8 +30,6 @@ PROMPTS = ("full", "gt_box", "box")
 # Time tiles for recordings when the model was trained on whole images: about the
 # width of a BSD image (the published sample's is 3032 frames, 4 s at 48 kHz).
 RECORDING_TILE_WIDTH = 3032
-
-
 DEFAULT_OVERLAP = 0.25
 
 

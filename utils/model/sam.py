@@ -35,11 +35,7 @@ from torch import nn
 from utils.common.checkpoint_io import read_checkpoint
 
 MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
-
-
 TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8")
-
-
 OFFICIAL_CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
@@ -48,33 +44,17 @@ OFFICIAL_CHECKPOINT_URLS = {
 
 
 PATCH_SIZE = 16  # image-encoder patch: the embedding grid is S/16 x S/16 (but vit_tiny_p16x8)
-
-
 LOW_RES_FACTOR = 4  # the mask decoder's output is 4x the embedding grid, i.e. S/4 x S/4
 
 
 # vit_tiny: a light ViT encoder and a narrow (128-d) prompt encoder / mask decoder.
 TINY_IMG_SIZE = 256
-
-
 TINY_ENCODER_DIM = 192
-
-
 TINY_ENCODER_DEPTH = 4
-
-
 TINY_ENCODER_HEADS = 3
-
-
 TINY_WINDOW = 8
-
-
 TINY_GLOBAL_ATTN = (1, 3)
-
-
 TINY_PROMPT_DIM = 128
-
-
 TINY_DECODER_MLP_DIM = 512
 
 
@@ -91,8 +71,6 @@ TINY_VARIANTS = {
 
 # Buffers of Sam that are not persistent (never in its state dict); tolerated if present.
 _IGNORED_KEYS = ("pixel_mean", "pixel_std")
-
-
 _DDP_PREFIX = "module."
 
 

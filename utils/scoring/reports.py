@@ -24,14 +24,8 @@ from utils.data.inputs import View
 from utils.scoring import metrics
 
 PAPER_BATCH = 4  # images per batch over which the papers pool their two-class scores
-
-
 COUNT_COLUMNS = ("tp", "fp", "fn", "tn")
-
-
 MASK_COLUMNS = ("fg_iou", "fg_dice", "fg_f1", "paper_iou") + COUNT_COLUMNS
-
-
 AUDIO_COLUMNS = (
     "bsd_sdr",
     "input_sdr",
@@ -44,8 +38,6 @@ AUDIO_COLUMNS = (
 
 
 ROW_COLUMNS = ("name", "audio_seconds", "reference") + MASK_COLUMNS + AUDIO_COLUMNS
-
-
 MEAN_COLUMNS = ("fg_iou", "fg_dice", "fg_f1") + AUDIO_COLUMNS
 
 

@@ -237,7 +237,15 @@ def open_run_dir(ctx: DistContext, args: Namespace) -> tuple[Path, dict | None]:
     checkpoint, if any."""
     # Rank 0 decides (``--resume auto`` looks at the run folders) and tells the others;
     # every rank then reads the file, which must be on a filesystem all nodes share.
-    resume_path = distributed.broadcast_object(resolve_resume(args) if ctx.is_main else None)
+    decided: tuple[Path | None, str | None] = (None, None)
+    if ctx.is_main:
+        try:
+            decided = (resolve_resume(args), None)
+        except ValueError as err:  # every rank must stop on it, not wait for rank 0
+            decided = (None, str(err))
+    resume_path, problem = distributed.broadcast_object(decided)
+    if problem is not None:
+        raise ValueError(problem)
     resumed = load_checkpoint(resume_path, mmap=True) if resume_path is not None else None
     run_dir = None
     if ctx.is_main:

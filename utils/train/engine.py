@@ -109,10 +109,11 @@ def train_one_epoch(
     optimizer step); returns ``{"train_loss", "stopped"}``.
 
     Trailing micro-batches that do not fill a whole step are ignored (the caller hands
-    in whole steps only). ``state.step`` counts the optimizer updates (the schedule's
-    position): a step the fp16 gradient scaler skips advances neither it nor the EMA;
-    ``state.step_in_epoch`` counts the data steps. ``train_loss`` covers the whole
-    epoch, the part before a resume included.
+    in whole steps only). ``state.step`` counts optimizer steps (the schedule's
+    position), those dropped for a non-finite loss included (they are reported by
+    number); a step the fp16 gradient scaler skips, a routine part of fp16 training,
+    advances neither it nor the EMA. ``state.step_in_epoch`` counts the data steps.
+    ``train_loss`` covers the whole epoch, the part before a resume included.
 
     Faults, decided alike on every rank so that DDP's collectives stay matched: a
     micro-batch is dropped on all ranks when any rank could load none of its items;

@@ -32,7 +32,8 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from utils.common.distributed import StopRequest
 
-FORESEEN_EXIT_CODE = 2  # a rank stopped on bad input and said why in one line
+FORESEEN_EXIT_CODE = 2  # a rank stopped with a one-line error (bad input, a diverged loss)
+STOPPED_EXIT_CODE = 3  # a rank stopped on SIGTERM/SIGINT after saving: a clean stop
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 SHUTDOWN_TIMEOUT_S = 300  # how long ranks get to save ``latest`` once asked to stop
 _ELASTIC_MULTIPROCESSING_LOGGER = "torch.distributed.elastic.multiprocessing.api"
@@ -70,17 +71,22 @@ def rank_main(entry: Callable[..., int], *args: object) -> None:
     """Run one rank's ``entry(*args)`` and exit with its code; an unforeseen error is
     recorded, traceback included, in the error file instead of being printed.
 
-    A rank that stopped on a signal exits at once: the launcher is shutting the ranks
-    down then and no longer collects their results, for which a returning rank waits.
+    A rank that stopped on a signal exits at once with :data:`STOPPED_EXIT_CODE`: a
+    returning rank waits for the launcher to collect its result, which a launcher
+    shutting the ranks down no longer does, and a launcher that was not signalled itself
+    learns from the code that the ranks stopped cleanly.
     """
     try:
         code = entry(*args)
     except Exception as err:
         _write_error_file(f"{type(err).__name__}: {err}", traceback.format_exc(), 1)
         sys.exit(1)
-    if code == FORESEEN_EXIT_CODE:
-        _write_error_file("stopped on bad input", "", code)
-    if StopRequest.received is not None:
+    if code == 0 and StopRequest.received is not None:
+        code = STOPPED_EXIT_CODE
+    if code in (FORESEEN_EXIT_CODE, STOPPED_EXIT_CODE):
+        _write_error_file("stopped with the line above" if code == FORESEEN_EXIT_CODE
+                          else "stopped on a signal", "", code)  # fmt: skip
+    if code == STOPPED_EXIT_CODE:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -106,8 +112,8 @@ def launch(
 ) -> int:
     """Start ``nproc_per_node`` ranks of ``entry(*args)`` on this node and wait for them.
 
-    Returns 0 when every rank succeeded or all stopped on a signal (each saved its
-    state), 2 when a rank stopped on bad input, 1 after an unforeseen error (its
+    Returns 0 when every rank succeeded or the ranks stopped on a signal (having saved
+    their state), 2 when a rank stopped with a one-line error, 1 after an unforeseen error (its
     traceback printed, then one line naming the rank).
 
     Raises:
@@ -154,9 +160,14 @@ def _report_failure(log_dir: Path, first_rank: int) -> int:
         record = json.loads(path.read_text())
         records.append((path.stat().st_mtime_ns, first_rank + local_rank, record))
     records.sort(key=lambda item: item[0])
+    codes = {record.get("exit_code") for _, _, record in records}
+    if codes == {STOPPED_EXIT_CODE}:
+        print("launcher: the ranks stopped on a signal", file=sys.stderr, flush=True)
+        return 0
     foreseen = [rank for _, rank, rec in records if rec.get("exit_code") == FORESEEN_EXIT_CODE]
     if foreseen:
-        print(f"error: rank {foreseen[0]} stopped on the error above; every rank was stopped",
+        who = "every rank" if len(foreseen) == len(records) else f"rank {foreseen[0]}"
+        print(f"error: {who} stopped on the error above; every rank was stopped",
               file=sys.stderr, flush=True)  # fmt: skip
         return FORESEEN_EXIT_CODE
     if not records:

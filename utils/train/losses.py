@@ -6,8 +6,6 @@ import torch
 from torch import nn
 
 DICE_REDUCTIONS = ("sample", "batch", "nonempty")
-
-
 DICE_SMOOTH = 1e-5  # added to the numerator and the denominator, as MONAI's DiceLoss
 
 

@@ -13,25 +13,16 @@ from datetime import datetime
 from pathlib import Path
 
 import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
 from utils.common.files import atomic_path, write_text  # noqa: E402
 
-matplotlib.use("Agg")
-
-
 LATEST = "budsam_model_latest.pth"
-
-
 BEST = "budsam_model_best.pth"
-
-
 METRICS_JSONL = "metrics.jsonl"
-
-
 METRICS_CSV = "metrics.csv"
-
-
 RUN_STAMP = "%Y%m%d-%H%M%S"  # run folders are <task_name>-<stamp>[_<n>]
 
 
