@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from bench.bench_gpu import random_batch
 from utils.common import distributed
 from utils.common.amp import autocast
 from utils.model.budsam import BudSAM
@@ -50,7 +51,7 @@ def check_nccl(device: torch.device) -> None:
         ddp = DistributedDataParallel(
             model, device_ids=[device.index], gradient_as_bucket_view=True
         )
-        batch = tiny_batch(model.img_size, 2, device)
+        batch = random_batch(model, 2, device)
         loss = DiceBCELoss()(model_logits(ddp, batch, device, "bf16", None).float(), batch["mask"])
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -60,17 +61,6 @@ def check_nccl(device: torch.device) -> None:
         )
     finally:
         dist.destroy_process_group()
-
-
-def tiny_batch(size: int, batch_size: int, device: torch.device) -> dict:
-    masks = torch.zeros(batch_size, 1, size, size, device=device)
-    masks[..., size // 2 :, :] = 1.0
-    return {
-        "image": torch.rand(batch_size, 3, size, size, device=device),
-        "box": torch.tensor([[0.0, 0.0, size, size]] * batch_size),
-        "mask": masks,
-        "index": torch.arange(batch_size),
-    }
 
 
 def check_positional_encoding(device: torch.device) -> None:
@@ -105,7 +95,7 @@ def check_vit_b_bf16_step(device: torch.device) -> None:
     gradients (the logits come back in fp32: the final upsampling runs in fp32 under autocast)."""
     model = BudSAM(build_sam_vit_b(), ("image_encoder", "mask_decoder")).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    batch = tiny_batch(model.img_size, 2, device)
+    batch = random_batch(model, 2, device)
     logits = model_logits(model, batch, device, "bf16", None)
     loss = DiceBCELoss()(logits.float(), batch["mask"])
     loss.backward()

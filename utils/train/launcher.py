@@ -113,8 +113,9 @@ def launch(
     """Start ``nproc_per_node`` ranks of ``entry(*args)`` on this node and wait for them.
 
     Returns 0 when every rank succeeded or the ranks stopped on a signal (having saved
-    their state), 2 when a rank stopped with a one-line error, 1 after an unforeseen error (its
-    traceback printed, then one line naming the rank).
+    their state), 2 when a rank stopped with a one-line error, 1 after an unforeseen
+    error (its traceback printed, then one line naming the rank). The ranks' error files
+    live in a temporary folder that is removed afterwards.
 
     Raises:
         ValueError: when ``world_size`` is not a multiple of ``nproc_per_node`` or the
@@ -126,7 +127,21 @@ def launch(
         )
     nodes = world_size // nproc_per_node
     logging.getLogger(_ELASTIC_MULTIPROCESSING_LOGGER).addFilter(_DropFailureTracebacks())
-    log_dir = Path(tempfile.mkdtemp(prefix="budsam_ranks_"))
+    with tempfile.TemporaryDirectory(prefix="budsam_ranks_") as log_dir:
+        return _launch_and_wait(entry, args, nodes, nproc_per_node, node_rank, init_method,
+                                Path(log_dir))  # fmt: skip
+
+
+def _launch_and_wait(
+    entry: Callable[..., int],
+    args: tuple,
+    nodes: int,
+    nproc_per_node: int,
+    node_rank: int,
+    init_method: str,
+    log_dir: Path,
+) -> int:
+    """:func:`launch` with the ranks' error files under ``log_dir``."""
     settings = {
         "min_nodes": nodes,
         "max_nodes": nodes,
