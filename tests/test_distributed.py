@@ -62,13 +62,16 @@ def test_distributed_evaluation_counts_an_odd_split_once(tmp_path):
     rank1 = json.loads((tmp_path / "eval_rank1.json").read_text())
     assert rank0 == rank1  # both ranks hold the reduced totals
     assert rank0["n_images"] == 5  # not 6, as a padding DistributedSampler would give
-    alone = evaluate(
-        ddp_checks.make_single_model(), ddp_checks.fake_items(5, seed=7),
-        DistContext(0, 1, 0, torch.device("cpu")), batch_size=2, amp="none", embedder=None,
-    )  # fmt: skip
-    assert alone["n_images"] == 5
-    for key in ("loss", "fg_iou", "fg_dice"):
-        assert abs(alone[key] - rank0[key]) < 1e-6, key
+    for batch_size in (2, 3, 5):
+        alone = evaluate(
+            ddp_checks.make_single_model(), ddp_checks.fake_items(5, seed=7),
+            DistContext(0, 1, 0, torch.device("cpu")), batch_size=batch_size, amp="none",
+            embedder=None,
+        )  # fmt: skip
+        assert alone["n_images"] == 5
+        # The papers' two-class scores too: fixed groups of items, whatever the batching.
+        for key in ("loss", "fg_iou", "fg_dice", "paper_iou", "paper_dice"):
+            assert abs(alone[key] - rank0[key]) < 1e-6, (key, batch_size)
 
 
 def test_each_local_rank_gets_its_gpu_or_the_only_visible_one():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -116,3 +118,65 @@ def test_training_changes_no_buffer_so_ddp_need_not_broadcast_them():
     assert buffers  # the positional encoding's Gaussian matrix, at least
     train_one_epoch(_trainer(model), _loader(ddp_checks.fake_items(2, seed=3)), TrainState())
     assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())
+
+
+def test_one_host_sync_per_optimizer_step(monkeypatch):
+    """BudSAM's code reads a value back from the device (item, tolist, bool) once per
+    optimizer step and once at the epoch's end, not on every micro-batch."""
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("utils."):  # not the DataLoader drawing its seed
+                reads.append(f"{caller}.{_name}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model = ddp_checks.make_single_model()
+    trainer = _trainer(model)
+    trainer.grad_acc_steps = 3
+    state = TrainState()
+    train_one_epoch(trainer, _loader(ddp_checks.fake_items(6, 0)), state)
+    monkeypatch.undo()
+    assert state.step == 2
+    assert len(reads) == state.step + 1, reads  # was 3 per micro-batch, 9 per step
+
+
+class StoredEmbeddings:
+    """An embedding store holding every item's embedding, counting the reads."""
+
+    def __init__(self, model, items: list[dict]) -> None:
+        with torch.no_grad():
+            self.stored = {item["key"]: model.encode(item["image"][None])[0] for item in items}
+        self.reads = 0
+
+    def load(self, key: str) -> torch.Tensor:
+        self.reads += 1
+        return self.stored[key]
+
+
+class NoEmbedder:
+    """An embedder that must not be needed: the batches carry their embeddings."""
+
+    def __call__(self, indices, device, amp):
+        raise AssertionError("the step computed embeddings the loader should have read")
+
+
+def test_cached_embeddings_come_with_the_batch(tmp_path):
+    """Decoder-only training reads stored embeddings in the loader, not in the step."""
+    from utils.data.dataset import BSDSegmentation
+    from utils.data.synthetic import generate_dataset
+
+    generate_dataset(tmp_path, {"train": 3, "valid": 0, "test": 0}, seed=0)
+    model = ddp_checks.make_single_model()
+    dataset = BSDSegmentation(tmp_path / "train", model.img_size, tile_width=1024)
+    store = StoredEmbeddings(model, [dataset[i] for i in range(len(dataset))])
+    dataset.embeddings = store
+    model.set_trainable(["mask_decoder"])
+    trainer = _trainer(model)
+    trainer.embedder = NoEmbedder()
+    state = TrainState()
+    train_one_epoch(trainer, _loader(dataset), state)
+    assert state.step == len(dataset) and store.reads == len(dataset)

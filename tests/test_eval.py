@@ -132,12 +132,22 @@ def test_pooled_two_class_scores_match_the_batch_metric():
         view = View("v", np.zeros(truth.shape, np.uint8), mask=truth)
         rows.append(reports.view_row(view, pred, None))
     pooled = reports.pooled_two_class(rows)
-    batches = [(0, 4), (4, 6)]  # PAPER_BATCH = 4
+    batches = [(0, 4), (4, 6)]  # metrics.PAPER_GROUP_SIZE = 4
     expected = np.mean(
         [metrics.two_class_scores(np.stack(preds[a:b]), np.stack(truths[a:b]))["iou"]
          for a, b in batches]
     )  # fmt: skip
     assert pooled["iou"] == pytest.approx(expected)
+    # An image that could not be scored shifts no other image into another group.
+    rows[1] = reports.view_row(View("unreadable", np.zeros((8, 10), np.uint8)), None, None)
+    groups = [[0, 2, 3], [4, 5]]
+    expected = np.mean(
+        [metrics.two_class_scores(np.stack([preds[i] for i in g]),
+                                  np.stack([truths[i] for i in g]))["iou"] for g in groups]
+    )  # fmt: skip
+    assert reports.pooled_two_class(rows)["iou"] == pytest.approx(expected)
+    view = View("v", np.zeros((8, 10), np.uint8), mask=truths[1])
+    rows[1] = reports.view_row(view, preds[1], None)
     summary = reports.summarize(rows, compute_seconds=2.0)
     assert summary["paper_iou"] == pooled["iou"] and math.isnan(summary["si_sdr"])
     assert summary["fg_iou"] == pytest.approx(np.mean([r["fg_iou"] for r in rows]))

@@ -56,6 +56,9 @@ class BSDSegmentation(Dataset):
     An item whose PNG cannot be decoded is None (see
     :func:`collate_skipping_none`); a mask with values other than 0 and 255 is read as
     nonzero = foreground, with a warning naming it.
+    ``embeddings``, when set to a store with ``load(item_key) -> Tensor | None`` (an
+    embedding cache), adds each item's stored ``embedding`` where there is one, so that
+    the loader's workers read them ahead of the training step.
     ``keep_in_memory`` keeps each preprocessed
     item after its first load (``S * S * 4`` bytes per image; for small sets and
     ``num_workers=0``, where the same process serves every epoch).
@@ -109,6 +112,7 @@ class BSDSegmentation(Dataset):
         self.keep_in_memory = keep_in_memory
         self._memory: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
         self.unusable: set[int] = set()  # items found unreadable elsewhere (e.g. while caching)
+        self.embeddings = None  # a store of the items' image embeddings, or None
         self.seed = seed
         self.epoch = 0
 
@@ -180,16 +184,21 @@ class BSDSegmentation(Dataset):
         }
         if image is not None:
             item["image"] = torch.from_numpy(np.repeat(image[None], 3, axis=0))
+        if self.embeddings is not None:
+            embedding = self.embeddings.load(item["key"])
+            if embedding is not None:
+                item["embedding"] = embedding
         return item
 
 
 def collate_skipping_none(items: list[dict | None]) -> dict:
-    """Stack a batch, dropping items that failed to load; ``skipped`` counts them."""
+    """Stack a batch, dropping items that failed to load; ``skipped`` counts them. A field
+    that some items lack (an ``embedding`` not stored yet) is left out of the batch."""
     kept = [item for item in items if item is not None]
     batch: dict = {"skipped": len(items) - len(kept)}
     if not kept:
         return batch
-    for key in kept[0]:
+    for key in [key for key in kept[0] if all(key in item for item in kept)]:
         values = [item[key] for item in kept]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     if "index" in batch:

@@ -10,6 +10,7 @@ Audio: the dataset's own "SDR", which compares the output with the NOISY input
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,38 @@ def two_class_scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, flo
         dices.append(2 * intersection / (union + intersection) if union > 0 else 0.0)
     dice = float(np.mean(dices))
     return {"iou": float(np.mean(ious)), "dice": dice, "f1": dice}
+
+
+PAPER_GROUP_SIZE = 4  # consecutive images per group over which the papers pool their scores
+
+
+def grouped_two_class_scores(
+    counts: dict[str, np.ndarray], positions: np.ndarray, group_size: int = PAPER_GROUP_SIZE
+) -> dict[str, float]:
+    """The papers' split-level two-class IoU and Dice: counts pooled per fixed group and
+    the group scores averaged.
+
+    Image ``i`` of a split (in its sorted order) belongs to group ``i // group_size``,
+    whatever the batch size, the number of processes or the images that could not be
+    scored, so every way of running the evaluation reports the same number.
+
+    Args:
+        counts: per-image :func:`confusion_counts` (``tp``, ``fp``, ``fn``, ``tn``) of the
+            scored images.
+        positions: ``(N,)`` each scored image's index in the whole split.
+
+    Returns:
+        ``{"iou", "dice"}``; NaN when no image was scored.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if positions.size == 0:
+        return {"iou": math.nan, "dice": math.nan}
+    groups = positions // group_size
+    scores = [
+        two_class_scores_from_counts({k: np.asarray(v)[groups == g] for k, v in counts.items()})
+        for g in np.unique(groups)
+    ]
+    return {name: float(np.mean([s[name] for s in scores])) for name in ("iou", "dice")}
 
 
 SI_SDR_FLOOR_DB = -80.0  # 10 * log10(1e-8)

@@ -23,7 +23,6 @@ from utils.common.files import write_text
 from utils.data.inputs import View
 from utils.scoring import metrics
 
-PAPER_BATCH = 4  # images per batch over which the papers pool their two-class scores
 COUNT_COLUMNS = ("tp", "fp", "fn", "tn")
 MASK_COLUMNS = ("fg_iou", "fg_dice", "fg_f1", "paper_iou") + COUNT_COLUMNS
 AUDIO_COLUMNS = (
@@ -81,19 +80,12 @@ def view_row(view: View, pred_mask: np.ndarray | None, denoised: np.ndarray | No
 
 
 def pooled_two_class(rows: list[dict]) -> dict[str, float]:
-    """The papers' two-class IoU and Dice (= their F1): counts pooled over batches of
-    :data:`PAPER_BATCH` consecutive images, averaged over the batches. NaN without
-    mask scores."""
-    scored = [r for r in rows if not math.isnan(r["tp"])]
-    if not scored:
-        return {"iou": math.nan, "dice": math.nan}
-    batches = [
-        metrics.two_class_scores_from_counts(
-            {k: np.array([r[k] for r in scored[i : i + PAPER_BATCH]]) for k in COUNT_COLUMNS}
-        )
-        for i in range(0, len(scored), PAPER_BATCH)
-    ]
-    return {name: float(np.mean([b[name] for b in batches])) for name in ("iou", "dice")}
+    """The papers' two-class IoU and Dice (= their F1) over rows in the split's order: see
+    :func:`utils.scoring.metrics.grouped_two_class_scores` (a row's group is fixed by its
+    position, so an unscored row shifts no other). NaN without mask scores."""
+    positions = [i for i, row in enumerate(rows) if not math.isnan(row["tp"])]
+    counts = {k: np.array([rows[i][k] for i in positions]) for k in COUNT_COLUMNS}
+    return metrics.grouped_two_class_scores(counts, np.array(positions))
 
 
 def summarize(rows: list[dict], compute_seconds: float | None = None) -> dict:

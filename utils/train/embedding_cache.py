@@ -180,6 +180,7 @@ def build_embedders(
         cache = EmbeddingCache(Path(args.work_dir) / "embedding_cache", {**key, **data})
         embedders[split] = Embedder(model, cache, dataset)
         added = embedders[split].fill(ctx, args.eval_batch_size, args.amp, ctx.is_main)
+        dataset.embeddings = cache  # the loader's workers read them ahead of each step
         reused = len(dataset) - added
         ctx.log(f"embedding cache {cache.folder}: {split}: {added} computed, {reused} reused")
     return embedders

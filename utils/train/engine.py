@@ -55,12 +55,20 @@ def model_logits(
     amp: str,
     embedder: Embedder | None,
 ) -> torch.Tensor:
-    """Full-size mask logits ``(B, 1, S, S)`` for a batch, from images or cached embeddings."""
+    """Full-size mask logits ``(B, 1, S, S)`` for a batch, from images or cached embeddings.
+
+    With an ``embedder`` the batch's ``embedding`` (read ahead by the loader's workers,
+    see :attr:`BSDSegmentation.embeddings`) is used; a batch without one gets its
+    embeddings from the embedder.
+    """
     boxes = batch["box"].to(device, non_blocking=True)
     with autocast(device, amp):
         if embedder is None:
             return model(batch["image"].to(device, non_blocking=True), boxes)
-        return model(None, boxes, embeddings=embedder(batch["index"].tolist(), device, amp))
+        embeddings = batch.get("embedding")
+        if embeddings is None:
+            embeddings = embedder(batch["index"].tolist(), device, amp)
+        return model(None, boxes, embeddings=embeddings.to(device, non_blocking=True))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -121,13 +129,19 @@ def train_one_epoch(
     when the loss was not finite on any rank, or (without a gradient scaler) a
     gradient was not, and after ``max_nonfinite_steps`` such steps in a row
     :class:`NonFiniteLossError` stops training.
+
+    Host synchronisation: one per optimizer step (the all-reduced non-finite flag, with
+    the last loss for the progress line), and one small all-reduce per micro-batch only
+    in a process group (whether every rank has items).
     """
     t, ctx, optimizer, scaler = trainer, trainer.ctx, trainer.optimizer, trainer.scaler
     t.model.train()
     n_steps = len(loader) // t.grad_acc_steps
     progress = Progress(n_steps, f"epoch {state.epoch}", ctx.is_main, t.log_interval)
-    loss_sum, loss_count, skipped = torch.zeros(3, dtype=torch.float64)
-    micro, nonfinite_in_step, nonfinite_in_a_row = 0, False, 0
+    # finite losses' sum and count, on the device so that no micro-batch waits for them
+    loss_totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    nonfinite_in_step = torch.zeros((), dtype=torch.bool, device=ctx.device)
+    skipped, micro, nonfinite_in_a_row = 0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     stopped = False
     for batch in loader:
@@ -142,19 +156,21 @@ def train_one_epoch(
             logits = model_logits(t.model, batch, ctx.device, t.amp, t.embedder)
             loss = t.loss_fn(logits.float(), batch["mask"].to(ctx.device, non_blocking=True))
             scaler.scale(loss / t.grad_acc_steps).backward()
-        loss_value = loss.item()
-        if math.isfinite(loss_value):
-            loss_sum += loss_value
-            loss_count += 1
-        else:
-            nonfinite_in_step = True
+        loss = loss.detach().double()
+        finite = torch.isfinite(loss)
+        loss_totals += torch.stack([torch.where(finite, loss, 0.0), finite.double()])
+        nonfinite_in_step |= ~finite
         if not sync_now:
             continue
         # Gradients are all-reduced by now, so every rank sees the same ones. With a
         # gradient scaler (fp16) infinite gradients are its business: it skips the step.
-        if not scaler.is_enabled() and not _gradients_finite(optimizer):
-            nonfinite_in_step = True
-        if distributed.any_rank(nonfinite_in_step, ctx.device):
+        if not scaler.is_enabled():
+            nonfinite_in_step |= ~_gradients_finite(optimizer)
+        # The step's one host sync: any rank's non-finite flag, and the mean last loss.
+        status = distributed.all_reduce_sum(torch.stack([nonfinite_in_step.double(), loss]))
+        nonfinite_ranks, loss_value = status.tolist()
+        loss_value /= ctx.world_size
+        if nonfinite_ranks > 0:
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
             nonfinite_in_a_row += 1
@@ -166,27 +182,31 @@ def train_one_epoch(
                 if t.ema is not None:
                     t.ema.update(t.unwrapped)
                 state.step += 1
-        nonfinite_in_step = False
+        nonfinite_in_step.zero_()
         state.step_in_epoch += 1
         progress.update(loss=loss_value)
         if stop is not None and stop.agreed(ctx):
             stopped = True
             break
     progress.close()
-    totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_count, skipped]).to(ctx.device))
-    state.skipped_items += int(totals[2].item())  # every rank's, so every rank agrees
+    skipped_items = torch.tensor([skipped], dtype=torch.float64, device=ctx.device)
+    loss_sum, loss_count, skipped = distributed.all_reduce_sum(
+        torch.cat([loss_totals, skipped_items])
+    ).tolist()
+    state.skipped_items += int(skipped)  # every rank's, so every rank agrees
     # With the part of the epoch run before a resume: every rank holds the same totals.
-    state.epoch_loss_sum += totals[0].item()
-    state.epoch_loss_count += int(totals[1].item())
+    state.epoch_loss_sum += loss_sum
+    state.epoch_loss_count += int(loss_count)
     train_loss = state.epoch_loss_sum / max(state.epoch_loss_count, 1)
     return {"train_loss": train_loss, "stopped": stopped}
 
 
-def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every gradient the optimizer would apply is finite (one device sync)."""
+def _gradients_finite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """A bool tensor on the gradients' device: whether every gradient the optimizer would
+    apply is finite (no host sync)."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
     checks = [torch.isfinite(g).all() for g in grads if g is not None]
-    return bool(torch.stack(checks).all()) if checks else True
+    return torch.stack(checks).all() if checks else torch.tensor(True)
 
 
 def _optimizer_step(

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from utils.common import distributed
 from utils.common.progress import Progress
 from utils.data.dataset import BSDSegmentation, collate_skipping_none
-from utils.scoring.metrics import confusion_counts, scores_from_counts, two_class_scores_from_counts
+from utils.scoring.metrics import confusion_counts, grouped_two_class_scores, scores_from_counts
 from utils.train.embedding_cache import Embedder
 from utils.train.engine import model_logits
 from utils.train.losses import DiceBCELoss
@@ -69,7 +69,9 @@ def evaluate(
 
     Every rank takes its own share (no padding), and sums are reduced across
     ranks. Foreground IoU/Dice/F1 are per-image means; ``paper_iou``/``paper_dice``
-    are the ViTVS/BudSAM two-class scores averaged over batches. A soft target
+    are the ViTVS/BudSAM two-class scores, pooled over fixed groups of consecutive items
+    (:func:`grouped_two_class_scores`), so they depend on neither the number of
+    processes nor the batch size. A soft target
     (``--mask_resize area``) counts as foreground where it is >= 0.5.
 
     With time tiles an item is one tile, and a tile without foreground scores 1 or
@@ -81,15 +83,20 @@ def evaluate(
     model.eval()
     shard = Subset(dataset, distributed.shard_indices(len(dataset), ctx.rank, ctx.world_size))
     loader = DataLoader(
-        shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_none
+        shard,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_skipping_none,
+        worker_init_fn=distributed.ignore_stop_signals,
+        pin_memory=ctx.device.type == "cuda",
     )
-    # loss sum, images, fg iou, fg dice, fg f1, paper iou sum, paper dice sum, batches, skipped
-    sums = torch.zeros(9, dtype=torch.float64)
-    # tp, fp, fn of each item, and whether it was scored (1) or could not be read (0)
-    per_item = torch.zeros(len(dataset), 4, dtype=torch.float64)
+    # loss sum, images, fg iou, fg dice, fg f1, skipped
+    sums = torch.zeros(6, dtype=torch.float64)
+    # tp, fp, fn, tn of each item, and whether it was scored (1) or could not be read (0)
+    per_item = torch.zeros(len(dataset), 5, dtype=torch.float64)
     progress = Progress(len(loader), desc, ctx.is_main)
     for batch in loader:
-        sums[8] += batch["skipped"]
+        sums[5] += batch["skipped"]
         if "mask" not in batch:
             continue
         logits = model_logits(model, batch, ctx.device, amp, embedder).float()
@@ -101,32 +108,31 @@ def evaluate(
         counts = confusion_counts(pred, truth)
         scores = scores_from_counts(counts)
         per_item[batch["index"]] = torch.from_numpy(
-            np.stack([counts["tp"], counts["fp"], counts["fn"], np.ones(n)], axis=1)
+            np.stack([*(counts[k] for k in ("tp", "fp", "fn", "tn")), np.ones(n)], axis=1)
         )
         sums[2] += scores["iou"].sum()
         sums[3] += scores["dice"].sum()
         sums[4] += scores["f1"].sum()
-        paper = two_class_scores_from_counts(counts)
-        sums[5] += paper["iou"]
-        sums[6] += paper["dice"]
-        sums[7] += 1
         progress.update()
     progress.close()
     sums = distributed.all_reduce_sum(sums.to(ctx.device)).cpu()
     per_item = distributed.all_reduce_sum(per_item.to(ctx.device)).cpu()
-    images, batches = max(sums[1].item(), 1), max(sums[7].item(), 1)
+    images = max(sums[1].item(), 1)
+    scored = per_item[:, 4] > 0
+    paper = grouped_two_class_scores(
+        dict(zip(("tp", "fp", "fn", "tn"), per_item[scored, :4].numpy().T, strict=True)),
+        torch.nonzero(scored)[:, 0].numpy(),
+    )
     return {
         "loss": sums[0].item() / images,
         "fg_iou": sums[2].item() / images,
         "fg_dice": sums[3].item() / images,
         "fg_f1": sums[4].item() / images,
-        "paper_iou": sums[5].item() / batches,
-        "paper_dice": sums[6].item() / batches,
-        "whole_fg_iou": whole_image_iou(
-            per_item[:, :3], source_images(dataset), per_item[:, 3] > 0
-        ),
+        "paper_iou": paper["iou"] if scored.any() else 0.0,
+        "paper_dice": paper["dice"] if scored.any() else 0.0,
+        "whole_fg_iou": whole_image_iou(per_item[:, :3], source_images(dataset), scored),
         "n_images": int(sums[1].item()),
-        "skipped": int(sums[8].item()),
+        "skipped": int(sums[5].item()),
     }
 
 
@@ -139,13 +145,15 @@ def evaluate_both_prompts(
     prefix: str,
 ) -> dict:
     """:func:`evaluate` under the whole-image box and the ground-truth box, as
-    ``{prefix}_{full|gt_box}_{score}`` entries."""
+    ``{prefix}_{full|gt_box}_{score}`` entries; the images are decoded by
+    ``--num_workers`` loader workers."""
     results = {}
     for prompt in ("full", "gt_box"):
         dataset.prompt = prompt
         scores = evaluate(
             model, dataset, ctx, batch_size=args.eval_batch_size, amp=args.amp,
-            embedder=embedder, desc=f"{prefix} ({prompt} box)", loss_fn=DiceBCELoss(args.dice),
+            embedder=embedder, num_workers=args.num_workers, desc=f"{prefix} ({prompt} box)",
+            loss_fn=DiceBCELoss(args.dice),
         )  # fmt: skip
         results.update({f"{prefix}_{prompt}_{k}": v for k, v in scores.items()})
     return results
