@@ -51,7 +51,8 @@ from utils.train.validation import evaluate_both_prompts
 
 
 def build_model(args: argparse.Namespace, device: torch.device) -> BudSAM:
-    model = BudSAM(build_sam(args.model_type, args.checkpoint, seed=args.seed))
+    sam = build_sam(args.model_type, args.checkpoint, seed=args.seed)
+    model = BudSAM(sam, pixel_norm=args.pixel_norm)
     model.set_trainable(args.train_parts)
     return model.to(device)
 

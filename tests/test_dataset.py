@@ -187,6 +187,20 @@ def test_tiled_dataset_has_one_item_per_time_tile(split):
     assert BSDSegmentation(split, 256, tile_width=128, prompt="gt_box")[2]["mask"].sum() == 0
 
 
+def test_an_image_narrower_than_a_tile_is_padded_with_silence_not_stretched(split):
+    dataset = BSDSegmentation(split, 256, tile_width=400, prompt="gt_box")
+    assert len(dataset) == 3  # three images of 300 frames, one tile each
+    image, mask = (
+        read_gray_png(split / IMAGES_DIR / "a.png"),
+        read_gray_png(split / MASKS_DIR / "a.png"),
+    )
+    padded_image, padded_mask = np.zeros((1024, 400), np.uint8), np.zeros((1024, 400), np.uint8)
+    padded_image[:, :300], padded_mask[:, :300] = image, mask
+    item = dataset[0]
+    np.testing.assert_array_equal(item["image"].numpy()[0], preprocess_image(padded_image, 256)[0])
+    np.testing.assert_array_equal(item["mask"].numpy()[0], preprocess_mask(padded_mask, 256))
+
+
 def test_half_spectrum_items_keep_the_rows_of_bins_0_to_512(split):
     dataset = BSDSegmentation(split, 256, half_spectrum=True, tile_width=128, prompt="full")
     full = read_gray_png(split / IMAGES_DIR / "a.png")

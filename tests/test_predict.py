@@ -121,3 +121,25 @@ def test_ground_truth_box_jitter_does_not_depend_on_batching_or_grouping():
         np.testing.assert_allclose(alone, together[k], atol=1e-5)  # batch size: BLAS round-off
     (renamed,) = predict_probabilities(model, [images[1]], [masks[1]], names=["z.png"], **common)
     assert np.abs(renamed - together[1]).max() > 1e-3  # the name does seed the jitter
+
+
+def test_a_clip_narrower_than_a_tile_is_padded_not_stretched():
+    """A short clip's map is the clip's part of the map of the clip padded with silence to
+    a whole tile: its frames keep a tile's time scale (they were stretched to fill it)."""
+    model = _model()
+    rng = np.random.default_rng(5)
+    clip = rng.integers(0, 255, (1024, 300), dtype=np.uint8)
+    truth = np.zeros(clip.shape, bool)
+    truth[400:600, 50:250] = True
+    context, context_truth = np.zeros((1024, 800), np.uint8), np.zeros((1024, 800), bool)
+    context[:, :300], context_truth[:, :300] = clip, truth
+    for half in (False, True):
+        (short,) = predict_probabilities(model, [clip], tile_width=800, half_spectrum=half)
+        (padded,) = predict_probabilities(model, [context], tile_width=800, half_spectrum=half)
+        assert short.shape == clip.shape
+        np.testing.assert_allclose(short, padded[:, :300], atol=1e-5)
+    (short,) = predict_probabilities(model, [clip], [truth], tile_width=800, names=["a"])
+    (padded,) = predict_probabilities(
+        model, [context], [context_truth], tile_width=800, names=["a"]
+    )
+    np.testing.assert_allclose(short, padded[:, :300], atol=1e-5)

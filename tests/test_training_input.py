@@ -460,17 +460,22 @@ def test_splits_with_the_same_file_names_get_their_own_embeddings(tmp_path):
     )
 
 
-def test_embeddings_computed_under_another_precision_are_not_reused(tmp_path):
+@pytest.mark.parametrize(
+    "options", [("--amp", "none", "bf16"), ("--pixel_norm", "none", "sam")], ids=["amp", "norm"]
+)
+def test_embeddings_computed_another_way_are_not_reused(tmp_path, options):
     from utils.common.distributed import DistContext
     from utils.model.budsam import BudSAM
 
     _write_pair(tmp_path / "train", "a.png")
     dataset = BSDSegmentation(tmp_path / "train", 256, load_images=False)
     model = BudSAM(build_sam("vit_tiny", seed=0)).eval()
+    flag, *values = options
     folders = set()
-    for amp in ("none", "bf16"):
-        flags = ["-i", str(tmp_path), "-model_type", "vit_tiny", "--device", "cpu", "--amp", amp]
+    for value in values:
+        flags = ["-i", str(tmp_path), "-model_type", "vit_tiny", "--device", "cpu", flag, value]
         args = train.parse_args([*flags, "-work_dir", str(tmp_path / "work")])
+        model.pixel_norm = args.pixel_norm
         embedders = train.build_embedders(
             model, {"train": dataset}, DistContext(0, 1, 0, torch.device("cpu")), args
         )

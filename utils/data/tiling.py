@@ -24,10 +24,19 @@ def crop_input(
     array: np.ndarray, start: int, tile_width: int | None, half_spectrum: bool = False
 ) -> np.ndarray:
     """The part of a ``(1024, W)`` image or mask the model sees: one time tile, and with
-    ``half_spectrum`` only the rows of bins 0 ... 512 (the other half mirrors them)."""
+    ``half_spectrum`` only the rows of bins 0 ... 512 (the other half mirrors them).
+
+    An image narrower than ``tile_width`` is padded with zeros (silence, no clean
+    sound) on the right to the tile's width, so that it is not stretched along time
+    when resized to the model's input: its columns keep the scale of a whole tile's.
+    """
     rows = slice(CENTER_ROW, None) if half_spectrum else slice(None)
-    cols = slice(None) if tile_width is None else slice(start, start + tile_width)
-    return array[rows, cols]
+    if tile_width is None:
+        return array[rows]
+    tile = array[rows, start : start + tile_width]
+    if tile.shape[1] < tile_width:
+        tile = np.pad(tile, ((0, 0), (0, tile_width - tile.shape[1])))
+    return tile
 
 
 def overlapping_tile_starts(width: int, tile_width: int | None, overlap: float = 0.0) -> list[int]:

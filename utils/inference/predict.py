@@ -44,7 +44,8 @@ def predict_probabilities(
 
     Each image is cut into time tiles of ``tile_width`` frames overlapping by the
     fraction ``overlap`` (the whole image when None, see
-    :func:`overlapping_tile_starts`); tiles from all images are predicted together
+    :func:`overlapping_tile_starts`; an image narrower than a tile is padded to it, see
+    :func:`crop_input`, and its map cropped back); tiles from all images are predicted together
     in batches of ``batch_size``, resized back to their own size, and blended with
     :func:`tile_weights` where they overlap.
 
@@ -102,10 +103,10 @@ def predict_probabilities(
                 )
             maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
         for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
-            width = crop.shape[1]
-            resized = cv2.resize(prob, (width, size), interpolation=cv2.INTER_LINEAR)
+            resized = cv2.resize(prob, (crop.shape[1], size), interpolation=cv2.INTER_LINEAR)
+            width = min(crop.shape[1], images[i].shape[1] - start)  # without the padding
             weight = tile_weights(width)
-            sums[i][:, start : start + width] += resized * weight
+            sums[i][:, start : start + width] += resized[:, :width] * weight
             weights[i][start : start + width] += weight
     stitched = [
         cv2.resize(

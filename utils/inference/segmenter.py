@@ -80,7 +80,11 @@ def load_model(
             f"{checkpoint}: records no model type (an official SAM file?); pass "
             "-model_type vit_b, vit_l or vit_h"
         )
-    model = BudSAM(build_sam(model_type, checkpoint)).to(device or torch.device("cpu")).eval()
+    # A BudSAM checkpoint records how its encoder saw images (none before --pixel_norm
+    # existed); an official SAM file is used as SAM uses it.
+    pixel_norm = args.get("pixel_norm", "none") if args else "sam"
+    model = BudSAM(build_sam(model_type, checkpoint), pixel_norm=pixel_norm)
+    model = model.to(device or torch.device("cpu")).eval()
     settings = ModelSettings(
         model_type=model_type,
         tile_width=args.get("tile_width"),

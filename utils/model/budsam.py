@@ -13,6 +13,10 @@ from segment_anything.modeling import (
 from torch import nn
 
 TRAINABLE_PARTS = ("image_encoder", "mask_decoder")
+# How images in [0, 1] reach the image encoder: "sam", SAM's own normalisation (pixels
+# on 0-255 minus the ImageNet mean, over the ImageNet std, per channel), which its
+# pretrained encoder expects; "none", as they are (the reference code's input).
+PIXEL_NORMS = ("sam", "none")
 
 
 def upsample(low_res: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -77,15 +81,27 @@ class BudSAM(nn.Module):
 
     Holds the Sam's ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` under
     those names, so its state dict has exactly the Sam's keys. The prompt encoder is
-    always frozen.
+    always frozen. ``pixel_norm`` (one of :data:`PIXEL_NORMS`) says how images reach
+    the encoder.
     """
 
-    def __init__(self, sam: Sam, trainable: str | Sequence[str] = ("mask_decoder",)) -> None:
+    def __init__(
+        self,
+        sam: Sam,
+        trainable: str | Sequence[str] = ("mask_decoder",),
+        pixel_norm: str = "none",
+    ) -> None:
         super().__init__()
+        if pixel_norm not in PIXEL_NORMS:
+            raise ValueError(f"unknown pixel_norm {pixel_norm!r}; expected one of {PIXEL_NORMS}")
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.img_size: int = int(sam.image_encoder.img_size)
+        self.pixel_norm = pixel_norm
+        # SAM's per-channel mean and std on 0-255, (3, 1, 1); not part of the state dict.
+        self.register_buffer("pixel_mean", sam.pixel_mean.detach().clone(), persistent=False)
+        self.register_buffer("pixel_std", sam.pixel_std.detach().clone(), persistent=False)
         self.trainable_parts: tuple[str, ...] = ()
         self.set_trainable(trainable)
 
@@ -112,10 +128,12 @@ class BudSAM(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings ``(B, C, h, w)`` of images ``(B, 3, S, S)`` in [0, 1] (h = w = S/16
-        but for vit_tiny_p16x8)."""
+        but for vit_tiny_p16x8), normalised first as ``pixel_norm`` says."""
         s = self.img_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"images must be (B, 3, {s}, {s}), got {tuple(images.shape)}")
+        if self.pixel_norm == "sam":
+            images = (images * 255.0 - self.pixel_mean) / self.pixel_std
         return self.image_encoder(images)
 
     def prompt_embeddings(

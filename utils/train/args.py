@@ -17,6 +17,7 @@ from utils.data.bsd_layout import split_dir
 from utils.data.preprocess import MASK_RESIZES
 from utils.data.scan import scan_split
 from utils.data.synthetic import generate_dataset, is_generated
+from utils.model.budsam import PIXEL_NORMS
 from utils.model.sam import MODEL_TYPES, sam_state_dict
 from utils.train import run_log
 from utils.train.checkpointer import check_resume
@@ -83,6 +84,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--train_parts", default="mask_decoder", help="comma list of " + ",".join(TRAIN_PARTS)
     )
     p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
+    p.add_argument(
+        "--pixel_norm", choices=("auto", *PIXEL_NORMS), default="auto",
+        help="sam: SAM's pixel mean/std normalisation, which its pretrained encoder expects; "
+        "none: [0, 1] grey as the reference feeds it; auto: sam when the image encoder is "
+        "frozen (it cannot adapt), none when it is trained (the reference's behaviour)",
+    )  # fmt: skip
     for switch, meaning in (
         ("--keep_in_memory", "keep preprocessed items (small sets)"),
         ("--half_spectrum", "use only bins 0-512 (the image mirrors them)"),
@@ -174,6 +181,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if unknown or not parts:
         parser.error(f"--train_parts: unknown {unknown}; choose from {','.join(TRAIN_PARTS)}")
     args.train_parts = parts
+    if args.pixel_norm == "auto":
+        args.pixel_norm = "none" if "image_encoder" in parts else "sam"
     if not (args.lr > 0 and math.isfinite(args.lr)) or not args.weight_decay >= 0:
         parser.error(f"-lr must be > 0 and -weight_decay >= 0, got {args.lr}, {args.weight_decay}")
     if not 0.0 <= args.full_box_prob <= 1.0:

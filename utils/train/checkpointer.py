@@ -187,7 +187,8 @@ def restore_state(
 def check_resume(args: Namespace, path: str | Path) -> None:
     """A ``--resume`` checkpoint must be a BudSAM training checkpoint this run can continue:
     the training state, weights of a ``-model_type`` SAM, the same ``--train_parts``
-    (the optimizer state is per trained tensor), and an EMA if ``--ema_decay`` asks for one.
+    (the optimizer state is per trained tensor) and ``--pixel_norm``, and an EMA if
+    ``--ema_decay`` asks for one.
 
     Raises:
         ValueError: naming the file and the problem.
@@ -208,6 +209,12 @@ def check_resume(args: Namespace, path: str | Path) -> None:
         raise ValueError(
             f"{path}: trained with --train_parts {','.join(json.loads(parts))}, not "
             f"{','.join(args.train_parts)} (its optimizer state would not fit)"
+        )
+    pixel_norm = recorded.get("pixel_norm", "none")  # none before --pixel_norm existed
+    if pixel_norm != args.pixel_norm:
+        raise ValueError(
+            f"{path}: trained with --pixel_norm {pixel_norm}, not {args.pixel_norm} (its "
+            "weights learned from images normalised that way)"
         )
 
 

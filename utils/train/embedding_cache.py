@@ -33,7 +33,7 @@ from utils.data.dataset import BSDSegmentation
 from utils.model.budsam import BudSAM
 from utils.model.sam import input_size
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images narrower than a tile padded, not stretched
 
 
 def module_fingerprint(module: nn.Module) -> str:
@@ -169,6 +169,7 @@ def build_embedders(
         "encoder": module_fingerprint(model.image_encoder),
         "input_size": input_size(args.model_type),
         "preprocess": "reference" if args.ref_preprocess else "area",
+        "pixel_norm": args.pixel_norm,
         "tile_width": args.tile_width,
         "half_spectrum": args.half_spectrum,
         "amp": args.amp,  # embeddings computed under bf16/fp16 differ from fp32 ones
