@@ -77,6 +77,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "is kept inside it")  # fmt: skip
     p.add_argument("--sr", type=positive_int, default=None,
                    help="sample rate for --box on spectrograms without audio")  # fmt: skip
+    p.add_argument("--keep_rate", action="store_true",
+                   help="segment recordings at their own sample rate (default: resampled to "
+                   "the rate the checkpoint was trained at, which it records)")  # fmt: skip
     p.add_argument("--tile_width", type=positive_int, default=None,
                    help="frames per time tile (default: the checkpoint's; otherwise whole "
                    f"spectrograms, and {RECORDING_TILE_WIDTH} for recordings)")  # fmt: skip
@@ -170,9 +173,20 @@ def write_denoised(path: Path, y: np.ndarray, sr: int) -> None:
     audio_io.write_audio(path, y, sr, subtype="PCM_16" if np.max(np.abs(y)) < 1.0 else "FLOAT")
 
 
-def load_usable(source: Source, segmenter: Segmenter, skipped: list, notes: list) -> list[View]:
-    """The views of ``source`` if it can be read and prompted; else record why not."""
-    views = load_or_skip(source, skipped, notes)
+def load_usable(
+    source: Source, segmenter: Segmenter, skipped: list, notes: list, sample_rate: int | None
+) -> list[View]:
+    """The views of ``source`` (recordings resampled to ``sample_rate`` if given) if it
+    can be read and prompted; else record why not. A recording left at another rate than
+    the model's training rate is a warning."""
+    views = load_or_skip(source, skipped, notes, sample_rate)
+    trained_sr = segmenter.settings.sample_rate
+    if source.kind == RECORDING and views and trained_sr and views[0].sr != trained_sr:
+        notes.append(
+            f"{source.path}: recorded at {views[0].sr} Hz and segmented at that rate, but the "
+            f"model was trained at {trained_sr} Hz: its calls lie on other image rows"
+        )
+        print(f"warning: {notes[-1]}", file=sys.stderr)
     reasons = [r for r in map(segmenter.cannot_segment, views) if r]
     for reason in reasons:
         skipped.append(reason)
@@ -181,9 +195,15 @@ def load_usable(source: Source, segmenter: Segmenter, skipped: list, notes: list
 
 
 def denoise_all(
-    found: Discovery, segmenter: Segmenter, out: Path, overlays: bool, io_thread: bool = False
+    found: Discovery,
+    segmenter: Segmenter,
+    out: Path,
+    overlays: bool,
+    io_thread: bool = False,
+    sample_rate: int | None = None,
 ) -> tuple[list[dict], list[str], list[str], float]:
-    """Segment and denoise every source, writing its outputs as soon as it is done.
+    """Segment and denoise every source, writing its outputs as soon as it is done;
+    recordings are resampled to ``sample_rate`` when it is given.
 
     Sources are gathered until their tiles fill a batch, so the encoder runs on
     full batches even for short files. With ``io_thread``, reading files (and their
@@ -233,7 +253,8 @@ def denoise_all(
                 source = next(sources, None)
                 if source is None:
                     break
-                reading.append((source, run(load_usable, source, segmenter, skipped, notes)))
+                loading = run(load_usable, source, segmenter, skipped, notes, sample_rate)
+                reading.append((source, loading))
             if not reading:
                 break
             source, loading = reading.popleft()
@@ -302,9 +323,12 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
               "protocol); its scores are not those of a model without ground truth")  # fmt: skip
     for problem in found.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    sample_rate = None if args.keep_rate or not is_recordings else settings.sample_rate
+    if is_recordings:
+        print(recording_rate_note(settings.sample_rate, args.keep_rate))
 
     rows, skipped, notes, compute_seconds = denoise_all(
-        found, segmenter, out, args.save_overlays, io_thread
+        found, segmenter, out, args.save_overlays, io_thread, sample_rate
     )
     notes = found.problems + notes
     summary = {
@@ -318,6 +342,8 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
         "tile_width": segmenter.tile_width,
         "overlap": args.overlap,
         "half_spectrum": settings.half_spectrum,
+        "training_sample_rate": settings.sample_rate,
+        "recordings_resampled_to": sample_rate,
         "threshold": args.threshold,
         "threads": args.threads,
         "io_thread": io_thread,
@@ -334,6 +360,24 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
     reports.write_json(out / "summary.json", summary)
     print_summary(summary, out)
     return 0
+
+
+def recording_rate_note(trained_sr: int | None, keep_rate: bool) -> str:
+    """One line on the rate recordings are segmented at."""
+    if trained_sr is None:
+        return (
+            "note: the checkpoint records no training sample rate (an official SAM file, or "
+            "trained before BudSAM recorded it): recordings are segmented at their own rates"
+        )
+    if keep_rate:
+        return (
+            f"note: --keep_rate: recordings are segmented at their own rates (the model "
+            f"was trained at {trained_sr} Hz; a file at another rate is warned about)"
+        )
+    return (
+        f"note: recordings are resampled to {trained_sr} Hz, the model's training rate, and "
+        "the denoised files are written at that rate (--keep_rate keeps their own)"
+    )
 
 
 def print_summary(summary: dict, out: Path) -> None:

@@ -41,7 +41,7 @@ from utils.model.sam import build_sam, input_size, require_weights
 from utils.train import run_log
 from utils.train.args import check_data, parse_args, prepare_synthetic_data
 from utils.train.checkpointer import Checkpointer, open_run_dir
-from utils.train.data import epoch_loader, make_datasets
+from utils.train.data import epoch_loader, make_datasets, training_sample_rate
 from utils.train.ema import WeightEMA
 from utils.train.embedding_cache import build_embedders
 from utils.train.engine import NonFiniteLossError, Trainer, lr_schedule, train_one_epoch
@@ -66,6 +66,7 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
     distributed.barrier()
     run_dir, resumed = open_run_dir(ctx, args)
     ctx.log(f"run folder: {run_dir}")
+    args.sample_rate = training_sample_rate(ctx, args)  # recorded in the checkpoints
 
     model = build_model(args, ctx.device)
     datasets = make_datasets(

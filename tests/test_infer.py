@@ -289,3 +289,45 @@ def test_io_thread_needs_two_threads(tiny_checkpoint, tmp_path, capsys):
         infer.main([*argv, "--threads", "1", "--io_thread"])
     assert exit_info.value.code == 2
     assert "--io_thread needs 2 or more --threads" in capsys.readouterr().err
+
+
+def _tone(sr: int, hertz: float = 3000.0, seconds: float = 1.5) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    return 0.01 * np.sin(2 * np.pi * hertz * t)  # below the image's saturation
+
+
+def test_a_recording_is_resampled_to_the_models_training_rate(tmp_path, tiny_checkpoint):
+    """The same call lands on the same image rows whatever the recorder's rate, and the
+    denoised file is written at the model's rate; --keep_rate keeps the file's own rate
+    and warns that it differs from training."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    audio_io.write_audio(folder / "low.wav", _tone(22050), 22050)
+    audio_io.write_audio(tmp_path / "native.wav", _tone(48000), 48000)
+    (low,) = load_views(discover(folder / "low.wav").sources[0], sample_rate=48000)
+    (native,) = load_views(discover(tmp_path / "native.wav").sources[0])
+    assert low.sr == 48000 and low.recorded_sr == 22050 and native.recorded_sr is None
+
+    def tone_bin(view: View) -> int:  # the loudest row of the positive frequencies
+        return int(np.argmax(view.image[conventions.CENTER_ROW :].mean(axis=1)))
+
+    assert tone_bin(native) == tone_bin(low) == round(conventions.bin_at(3000.0, 48000))
+    (own_rate,) = load_views(discover(folder / "low.wav").sources[0])
+    assert own_rate.sr == 22050 and tone_bin(own_rate) == round(conventions.bin_at(3000.0, 22050))
+
+    checkpoint = tmp_path / "trained_at_48k.pth"
+    record = torch.load(tiny_checkpoint, weights_only=True)
+    save_checkpoint({**record, "args": {**record["args"], "sample_rate": 48000}}, checkpoint)
+    assert _run("-i", str(folder), "-o", str(tmp_path / "out"), "-checkpoint", str(checkpoint)) == 0
+    info = sf.info(str(tmp_path / "out" / "denoised" / "low.wav"))
+    assert info.samplerate == 48000 and abs(info.frames - 1.5 * 48000) <= 2
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["recordings_resampled_to"] == 48000 and not summary["warnings"]
+
+    argv = ["-i", str(folder), "-o", str(tmp_path / "kept"), "-checkpoint", str(checkpoint)]
+    assert _run(*argv, "--keep_rate") == 0
+    assert sf.info(str(tmp_path / "kept" / "denoised" / "low.wav")).samplerate == 22050
+    summary = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    assert summary["recordings_resampled_to"] is None
+    (warning,) = summary["warnings"]
+    assert "recorded at 22050 Hz" in warning and "trained at 48000 Hz" in warning

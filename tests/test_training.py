@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from segment_anything.modeling import Sam
 
@@ -66,6 +68,9 @@ def test_training_writes_a_self_describing_run_folder(data_root, tmp_path, capsy
     latest = load_checkpoint(run_dir / run_log.LATEST)  # weights_only=True inside
     assert latest["epoch"] == 2 and latest["step"] == 2 * (COUNTS["train"] // 2)
     assert json.loads(latest["args"]["train_parts"]) == ["mask_decoder"]
+    # The training recordings' most common rate, to which inference resamples recordings.
+    rates = Counter(sf.info(p).samplerate for p in (data_root / "train" / "Raw_audios").iterdir())
+    assert latest["args"]["sample_rate"] == rates.most_common(1)[0][0]
 
 
 def test_checkpoint_loads_into_the_official_sam_classes(data_root, tmp_path):

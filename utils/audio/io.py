@@ -60,6 +60,28 @@ def load_audio_channels(path: str | Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
+def sample_rate_of(path: str | Path) -> int:
+    """A recording's sample rate, read from its header alone.
+
+    Raises:
+        ValueError: naming the file, when it is missing or not a readable recording.
+    """
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except (RuntimeError, sf.LibsndfileError, OSError, TypeError) as err:
+        raise ValueError(f"{path}: cannot read the audio header ({err})") from None
+
+
+def resample(signals: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """``(channels, samples)`` or ``(samples,)`` signals at ``sr`` resampled to ``target_sr``
+    (librosa's default, soxr's high-quality filter), float64; unchanged when equal."""
+    if sr == target_sr:
+        return signals
+    import librosa  # imported here: a second of start-up that most runs never need
+
+    return librosa.resample(np.asarray(signals), orig_sr=sr, target_sr=target_sr, axis=-1)
+
+
 def load_audio(path: str | Path, channel: str | int | None = None) -> tuple[np.ndarray, int]:
     """Read a recording as a 1-D float64 signal at its own sample rate (no resampling).
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+
+from utils.audio import io as audio_io
 
 IMAGES_DIR = "Images"
 MASKS_DIR = "Masks"
@@ -35,3 +38,22 @@ def split_dir(root: str | Path, split: str) -> Path:
             return root / name
     spellings = " or ".join(SPLIT_FOLDERS[split])
     raise ValueError(f"{root}: no {split} split found (looked for {spellings})")
+
+
+def recording_sample_rates(split_root: str | Path, limit: int = 200) -> Counter:
+    """How many of a split's raw recordings have each sample rate, from the headers of
+    up to ``limit`` of them spread evenly over the sorted names (an empty count without
+    ``Raw_audios/``; unreadable files are left out)."""
+    folder = Path(split_root) / RAW_AUDIO_DIR
+    if not folder.is_dir():
+        return Counter()
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in audio_io.AUDIO_EXTENSIONS)
+    if len(files) > limit:
+        files = [files[i * len(files) // limit] for i in range(limit)]
+    rates = Counter()
+    for path in files:
+        try:
+            rates[audio_io.sample_rate_of(path)] += 1
+        except ValueError:
+            continue
+    return rates

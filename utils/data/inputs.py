@@ -89,6 +89,7 @@ class View:
     reference_kind: str | None = None
     spectrum: np.ndarray | None = None  # stft_planes(audio), kept when it was computed anyway
     warnings: list[str] = field(default_factory=list)
+    recorded_sr: int | None = None  # a recording's own rate, when it was resampled to ``sr``
 
     @property
     def seconds(self) -> float:
@@ -216,21 +217,29 @@ def _unique_names(sources: list[Source]) -> tuple[list[Source], list[str]]:
     return list(kept.values()), problems
 
 
-def load_views(source: Source) -> list[View]:
+def load_views(source: Source, sample_rate: int | None = None) -> list[View]:
     """The spectrogram views of a source (one for an image, one per channel of a recording).
+
+    A recording is resampled to ``sample_rate`` first when that is given (a model's
+    training rate: the same call then lands on the same rows); a BSD image is used as
+    it is, at its recording's own rate, as the data set does.
 
     Raises:
         ValueError: naming the file, when the image or recording cannot be used.
     """
-    return _recording_views(source) if source.kind == RECORDING else [_image_view(source)]
+    if source.kind == RECORDING:
+        return _recording_views(source, sample_rate)
+    return [_image_view(source)]
 
 
-def load_or_skip(source: Source, skipped: list[str], warnings: list[str]) -> list[View]:
+def load_or_skip(
+    source: Source, skipped: list[str], warnings: list[str], sample_rate: int | None = None
+) -> list[View]:
     """:func:`load_views`, for a run that goes on past a bad file: when ``source`` cannot
     be loaded the reason is appended to ``skipped`` and no view is returned; the views'
     warnings are appended to ``warnings``. Each is printed to stderr as well."""
     try:
-        views = load_views(source)
+        views = load_views(source, sample_rate)
     except ValueError as err:
         skipped.append(str(err))
         print(f"warning: skipped: {err}", file=sys.stderr)
@@ -251,8 +260,10 @@ def channel_names(name: str, n_channels: int) -> list[str]:
     return [f"{name}_ch{c + 1}" for c in range(n_channels)]
 
 
-def _recording_views(source: Source) -> list[View]:
-    signals, sr = audio_io.load_audio_channels(source.path)
+def _recording_views(source: Source, sample_rate: int | None) -> list[View]:
+    signals, recorded_sr = audio_io.load_audio_channels(source.path)
+    sr = sample_rate or recorded_sr
+    signals = audio_io.resample(signals, recorded_sr, sr)
     if conventions.num_frames(signals.shape[1]) == 0:
         raise ValueError(
             f"{source.path}: {signals.shape[1]} samples is shorter than one STFT window "
@@ -261,7 +272,9 @@ def _recording_views(source: Source) -> list[View]:
     views = []
     for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
         planes = kernel.stft_planes(y)
-        views.append(View(name, bsd.planes_to_image(planes), audio=y, sr=sr, spectrum=planes))
+        image = bsd.planes_to_image(planes)
+        resampled_from = recorded_sr if recorded_sr != sr else None
+        views.append(View(name, image, audio=y, sr=sr, spectrum=planes, recorded_sr=resampled_from))
         _note_silence(views[-1], source.path)
     return views
 

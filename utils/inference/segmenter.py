@@ -53,6 +53,7 @@ class ModelSettings:
     half_spectrum: bool = False
     reference_preprocess: bool = False
     bbox_shift: int = 20  # box jitter in pixels of a 1024 input (the paper's -bbox_shift)
+    sample_rate: int | None = None  # the training recordings' (most common) rate, if known
 
 
 def load_model(
@@ -91,6 +92,7 @@ def load_model(
         half_spectrum=bool(args.get("half_spectrum", False)),
         reference_preprocess=bool(args.get("ref_preprocess", False)),
         bbox_shift=int(args.get("bbox_shift", 20)),
+        sample_rate=args.get("sample_rate"),
     )
     return model, settings
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from utils.common import distributed
-from utils.data.bsd_layout import split_dir
+from utils.data.bsd_layout import recording_sample_rates, split_dir
 from utils.data.dataset import BSDSegmentation, collate_skipping_none
 from utils.data.scan import scan_split
 from utils.train.args import image_height
@@ -69,3 +69,13 @@ def epoch_loader(
         worker_init_fn=distributed.ignore_stop_signals,
         pin_memory=torch.cuda.is_available() and torch.cuda.is_initialized(),
     )
+
+
+def training_sample_rate(ctx: distributed.DistContext, args: argparse.Namespace) -> int | None:
+    """The most common sample rate of the training split's raw recordings (read by rank 0,
+    the same on every rank), or None without recordings. Inference resamples recordings
+    to it."""
+    rates = recording_sample_rates(split_dir(args.tr_path, "train")) if ctx.is_main else None
+    rates = distributed.broadcast_object(rates)
+    ctx.log(f"training recordings' sample rates (Hz: files): {dict(rates) or 'none found'}")
+    return rates.most_common(1)[0][0] if rates else None
