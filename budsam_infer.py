@@ -27,33 +27,29 @@ import os
 import resource
 import sys
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from utils.audio import io as audio_io
+from utils.audio.render import KINDS, Rendering
 from utils.common.cpu import cpu_threads, keep_freed_memory
-from utils.common.progress import Progress
-from utils.data.image_io import write_png
-from utils.data.inputs import RECORDING, Discovery, Source, View, discover, load_or_skip
-from utils.data.visualize import overlay
+from utils.data.inputs import (
+    LoadOptions,
+    discover,
+)
+from utils.inference.folder_run import denoise_all, prepare_output
 from utils.inference.segmenter import (
     DEFAULT_OVERLAP,
+    RECORDING_RENDERING,
     RECORDING_TILE_WIDTH,
     BandPrompt,
     Segmenter,
-    denoise,
     load_model,
     positive_int,
 )
 from utils.model.sam import MODEL_TYPES
 from utils.scoring import reports
-
-OUTPUT_DIRS = ("masks", "denoised", "overlays")
-RESULT_FILES = ("metrics.csv", "summary.json")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -80,6 +76,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_rate", action="store_true",
                    help="segment recordings at their own sample rate (default: resampled to "
                    "the rate the checkpoint was trained at, which it records)")  # fmt: skip
+    p.add_argument("--level", choices=("auto", "normalize", "bsd"), default="auto",
+                   help="normalize: make each spectrogram at a level that does not depend on "
+                   "the recorder's gain; bsd: as the data set (|STFT| clipped at 1); auto: "
+                   "normalize for recordings, bsd for BSD images")  # fmt: skip
+    p.add_argument("--render", choices=("auto", *KINDS), default="auto",
+                   help="how the mask becomes audio: binary keeps or drops each bin (the data "
+                   "set); soft scales each bin by its probability; auto: "
+                   f"{RECORDING_RENDERING.spec} for recordings, binary otherwise")  # fmt: skip
+    p.add_argument("--floor_db", type=float, default=None,
+                   help="least gain of any bin, e.g. -20 (attenuate rather than cut)")  # fmt: skip
+    p.add_argument("--margin_hz", type=float, default=None,
+                   help="also keep this much above and below what the mask keeps")  # fmt: skip
+    p.add_argument("--margin_ms", type=float, default=None,
+                   help="also keep this much before and after what the mask keeps")  # fmt: skip
     p.add_argument("--tile_width", type=positive_int, default=None,
                    help="frames per time tile (default: the checkpoint's; otherwise whole "
                    f"spectrograms, and {RECORDING_TILE_WIDTH} for recordings)")  # fmt: skip
@@ -128,155 +138,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def prepare_output(out: Path, overwrite: bool, save_overlays: bool) -> None:
-    """Create the output folders, writable; refuse one that holds results unless
-    ``overwrite`` (nothing in it is touched then)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
-    found = [name for name in RESULT_FILES if (out / name).exists()]
-    found += [f"{d}/" for d in OUTPUT_DIRS if (out / d).is_dir() and any((out / d).iterdir())]
-    if found and not overwrite:
-        raise ValueError(
-            f"{out}: already holds results ({', '.join(found)}); pass --overwrite or choose "
-            "another -o"
-        )
-    reports.make_output_folder(out)
-    for name in OUTPUT_DIRS[:2] + (("overlays",) if save_overlays else ()):
-        reports.make_output_folder(out / name)
-
-
-def write_source_outputs(
-    out: Path, source: Source, views: list[View], masks: list[np.ndarray], overlays: bool
-) -> list[np.ndarray | None]:
-    """Write the masks, overlays and denoised audio of one source; return the denoised views.
-
-    A recording's channels go back into one file of its channel count and sample rate.
-    """
-    denoised = [denoise(view, mask) for view, mask in zip(views, masks, strict=True)]
-    for view, mask in zip(views, masks, strict=True):
-        write_png(out / "masks" / f"{view.name}.png", mask)
-        if overlays:
-            rgb = np.round(overlay(view.image, mask) * 255).astype(np.uint8)
-            write_png(out / "overlays" / f"{view.name}.png", rgb)
-    if source.kind == RECORDING:
-        stacked = np.stack([d for d in denoised if d is not None])
-        write_denoised(out / "denoised" / f"{source.name}.wav", stacked, views[0].sr)
-    else:
-        for view, signal in zip(views, denoised, strict=True):
-            if signal is not None:
-                write_denoised(out / "denoised" / f"{view.name}.wav", signal, view.sr)
-    return denoised
-
-
-def write_denoised(path: Path, y: np.ndarray, sr: int) -> None:
-    """16-bit WAV like the dataset's, or 32-bit float when 16 bits would clip."""
-    audio_io.write_audio(path, y, sr, subtype="PCM_16" if np.max(np.abs(y)) < 1.0 else "FLOAT")
-
-
-def load_usable(
-    source: Source, segmenter: Segmenter, skipped: list, notes: list, sample_rate: int | None
-) -> list[View]:
-    """The views of ``source`` (recordings resampled to ``sample_rate`` if given) if it
-    can be read and prompted; else record why not. A recording left at another rate than
-    the model's training rate is a warning."""
-    views = load_or_skip(source, skipped, notes, sample_rate)
-    trained_sr = segmenter.settings.sample_rate
-    if source.kind == RECORDING and views and trained_sr and views[0].sr != trained_sr:
-        notes.append(
-            f"{source.path}: recorded at {views[0].sr} Hz and segmented at that rate, but the "
-            f"model was trained at {trained_sr} Hz: its calls lie on other image rows"
-        )
-        print(f"warning: {notes[-1]}", file=sys.stderr)
-    reasons = [r for r in map(segmenter.cannot_segment, views) if r]
-    for reason in reasons:
-        skipped.append(reason)
-        print(f"warning: skipped: {reason}", file=sys.stderr)
-    return [] if reasons else views
-
-
-def denoise_all(
-    found: Discovery,
-    segmenter: Segmenter,
-    out: Path,
-    overlays: bool,
-    io_thread: bool = False,
-    sample_rate: int | None = None,
-) -> tuple[list[dict], list[str], list[str], float]:
-    """Segment and denoise every source, writing its outputs as soon as it is done;
-    recordings are resampled to ``sample_rate`` when it is given.
-
-    Sources are gathered until their tiles fill a batch, so the encoder runs on
-    full batches even for short files. With ``io_thread``, reading files (and their
-    spectrograms) and writing outputs run on one background thread, in order, while
-    this one runs the model: the next batch is read while this one is segmented.
-    Returns the metric rows, the skipped files (with reasons), the warnings and the
-    processing seconds (from reading the first file to writing the last outputs;
-    loading the model excluded).
-    """
-    rows: list[dict] = []
-    skipped: list[str] = []
-    notes: list[str] = []
-    pending: list[tuple[Source, list[View]]] = []
-    progress = Progress(len(found.sources), "denoise", interval=max(1, len(found.sources) // 20))
-    background = ThreadPoolExecutor(max_workers=1) if io_thread else None
-
-    def run(job, *job_args) -> Future:
-        """``job(*job_args)`` on the background thread, or now when there is none."""
-        if background is not None:
-            return background.submit(job, *job_args)
-        done: Future = Future()
-        done.set_result(job(*job_args))
-        return done
-
-    def write_batch(batch: list[tuple[Source, list[View]]], masks: list[np.ndarray]) -> None:
-        masks = iter(masks)
-        for source, source_views in batch:
-            source_masks = [next(masks) for _ in source_views]
-            denoised = write_source_outputs(out, source, source_views, source_masks, overlays)
-            rows.extend(map(reports.view_row, source_views, source_masks, denoised))
-        progress.update(len(batch))
-
-    def flush() -> Future:
-        masks = segmenter.masks([view for _, source_views in pending for view in source_views])
-        writing = run(write_batch, list(pending), masks)
-        pending.clear()
-        return writing
-
-    start = time.perf_counter()
-    sources = iter(found.sources)
-    reading: deque[tuple[Source, Future]] = deque()
-    writing: list[Future] = []
-    try:
-        while True:
-            # Read ahead up to a batch of files (one each when not in the background).
-            while len(reading) < (segmenter.batch_size if background else 1):
-                source = next(sources, None)
-                if source is None:
-                    break
-                loading = run(load_usable, source, segmenter, skipped, notes, sample_rate)
-                reading.append((source, loading))
-            if not reading:
-                break
-            source, loading = reading.popleft()
-            views = loading.result()
-            if not views:
-                run(progress.update)  # in order with the other updates
-                continue
-            pending.append((source, views))
-            tiles = sum(segmenter.count_tiles(v) for _, vs in pending for v in vs)
-            if tiles >= segmenter.batch_size:
-                writing.append(flush())
-        if pending:
-            writing.append(flush())
-        for done in writing:
-            done.result()  # re-raises a writing error here
-    finally:
-        if background is not None:
-            background.shutdown(wait=True, cancel_futures=True)
-    progress.close()
-    return rows, skipped, notes, time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
     """Denoise ``-i`` into ``-o`` within ``--threads`` (default: all cores).
 
@@ -315,6 +176,7 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
         or (RECORDING_TILE_WIDTH if is_recordings else None),
         overlap=args.overlap, threshold=args.threshold, batch_size=args.batch_size,
         device=device, amp=args.amp, seed=args.seed,
+        rendering=choose_rendering(args, is_recordings and args.prompt != "gt_box"),
     )  # fmt: skip
     print(f"{found.root}: {found.layout}, {len(found.sources)} files; model {settings.model_type} "
           f"(loaded in {load_seconds:.1f} s); prompt {segmenter.prompt}")  # fmt: skip
@@ -326,9 +188,13 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
     sample_rate = None if args.keep_rate or not is_recordings else settings.sample_rate
     if is_recordings:
         print(recording_rate_note(settings.sample_rate, args.keep_rate))
+    normalize = args.level == "normalize" or (args.level == "auto" and is_recordings)
+    options = LoadOptions(sample_rate, normalize)
+    level = "normalised" if normalize else "as the data set (|STFT| clipped at 1)"
+    print(f"spectrogram level: {level}; rendering: {segmenter.rendering.spec}")
 
     rows, skipped, notes, compute_seconds = denoise_all(
-        found, segmenter, out, args.save_overlays, io_thread, sample_rate
+        found, segmenter, out, args.save_overlays, io_thread, options
     )
     notes = found.problems + notes
     summary = {
@@ -344,6 +210,8 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
         "half_spectrum": settings.half_spectrum,
         "training_sample_rate": settings.sample_rate,
         "recordings_resampled_to": sample_rate,
+        "level": "normalized" if normalize else "bsd",
+        "rendering": segmenter.rendering.spec,
         "threshold": args.threshold,
         "threads": args.threads,
         "io_thread": io_thread,
@@ -360,6 +228,20 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
     reports.write_json(out / "summary.json", summary)
     print_summary(summary, out)
     return 0
+
+
+def choose_rendering(args: argparse.Namespace, for_recordings: bool) -> Rendering:
+    """The rendering the flags ask for: ``auto`` parts from :data:`RECORDING_RENDERING` for
+    recordings, and from the data set's binary mask otherwise (BSD images, the paper's
+    ground-truth box)."""
+    base = RECORDING_RENDERING if for_recordings else Rendering()
+    return Rendering(
+        kind=base.kind if args.render == "auto" else args.render,
+        floor_db=base.floor_db if args.floor_db is None else args.floor_db,
+        margin_hz=base.margin_hz if args.margin_hz is None else args.margin_hz,
+        margin_ms=base.margin_ms if args.margin_ms is None else args.margin_ms,
+        threshold=args.threshold,
+    )
 
 
 def recording_rate_note(trained_sr: int | None, keep_rate: bool) -> str:

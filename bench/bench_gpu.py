@@ -13,6 +13,11 @@ the device, as they come out of the cache; reading them from disk is timed by
 ``bench_decoder_training``. Every timed block ends with a device synchronisation.
 Peak memory is ``torch.cuda.max_memory_allocated`` for each configuration on a GPU,
 the process's peak resident memory on the CPU (which only grows).
+
+``--engine`` also times whole epochs as training runs them: ``train_one_epoch`` (one
+host sync per optimizer step) over a DataLoader of CPU items in pinned memory, copied
+without blocking, the decoder-only items carrying their embeddings as the cache's
+loader workers deliver them; with ``--amp none`` once with TF32 off and once on.
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ import argparse
 import statistics
 
 import torch
+from torch.utils.data import DataLoader
 
 from bench.bench_decoder_training import make_model
 from bench.timing import machine, peak_memory_mb, spread, time_repeats
 from utils.common.amp import autocast
+from utils.common.distributed import DistContext
+from utils.data.dataset import collate_skipping_none
 from utils.model.budsam import BudSAM
 from utils.model.sam import input_size
-from utils.train.engine import model_logits
+from utils.train.checkpointer import TrainState
+from utils.train.engine import Trainer, model_logits, train_one_epoch
 from utils.train.losses import DiceBCELoss
 
 DECODER_ONLY = "mask_decoder"
@@ -43,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--encoder_batch", type=int, default=8)
+    parser.add_argument("--engine", action="store_true", help="also time train_one_epoch")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is visible here (--device cpu runs "
@@ -114,6 +124,41 @@ def time_training(args: argparse.Namespace, parts: str, batch_size: int, device)
     }
 
 
+def time_engine_epoch(
+    args: argparse.Namespace, parts: str, batch_size: int, device, tf32: bool
+) -> dict:
+    """Seconds per optimizer step of ``train_one_epoch`` over ``--steps`` batches of CPU
+    items (pinned on a GPU), min / median / max over repeats."""
+    model = make_model(args.model_type, parts).to(device)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    batch = {k: v.cpu() for k, v in random_batch(model, 1, device).items()}
+    item = {"image": batch["image"][0], "box": batch["box"][0], "mask": batch["mask"][0]}
+    embedder = None
+    if parts == DECODER_ONLY:
+        with torch.no_grad(), autocast(device, args.amp):
+            item["embedding"] = model.encode(batch["image"].to(device)).float()[0].cpu()
+        del item["image"]
+        embedder = lambda indices, device, amp: None  # noqa: E731 - every batch carries them
+    items = [{**item, "index": i} for i in range(batch_size * args.steps)]
+    loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_skipping_none,
+                        pin_memory=device.type == "cuda")  # fmt: skip
+    ctx = DistContext(0, 1, 0, device)
+    optimizer = torch.optim.AdamW(trained, lr=1e-5)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16" and device.type == "cuda")
+    trainer = Trainer(model, optimizer, scaler, ctx, amp=args.amp, embedder=embedder,
+                      log_interval=10**9)  # fmt: skip
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+
+    def epoch() -> None:
+        train_one_epoch(trainer, loader, TrainState())
+        synchronize(device)
+
+    seconds = time_repeats(epoch, args.repeats, warmup=1)
+    return {"parts": parts, "batch": batch_size, "tf32": tf32,
+            "step_s": [s / args.steps for s in seconds]}  # fmt: skip
+
+
 @torch.no_grad()
 def encoder_images_per_second(args: argparse.Namespace, device: torch.device) -> list[float]:
     """Images per second through the image encoder alone, ``--encoder_batch`` at a time."""
@@ -149,7 +194,21 @@ def main(argv: list[str] | None = None) -> dict:
               f"peak memory {row['peak_mib']:.0f} MiB")  # fmt: skip
     encoder = encoder_images_per_second(args, device)
     print(f"image encoder, batch {args.encoder_batch}: {spread(encoder, 2)} images/s")
-    return {"training": rows, "encoder_images_per_s": encoder}
+    figures = {"training": rows, "encoder_images_per_s": encoder}
+    if args.engine:
+        tf32_settings = (False, True) if args.amp == "none" else (False,)
+        figures["engine"] = [
+            time_engine_epoch(args, parts, batch_size, device, tf32)
+            for parts in (DECODER_ONLY, ENCODER_AND_DECODER)
+            for batch_size in args.batch_sizes
+            for tf32 in tf32_settings
+        ]
+        for row in figures["engine"]:
+            label = "decoder only" if row["parts"] == DECODER_ONLY else "encoder + decoder"
+            tf32 = "on" if row["tf32"] else "off"
+            print(f"train_one_epoch, {label}, batch {row['batch']}, TF32 {tf32}: "
+                  f"{spread(row['step_s'], 4)} s per step")  # fmt: skip
+    return figures
 
 
 if __name__ == "__main__":

@@ -20,4 +20,4 @@ for parts in image_encoder,mask_decoder mask_decoder; do
       > "$out/train_${parts/,/_}.log" 2>&1
   echo "training $parts: exit $?"; tail -n 6 "$out/train_${parts/,/_}.log"
 done
-timeout 240 python3 -m bench.bench_gpu 2>&1 | tee "$out/bench_gpu.log"
+timeout 240 python3 -m bench.bench_gpu --engine 2>&1 | tee "$out/bench_gpu.log"

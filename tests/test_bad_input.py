@@ -318,8 +318,11 @@ def recording_runs(bad_recordings, tiny_checkpoint, tmp_path_factory) -> dict[st
     runs = {}
     for script in SCRIPTS:
         out = tmp_path_factory.mktemp(f"{script}_recordings")
+        # The data set's binary rendering, so the denoised files can be checked against
+        # mask_to_audio of the written masks.
+        binary = ("--render", "binary", "--floor_db=-inf") if script == "infer" else ()
         code = _cli(script, "-i", str(bad_recordings), "-o", str(out), "--overwrite",
-                    "-checkpoint", str(tiny_checkpoint))  # fmt: skip
+                    "-checkpoint", str(tiny_checkpoint), *binary)  # fmt: skip
         summary = json.loads((out / "summary.json").read_text())
         runs[script] = {"code": code, "out": out, "summary": summary}
     return runs

@@ -35,3 +35,16 @@ def test_gpu_bench_says_when_there_is_no_gpu(capsys):
         main(["--device", "cuda"])
     assert exit_info.value.code == 2
     assert "no CUDA device is visible" in capsys.readouterr().err
+
+
+def test_gpu_bench_times_whole_epochs_of_the_engine(capsys):
+    figures = main(["--device", "cpu", "--model_type", "vit_tiny", "--amp", "none",
+                    "--batch_sizes", "2", "--steps", "2", "--repeats", "1",
+                    "--encoder_batch", "1", "--engine"])  # fmt: skip
+    engine = figures["engine"]
+    assert [(row["parts"], row["tf32"]) for row in engine] == [
+        (DECODER_ONLY, False), (DECODER_ONLY, True),
+        (ENCODER_AND_DECODER, False), (ENCODER_AND_DECODER, True),
+    ]  # fmt: skip
+    assert all(len(row["step_s"]) == 1 and row["step_s"][0] > 0 for row in engine)
+    assert "train_one_epoch, decoder only, batch 2, TF32 on" in capsys.readouterr().out

@@ -81,3 +81,20 @@ def test_each_local_rank_gets_its_gpu_or_the_only_visible_one():
     assert cuda_index(3, 1) == 0  # SLURM: one visible GPU per task, whatever the local rank
     with pytest.raises(ValueError, match="local rank 2 needs a GPU of its own but 2 are visible"):
         cuda_index(2, 2)
+
+
+def test_evaluation_decoded_by_loader_workers_gives_the_same_scores():
+    ctx = DistContext(0, 1, 0, torch.device("cpu"))
+    scores = [
+        evaluate(
+            ddp_checks.make_single_model(),
+            ddp_checks.fake_items(5, seed=7),
+            ctx,
+            batch_size=2,
+            amp="none",
+            embedder=None,
+            num_workers=workers,
+        )  # fmt: skip
+        for workers in (0, 2)
+    ]
+    assert scores[0] == scores[1] and scores[0]["n_images"] == 5

@@ -62,7 +62,7 @@ def test_comparison_table_covers_every_method_and_writes_csv_markdown_and_chart(
 def test_oracle_denoised_audio_equals_the_datasets_denoised_audio(tiny_test_split):
     views = [v for s in discover(tiny_test_split).sources for v in load_views(s)]
     oracle = comparison.MaskMethod("oracle", comparison.oracle_mask)
-    for view, (mask, denoised) in zip(views, oracle.run(views), strict=True):
+    for view, (mask, denoised, _) in zip(views, oracle.run(views), strict=True):
         assert mask is view.mask
         reference, _ = audio_io.load_audio(tiny_test_split / "Denoised_audios" / f"{view.name}.wav")
         # Equal to the 16-bit file up to its rounding (the set was made from unrounded audio).
@@ -168,7 +168,7 @@ def test_published_sample_through_the_bsd_layout(bsd_sample, tmp_path):
         (split / folder / name).symlink_to(bsd_sample / source)
     (view,) = load_views(discover(tmp_path).sources[0])
     assert view.reference_kind == "denoised" and len(view.audio) == 194_112
-    ((mask, denoised),) = comparison.MaskMethod("oracle", comparison.oracle_mask).run([view])
+    ((mask, denoised, _),) = comparison.MaskMethod("oracle", comparison.oracle_mask).run([view])
     assert reports.mask_scores(mask, view.mask)["fg_iou"] == 1.0
     snr = metrics.sdr(view.reference, denoised)
     assert snr >= 40.0

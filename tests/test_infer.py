@@ -18,10 +18,11 @@ import budsam_infer as infer
 from tests.conftest import REPO_ROOT
 from utils.audio import align, bsd, conventions, kernel
 from utils.audio import io as audio_io
+from utils.audio.level import level_gain
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.cpu import cpu_threads
 from utils.data.image_io import read_gray_png, read_mask_png
-from utils.data.inputs import View, discover, load_views
+from utils.data.inputs import LoadOptions, View, discover, load_views
 from utils.data.tiling import overlapping_tile_starts
 from utils.inference.predict import predict_probabilities
 from utils.inference.segmenter import BandPrompt, Segmenter, load_model
@@ -114,11 +115,13 @@ def test_long_stereo_recording_is_tiled_and_keeps_length_rate_and_channels(
     assert len(overlapping_tile_starts(frames, 256, 0.25)) > 50  # really tiled
     left = read_mask_png(out / "masks" / "long_left.png")
     assert left.shape == (1024, frames) and (out / "masks" / "long_right.png").is_file()
-    # The left mask is the blend of overlapping tiles of the left channel, thresholded once.
+    # The left mask is the blend of overlapping tiles of the left channel (its spectrogram
+    # at the normalised level), thresholded once.
     model, settings = load_model(str(tiny_checkpoint))
     y, _ = audio_io.load_audio(recordings / "long.flac", "left")
     with cpu_threads(1):
-        image = bsd.planes_to_image(kernel.stft_planes(y))
+        planes = kernel.stft_planes(y)
+        image = bsd.planes_to_image(planes, level_gain(planes, sr))
         (expected,) = predict_probabilities(
             model, [image], tile_width=256, overlap=0.25, half_spectrum=True
         )
@@ -304,7 +307,7 @@ def test_a_recording_is_resampled_to_the_models_training_rate(tmp_path, tiny_che
     folder.mkdir()
     audio_io.write_audio(folder / "low.wav", _tone(22050), 22050)
     audio_io.write_audio(tmp_path / "native.wav", _tone(48000), 48000)
-    (low,) = load_views(discover(folder / "low.wav").sources[0], sample_rate=48000)
+    (low,) = load_views(discover(folder / "low.wav").sources[0], LoadOptions(sample_rate=48000))
     (native,) = load_views(discover(tmp_path / "native.wav").sources[0])
     assert low.sr == 48000 and low.recorded_sr == 22050 and native.recorded_sr is None
 

@@ -64,7 +64,8 @@ def two_sided(half: np.ndarray, conjugate: bool = False) -> np.ndarray:
 def kept_bin_counts(keep: np.ndarray) -> np.ndarray:
     """How many of the two pixels of each bin 0 ... 512 a two-sided ``(1024, T)`` mask keeps:
     uint8 ``(T, 513)`` in {0, 1, 2}, one row per frame like :func:`stft_planes`' planes
-    (bin k shows at row ``CENTER_ROW + k`` of the mask and at its mirror).
+    (bin k shows at row ``CENTER_ROW + k`` of the mask and at its mirror). For a float
+    map of gains, the float32 sum of the gains at +k and -k.
 
     Keeping ``real(ifft)`` of a masked spectrum of a real signal is the same as
     weighting bin k by the mean of the mask at +k and -k: half this count (for a
@@ -73,7 +74,10 @@ def kept_bin_counts(keep: np.ndarray) -> np.ndarray:
     keep = np.asarray(keep)
     if keep.ndim != 2 or keep.shape[0] != N_FFT:
         raise ValueError(f"expected a ({N_FFT}, T) mask, got shape {keep.shape}")
-    rows = (keep if keep.dtype == bool else keep != 0).view(np.uint8)
+    if np.issubdtype(keep.dtype, np.floating):
+        rows = keep.astype(np.float32, copy=False)
+    else:
+        rows = (keep if keep.dtype == bool else keep != 0).view(np.uint8)
     counts = rows[CENTER_ROW:].copy()  # bins 0 ... 512
     counts[: CENTER_ROW + 1] += rows[CENTER_ROW::-1]  # bins 0 ... -511
     counts[-1] += rows[-1]  # bin -512 is bin +512
@@ -151,10 +155,14 @@ def spectrogram_to_image(S: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_magnitude_pixels(np.abs(S)))
 
 
-def planes_to_image(planes: np.ndarray) -> np.ndarray:
+def planes_to_image(planes: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """The BSD image of :func:`stft_planes`' planes: the ``(1024, T)`` two-sided image of
-    ``stft`` (the phase factor does not change magnitudes)."""
-    pixels = _magnitude_pixels(cv2.magnitude(planes[0], planes[1]))  # (T, 513)
+    ``stft`` (the phase factor does not change magnitudes), of the signal scaled by
+    ``gain`` (1: the data set's image)."""
+    magnitude = cv2.magnitude(planes[0], planes[1])
+    if gain != 1.0:
+        magnitude *= np.float32(gain)
+    pixels = _magnitude_pixels(magnitude)  # (T, 513)
     return two_sided(cv2.transpose(pixels))
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from utils.audio import align, bsd, conventions, kernel
 from utils.audio import io as audio_io
+from utils.audio.level import level_gain
 from utils.data.bsd_layout import (
     CLEAN_AUDIO_DIR,
     DENOISED_AUDIO_DIR,
@@ -90,6 +91,7 @@ class View:
     spectrum: np.ndarray | None = None  # stft_planes(audio), kept when it was computed anyway
     warnings: list[str] = field(default_factory=list)
     recorded_sr: int | None = None  # a recording's own rate, when it was resampled to ``sr``
+    level_gain: float = 1.0  # the factor of the magnitudes in ``image`` (see utils.audio.level)
 
     @property
     def seconds(self) -> float:
@@ -217,29 +219,59 @@ def _unique_names(sources: list[Source]) -> tuple[list[Source], list[str]]:
     return list(kept.values()), problems
 
 
-def load_views(source: Source, sample_rate: int | None = None) -> list[View]:
-    """The spectrogram views of a source (one for an image, one per channel of a recording).
+@dataclass(frozen=True)
+class LoadOptions:
+    """How views are made from their files.
 
-    A recording is resampled to ``sample_rate`` first when that is given (a model's
+    ``sample_rate``: a recording is resampled to it first when given (a model's
     training rate: the same call then lands on the same rows); a BSD image is used as
-    it is, at its recording's own rate, as the data set does.
+    it is, at its recording's own rate, as the data set does. ``normalize_level``: each
+    view's image is made from its audio scaled by :func:`level_gain` (a BSD image with
+    its recording too: the recordings' path on BSD-layout data); the audio itself is
+    left as it is.
+    """
+
+    sample_rate: int | None = None
+    normalize_level: bool = False
+
+
+AS_STORED = LoadOptions()  # recordings at their own rate and level, images as they are
+
+
+def load_views(source: Source, options: LoadOptions = AS_STORED) -> list[View]:
+    """The spectrogram views of a source (one for an image, one per channel of a recording),
+    made as ``options`` say.
 
     Raises:
         ValueError: naming the file, when the image or recording cannot be used.
     """
-    if source.kind == RECORDING:
-        return _recording_views(source, sample_rate)
-    return [_image_view(source)]
+    views = _recording_views(source, options.sample_rate) if source.kind == RECORDING else [
+        _image_view(source)
+    ]  # fmt: skip
+    if options.normalize_level:
+        for view in views:
+            _normalize_level(view)
+    return views
+
+
+def _normalize_level(view: View) -> None:
+    """Remake the view's image from its audio at the normalised level (not without audio)."""
+    if view.audio is None:
+        return
+    if view.spectrum is None:
+        view.spectrum = kernel.stft_planes(view.audio)
+    view.level_gain = level_gain(view.spectrum, view.sr)
+    view.image = bsd.planes_to_image(view.spectrum, view.level_gain)
 
 
 def load_or_skip(
-    source: Source, skipped: list[str], warnings: list[str], sample_rate: int | None = None
+    source: Source, skipped: list[str], warnings: list[str], options: LoadOptions = AS_STORED
 ) -> list[View]:
     """:func:`load_views`, for a run that goes on past a bad file: when ``source`` cannot
     be loaded the reason is appended to ``skipped`` and no view is returned; the views'
     warnings are appended to ``warnings``. Each is printed to stderr as well."""
     try:
-        views = load_views(source, sample_rate)
+        views = load_views(source, options)
     except ValueError as err:
         skipped.append(str(err))
         print(f"warning: skipped: {err}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """The methods that ``budsam_eval.py`` compares, and the comparison table and chart.
 
-Every method turns a list of :class:`utils.data.inputs.View` into one ``(mask, denoised)``
-pair per view; either may be None where the method cannot make it (no audio, no
-ground truth). All are then scored by the same code (:mod:`utils.scoring.reports`).
+Every method turns a list of :class:`utils.data.inputs.View` into one ``(mask, denoised,
+gains)`` triple per view: its binary mask, its audio, and the gain it gave each STFT bin
+where it works by masking the spectrogram (for the residual noise); any may be None
+where the method cannot make it (no audio, no ground truth, not a mask). All are then
+scored by the same code (:mod:`utils.scoring.reports`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from utils.common.files import atomic_path  # noqa: E402
 from utils.data.image_io import read_mask_png  # noqa: E402
 from utils.data.inputs import View  # noqa: E402
 from utils.evaluation import baselines  # noqa: E402
-from utils.inference.segmenter import Segmenter, denoise  # noqa: E402
+from utils.inference.segmenter import Segmenter, denoise, render_audio  # noqa: E402
 
-Output = tuple[np.ndarray | None, np.ndarray | None]
+Output = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
+NO_OUTPUT: Output = (None, None, None)
 
 
 class Method:
-    """A named way to denoise views; :meth:`run` gives ``(mask, denoised)`` per view."""
+    """A named way to denoise views; :meth:`run` gives ``(mask, denoised, gains)`` per view."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -40,7 +43,8 @@ class Method:
 
 
 class ModelMethod(Method):
-    """A BudSAM model under one prompt."""
+    """A BudSAM model under one prompt, its masks rendered into audio as the segmenter's
+    ``rendering`` says."""
 
     def __init__(self, label: str, segmenter: Segmenter) -> None:
         super().__init__(label)
@@ -54,11 +58,19 @@ class ModelMethod(Method):
                 self.notes.append(reason)
             else:
                 usable.append(view)
-        masks = dict(zip((v.name for v in usable), self.segmenter.masks(usable), strict=True))
-        return [
-            (masks[v.name], denoise(v, masks[v.name])) if v.name in masks else (None, None)
-            for v in views
-        ]
+        maps = dict(
+            zip((v.name for v in usable), self.segmenter.probabilities(usable), strict=True)
+        )
+        rendering = self.segmenter.rendering
+        outputs = []
+        for view in views:
+            if view.name not in maps:
+                outputs.append(NO_OUTPUT)
+                continue
+            p = maps[view.name]
+            gains = None if view.sr is None else rendering.gains(p, view.sr)
+            outputs.append((p >= rendering.threshold, render_audio(view, p, rendering), gains))
+        return outputs
 
 
 class MaskMethod(Method):
@@ -77,7 +89,11 @@ class MaskMethod(Method):
             except ValueError as err:
                 self.notes.append(str(err))
                 mask = None
-            outputs.append((mask, None if mask is None else denoise(view, mask)))
+            if mask is None:
+                outputs.append(NO_OUTPUT)
+                continue
+            gains = bsd.mask_for_spectrum(mask, view.image.shape).astype(np.float32)
+            outputs.append((mask, denoise(view, mask), gains))
         return outputs
 
 
@@ -86,7 +102,11 @@ class IdentityMethod(Method):
 
     def run(self, views: list[View]) -> list[Output]:
         return [
-            (np.ones(v.image.shape, bool), None if v.audio is None else v.audio.copy())
+            (
+                np.ones(v.image.shape, bool),
+                None if v.audio is None else v.audio.copy(),
+                np.ones(v.image.shape, np.float32),
+            )
             for v in views
         ]
 
@@ -103,15 +123,15 @@ class NoisereduceMethod(Method):
         for view in views:
             if view.audio is None:
                 self.notes.append(f"{view.name}: no audio for noisereduce")
-                outputs.append((None, None))
+                outputs.append(NO_OUTPUT)
                 continue
             try:
                 denoised = baselines.noisereduce_audio(view.audio, view.sr, self.stationary)
             except ValueError as err:
                 self.notes.append(f"{view.name}: {err}")
-                outputs.append((None, None))
+                outputs.append(NO_OUTPUT)
                 continue
-            outputs.append((baselines.kept_bins_mask(view.audio, denoised), denoised))
+            outputs.append((baselines.kept_bins_mask(view.audio, denoised), denoised, None))
         return outputs
 
 
@@ -130,14 +150,14 @@ class AudioFolderMethod(Method):
             if path is None or view.audio is None:
                 missing = "no file" if path is None else "no raw audio to compare with"
                 self.notes.append(f"{self.folder / view.name}.*: {missing}")
-                outputs.append((None, None))
+                outputs.append(NO_OUTPUT)
                 continue
             try:
                 y, _ = audio_io.load_audio(path)
-                outputs.append((None, conventions.fit_length(y, len(view.audio))))
+                outputs.append((None, conventions.fit_length(y, len(view.audio)), None))
             except ValueError as err:
                 self.notes.append(str(err))
-                outputs.append((None, None))
+                outputs.append(NO_OUTPUT)
         return outputs
 
 
@@ -169,8 +189,21 @@ TABLE_COLUMNS = (
     ("sdr", "SDR dB", 2),
     ("si_sdr", "SI-SDR dB", 2),
     ("si_sdr_imp", "SI-SDR imp dB", 2),
+    ("residual_noise_db", "residual noise dB", 1),
+    ("birdnet", "BirdNET", 3),
     ("audio_per_compute_second", "audio s / s", 1),
 )
+
+
+def measured_columns(summaries: dict[str, dict]) -> tuple:
+    """The columns of :data:`TABLE_COLUMNS` that some method has a value for (BirdNET only
+    when it ran, the residual noise only with clean references)."""
+
+    def measured(key: str) -> bool:
+        values = [s.get(key) for s in summaries.values()]
+        return any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in values)
+
+    return tuple(column for column in TABLE_COLUMNS if measured(column[0]))
 
 
 def _cell(value: float, digits: int) -> str:
@@ -182,19 +215,21 @@ def _cell(value: float, digits: int) -> str:
 
 
 def markdown_table(summaries: dict[str, dict]) -> str:
-    """One row per method, the columns of :data:`TABLE_COLUMNS`; "–" where not measured."""
-    header = "| method | " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
-    lines = [header, "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    """One row per method, the :func:`measured_columns`; "–" where not measured."""
+    columns = measured_columns(summaries)
+    header = "| method | " + " | ".join(title for _, title, _ in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
     for label, summary in summaries.items():
-        cells = [_cell(summary.get(key, math.nan), d) for key, _, d in TABLE_COLUMNS]
+        cells = [_cell(summary.get(key, math.nan), d) for key, _, d in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def table_rows(summaries: dict[str, dict]) -> list[dict]:
-    """The table as CSV rows: ``method`` and every column of :data:`TABLE_COLUMNS`."""
+    """The table as CSV rows: ``method`` and each of the :func:`measured_columns`."""
+    columns = measured_columns(summaries)
     return [
-        {"method": label, **{key: s.get(key, math.nan) for key, _, _ in TABLE_COLUMNS}}
+        {"method": label, **{key: s.get(key, math.nan) for key, _, _ in columns}}
         for label, s in summaries.items()
     ]
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from utils.audio import bsd
+from utils.audio.render import BSD_RENDERING, Rendering, apply_gains
 from utils.data.inputs import View
 from utils.data.preprocess import scaled_box_shift
 from utils.data.tiling import overlapping_tile_starts
@@ -31,6 +32,9 @@ PROMPTS = ("full", "gt_box", "box")
 # width of a BSD image (the published sample's is 3032 frames, 4 s at 48 kHz).
 RECORDING_TILE_WIDTH = 3032
 DEFAULT_OVERLAP = 0.25
+# How recordings' masks become audio unless told otherwise (BSD images: the binary mask),
+# chosen on mixtures of the shared *_train folders (see the README's rendering table).
+RECORDING_RENDERING = Rendering("soft", floor_db=-20.0)
 
 
 def positive_int(text: str) -> int:
@@ -116,6 +120,7 @@ class Segmenter:
             images for a model trained on whole images.
         overlap: fraction of a tile shared with the next one.
         threshold: probability above which a pixel is clean sound.
+        rendering: how :func:`render_audio` turns a view's probabilities into audio.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class Segmenter:
         batch_size: int = 8,
         amp: str = "none",
         seed: int = 0,
+        rendering: Rendering = BSD_RENDERING,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
@@ -143,6 +149,7 @@ class Segmenter:
         self.tile_width = tile_width or settings.tile_width
         self.overlap, self.threshold = overlap, threshold
         self.batch_size, self.device, self.amp, self.seed = batch_size, device, amp, seed
+        self.rendering = rendering
 
     def cannot_segment(self, view: View) -> str | None:
         """Why this prompt cannot be used on ``view``, or None when it can."""
@@ -165,6 +172,11 @@ class Segmenter:
 
     def masks(self, views: list[View]) -> list[np.ndarray]:
         """One bool ``(1024, T)`` mask per view (see :meth:`cannot_segment` first)."""
+        return [p >= self.threshold for p in self.probabilities(views)]
+
+    def probabilities(self, views: list[View]) -> list[np.ndarray]:
+        """One float32 ``(1024, T)`` clean-sound probability map per view (zero outside a
+        ``box`` prompt's band; see :meth:`cannot_segment` first)."""
         if not views:
             return []
         boxes = regions = None
@@ -189,12 +201,23 @@ class Segmenter:
             batch_size=self.batch_size,
             reference_preprocess=self.settings.reference_preprocess,
         )
-        masks = [p >= self.threshold for p in probabilities]
         if regions is not None:
-            masks = [m & r for m, r in zip(masks, regions, strict=True)]
-        return masks
+            for probability, region in zip(probabilities, regions, strict=True):
+                probability[~region] = 0.0
+        return probabilities
 
 
 def denoise(view: View, mask: np.ndarray) -> np.ndarray | None:
     """The view's raw audio with the mask applied (BSD's image2audio); None without audio."""
     return None if view.audio is None else bsd.mask_to_audio(view.audio, mask, planes=view.spectrum)
+
+
+def render_audio(view: View, probabilities: np.ndarray, rendering: Rendering) -> np.ndarray | None:
+    """The view's raw audio with the rendering's gains applied; None without audio. The
+    dataset's binary rendering is :func:`denoise` of the thresholded map exactly."""
+    if view.audio is None:
+        return None
+    if rendering.is_bsd:
+        return denoise(view, probabilities >= rendering.threshold)
+    gains = rendering.gains(probabilities, view.sr)
+    return apply_gains(view.audio, gains, planes=view.spectrum)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.audio.render import apply_gains
 from utils.common.files import write_text
 from utils.data.inputs import View
 from utils.scoring import metrics
@@ -33,6 +34,8 @@ AUDIO_COLUMNS = (
     "input_si_sdr",
     "si_sdr",
     "si_sdr_imp",
+    "residual_noise_db",
+    "birdnet",
 )
 
 
@@ -68,14 +71,36 @@ def audio_scores(
     return scores
 
 
-def view_row(view: View, pred_mask: np.ndarray | None, denoised: np.ndarray | None) -> dict:
-    """One metrics row for a view and what a method made of it (mask and/or audio)."""
+def residual_noise_db(view: View, gains: np.ndarray) -> float:
+    """How much of the view's noise (raw minus the clean reference) a method's per-bin
+    ``gains`` let through: ``10 log10`` of its energy after over before, in dB (0: all of
+    it). NaN without a clean reference or without noise."""
+    if view.audio is None or view.reference is None:
+        return math.nan
+    noise = view.audio - view.reference
+    energy = float(np.sum(noise**2))
+    if energy <= 0.0:
+        return math.nan
+    passed = float(np.sum(apply_gains(noise, gains) ** 2))
+    return 10.0 * math.log10(max(passed, 1e-30) / energy)
+
+
+def view_row(
+    view: View,
+    pred_mask: np.ndarray | None,
+    denoised: np.ndarray | None,
+    gains: np.ndarray | None = None,
+) -> dict:
+    """One metrics row for a view and what a method made of it (mask and/or audio, and the
+    gain of each STFT bin for a method that masks the spectrogram)."""
     row: dict = {name: math.nan for name in ROW_COLUMNS}
     row.update(name=view.name, audio_seconds=view.seconds, reference=view.reference_kind or "")
     if pred_mask is not None and view.mask is not None:
         row.update(mask_scores(pred_mask, view.mask))
     if denoised is not None and view.audio is not None:
         row.update(audio_scores(view.audio, denoised, view.reference))
+    if gains is not None and view.reference_kind == "clean":
+        row["residual_noise_db"] = residual_noise_db(view, gains)
     return row
 
 

@@ -1,0 +1,99 @@
+"""Rendering probabilities into audio (utils.audio.render), and the recording level
+(utils.audio.level)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from utils.audio import bsd, level
+from utils.audio.conventions import num_samples
+from utils.audio.kernel import stft_planes
+from utils.audio.render import BSD_RENDERING, Rendering, apply_gains, parse_rendering
+
+SR = 48000
+
+
+@pytest.fixture(scope="module")
+def signal_and_map():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(SR)
+    planes = stft_planes(y)
+    probabilities = rng.random((1024, planes.shape[1])).astype(np.float32)
+    return y, planes, probabilities
+
+
+def test_the_binary_rendering_is_the_data_sets_mask(signal_and_map):
+    y, planes, probabilities = signal_and_map
+    mask = probabilities >= 0.5
+    gains = BSD_RENDERING.gains(probabilities, SR)
+    np.testing.assert_array_equal(gains, mask.astype(np.float32))
+    np.testing.assert_array_equal(
+        apply_gains(y, gains, planes), bsd.mask_to_audio(y, mask, planes=planes)
+    )
+    assert BSD_RENDERING.is_bsd and not parse_rendering("binary,floor=-20").is_bsd
+
+
+def test_a_floor_of_minus_infinity_is_the_binary_mask_and_0_db_the_input(signal_and_map):
+    y, planes, probabilities = signal_and_map
+    floor_inf = Rendering("binary", floor_db=-math.inf).gains(probabilities, SR)
+    np.testing.assert_array_equal(floor_inf, (probabilities >= 0.5).astype(np.float32))
+    for kind in ("binary", "soft"):
+        gains = Rendering(kind, floor_db=0.0).gains(probabilities, SR)
+        assert np.all(gains == 1.0)
+        out = apply_gains(y, gains, planes)
+        n = num_samples(planes.shape[1])  # samples past the last whole frame are zero
+        np.testing.assert_allclose(out[:n], y[:n], atol=1e-5)
+
+
+def test_a_floor_attenuates_the_dropped_bins_by_its_level(signal_and_map):
+    y, planes, probabilities = signal_and_map
+    gains = Rendering("binary", floor_db=-20.0).gains(probabilities, SR)
+    np.testing.assert_allclose(np.unique(gains), [0.1, 1.0], rtol=1e-6)
+    nothing = np.zeros_like(probabilities)
+    quiet = apply_gains(y, Rendering("binary", floor_db=-20.0).gains(nothing, SR), planes)
+    n = num_samples(planes.shape[1])
+    np.testing.assert_allclose(quiet[:n], 0.1 * y[:n], atol=1e-5)
+
+
+def test_soft_gains_are_the_probabilities_and_a_margin_widens_what_is_kept():
+    probabilities = np.zeros((1024, 200), np.float32)
+    probabilities[600:610, 100:105] = 0.8
+    soft = Rendering("soft").gains(probabilities, SR)
+    np.testing.assert_array_equal(soft, probabilities)
+    wide = Rendering("binary", margin_hz=470.0, margin_ms=20.0).gains(probabilities, SR)
+    bins, frames = Rendering(margin_hz=470.0, margin_ms=20.0).margin_size(SR)
+    assert (bins, frames) == (10, 15)  # 470 Hz at 46.9 Hz per bin, 20 ms at 1.33 ms per frame
+    kept_rows, kept_cols = np.nonzero(wide)
+    assert (kept_rows.min(), kept_rows.max()) == (600 - bins, 609 + bins)
+    assert (kept_cols.min(), kept_cols.max()) == (100 - frames, 104 + frames)
+
+
+def test_renderings_read_back_from_their_spec():
+    for spec in ("binary", "soft,floor=-20", "binary,floor=-12,margin=300:40"):
+        assert parse_rendering(spec).spec == spec
+    with pytest.raises(ValueError, match="cannot read 'flor=-20'"):
+        parse_rendering("soft,flor=-20")
+    with pytest.raises(ValueError, match="unknown rendering"):
+        parse_rendering("hard")
+    with pytest.raises(ValueError, match="at most 0 dB"):
+        parse_rendering("soft,floor=6")
+
+
+def test_the_level_gain_makes_the_image_independent_of_the_recorders_gain():
+    rng = np.random.default_rng(1)
+    t = np.arange(2 * SR) / SR
+    call = np.sin(2 * np.pi * (3000 + 800 * np.sin(2 * np.pi * 3 * t)) * t) * (t % 0.5 < 0.2)
+    y = 0.3 * call + 0.05 * rng.standard_normal(t.size)
+    images, as_the_data_set = [], []
+    for gain in (1.0, 0.3, 0.1, 0.03):
+        planes = stft_planes(gain * y)
+        images.append(bsd.planes_to_image(planes, level.level_gain(planes, SR)))
+        as_the_data_set.append(bsd.planes_to_image(planes))
+    assert as_the_data_set[-1].mean() < 0.2 * as_the_data_set[0].mean()  # darkens with gain
+    for image in images[1:]:
+        assert np.abs(image.astype(int) - images[0]).max() <= 1
+    silent = stft_planes(np.zeros(SR))
+    assert level.level_gain(silent, SR) == 1.0

@@ -1,0 +1,124 @@
+"""Rendering a clean-sound probability map into audio: the gain each STFT bin gets.
+
+A :class:`Rendering` turns a two-sided ``(1024, T)`` probability map into gains in
+[0, 1]:
+
+1. ``binary`` keeps the bins at or above the threshold (gain 1) and drops the rest
+   (the dataset's image2audio); ``soft`` uses the probabilities as gains;
+2. a margin widens what is kept by ``margin_hz`` above and below and ``margin_ms``
+   before and after (a maximum filter: the onsets, tails and weak harmonics next to
+   what the model found);
+3. a floor of ``floor_db`` (e.g. -20 dB) is the least gain any bin gets: the noise is
+   attenuated rather than cut out.
+
+The default, ``binary`` without margin or floor, is the BSD binary mask exactly. A floor
+of 0 dB returns the input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from utils.audio.bsd import kept_bin_counts
+from utils.audio.conventions import HOP_LENGTH, N_FFT
+from utils.audio.kernel import istft_planes, stft_planes
+
+KINDS = ("binary", "soft")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How probabilities become gains; see the module docstring."""
+
+    kind: str = "binary"
+    floor_db: float = -math.inf
+    margin_hz: float = 0.0
+    margin_ms: float = 0.0
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown rendering {self.kind!r}; expected one of {KINDS}")
+        if not self.floor_db <= 0.0:
+            raise ValueError(f"the floor must be at most 0 dB, got {self.floor_db}")
+        if self.margin_hz < 0 or self.margin_ms < 0:
+            raise ValueError("margins must be >= 0")
+
+    @property
+    def is_bsd(self) -> bool:
+        """Whether this is the dataset's binary mask, unchanged."""
+        no_margin = self.margin_hz == 0 and self.margin_ms == 0
+        return self.kind == "binary" and self.floor_db == -math.inf and no_margin
+
+    @property
+    def spec(self) -> str:
+        """The rendering as :func:`parse_rendering` reads it back."""
+        parts = [self.kind]
+        if self.floor_db != -math.inf:
+            parts.append(f"floor={self.floor_db:g}")
+        if self.margin_hz or self.margin_ms:
+            parts.append(f"margin={self.margin_hz:g}:{self.margin_ms:g}")
+        return ",".join(parts)
+
+    def margin_size(self, sr: int) -> tuple[int, int]:
+        """The margin in (bins, frames) at sample rate ``sr``."""
+        bins = int(round(self.margin_hz * N_FFT / sr))
+        frames = int(round(self.margin_ms / 1000.0 * sr / HOP_LENGTH))
+        return bins, frames
+
+    def gains(self, probabilities: np.ndarray, sr: int) -> np.ndarray:
+        """Float32 gains in [0, 1] of the shape of ``probabilities`` (a two-sided map)."""
+        if self.kind == "binary":
+            base = (probabilities >= self.threshold).astype(np.float32)
+        else:
+            base = np.clip(probabilities, 0.0, 1.0).astype(np.float32)
+        bins, frames = self.margin_size(sr)
+        if bins or frames:  # grey dilation: each bin gets the largest gain within the margin
+            kernel = np.ones((2 * bins + 1, 2 * frames + 1), np.uint8)
+            base = cv2.dilate(base, kernel, borderType=cv2.BORDER_REPLICATE)
+        floor = 0.0 if self.floor_db == -math.inf else 10.0 ** (self.floor_db / 20.0)
+        return floor + (1.0 - floor) * base if floor else base
+
+
+BSD_RENDERING = Rendering()  # the data set's binary mask
+
+
+def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
+    """A :class:`Rendering` from ``KIND[,floor=DB][,margin=HZ:MS]``, e.g.
+    ``soft,floor=-20`` or ``binary,margin=300:40,floor=-20``.
+
+    Raises:
+        ValueError: naming the part that cannot be read.
+    """
+    kind, *options = [part.strip() for part in spec.split(",")]
+    values: dict = {"kind": kind, "threshold": threshold}
+    for option in options:
+        name, _, value = option.partition("=")
+        try:
+            if name == "floor":
+                values["floor_db"] = float(value)
+            elif name == "margin":
+                hz, _, ms = value.partition(":")
+                values["margin_hz"], values["margin_ms"] = float(hz), float(ms or 0)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"rendering {spec!r}: cannot read {option!r}; expected floor=DB or margin=HZ:MS"
+            ) from None
+    return Rendering(**values)
+
+
+def apply_gains(y: np.ndarray, gains: np.ndarray, planes: np.ndarray | None = None) -> np.ndarray:
+    """``y`` with each STFT bin scaled by its two-sided ``(1024, T)`` gain, inverted by
+    weighted overlap-add (the real part, as the dataset's image2audio); ``len(y)`` samples.
+    A {0, 1} gain map gives :func:`utils.audio.bsd.mask_to_audio`'s result."""
+    planes = stft_planes(y) if planes is None else planes
+    if gains.shape != (N_FFT, planes.shape[1]):
+        raise ValueError(f"gains must be ({N_FFT}, {planes.shape[1]}), got {gains.shape}")
+    weights = kept_bin_counts(gains)  # each bin's gain at +k plus its gain at -k
+    return 0.5 * istft_planes(planes, len(y), weights=weights)
