@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,3 +28,15 @@ def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_rows_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    """Write rows as CSV with ``columns`` (NaN -> empty cell), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        )
+    write_text(Path(path), buffer.getvalue())

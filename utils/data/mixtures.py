@@ -27,6 +27,7 @@ import numpy as np
 
 from utils.audio import bsd
 from utils.audio import io as audio_io
+from utils.common.files import write_rows_csv
 from utils.common.progress import Progress
 from utils.data.bsd_layout import CLEAN_AUDIO_DIR, IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR
 from utils.data.image_io import write_png
@@ -170,10 +171,7 @@ def build_mixtures(
             bar.update()
     bar.close()
     manifest = out / MANIFEST_FILE
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(manifest, rows, COLUMNS)
     config = {**settings.__dict__, "birds": str(bird_dir), "noise": str(noise_dir)}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return manifest

@@ -33,6 +33,7 @@ import threadpoolctl
 from utils.audio import bsd
 from utils.audio import io as audio_io
 from utils.common.cpu import keep_freed_memory
+from utils.common.files import write_rows_csv
 from utils.common.progress import Progress
 from utils.data.bsd_layout import (
     CLEAN_AUDIO_DIR,
@@ -263,10 +264,7 @@ def generate_dataset(
     bar.close()
 
     manifest = out / MANIFEST_FILE
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(manifest, rows, MANIFEST_COLUMNS)
     # Written last: its presence marks the set complete.
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return manifest

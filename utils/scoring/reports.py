@@ -10,8 +10,6 @@ is NaN, written as an empty CSV cell and as ``null`` in JSON.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.audio.render import apply_gains
-from utils.common.files import write_text
+from utils.common.files import write_rows_csv, write_text  # noqa: F401 - used by the scripts
 from utils.data.inputs import View
 from utils.scoring import metrics
 
@@ -164,15 +162,3 @@ def make_output_folder(folder: str | Path) -> Path:
 def write_json(path: str | Path, obj: dict) -> None:
     """Write ``obj`` as indented JSON (NaN -> null, inf -> "inf"), atomically."""
     write_text(Path(path), json.dumps(_json_safe(obj), indent=2) + "\n")
-
-
-def write_rows_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    """Write rows as CSV with ``columns`` (NaN -> empty cell), atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-        )
-    write_text(Path(path), buffer.getvalue())
