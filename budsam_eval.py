@@ -34,7 +34,13 @@ from utils.common.progress import Progress
 from utils.data.inputs import LoadOptions, discover, load_or_skip
 from utils.evaluation import comparison
 from utils.evaluation.birdnet import BirdNETScorer
-from utils.inference.segmenter import RECORDING_RENDERING, Segmenter, load_model, positive_int
+from utils.inference.segmenter import (
+    RECORDING_RENDERING,
+    RECORDING_TILE_WIDTH,
+    Segmenter,
+    load_model,
+    positive_int,
+)
 from utils.model.sam import MODEL_TYPES
 from utils.scoring import reports
 
@@ -98,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     try:
-        args.renderings = [parse_rendering(spec) for spec in args.renderings]
+        args.renderings = list(dict.fromkeys(parse_rendering(spec) for spec in args.renderings))
     except ValueError as err:
         parser.error(str(err))
     return args
@@ -121,11 +127,16 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
     for checkpoint in args.checkpoint if "budsam" in args.methods else []:
         model, settings = load_model(checkpoint, args.model_type, device)
         common = dict(batch_size=args.batch_size, device=device, amp=args.amp, seed=args.seed)
+        # The paper's protocol is its binary mask on the data set's image; with --recordings
+        # every method sees the normalised image, and the model goes in recordings' tiles.
+        protocol = "recordings' level, binary" if args.recordings else "paper protocol"
+        if args.recordings:
+            common["tile_width"] = settings.tile_width or RECORDING_TILE_WIDTH
         label = f"BudSAM {checkpoint_label(checkpoint)}"
         if has_masks:
             methods.append(
                 comparison.ModelMethod(
-                    f"{label}, ground-truth box (paper protocol)",
+                    f"{label}, ground-truth box ({protocol})",
                     Segmenter(model, settings, prompt="gt_box", **common),
                 )
             )
@@ -209,17 +220,20 @@ def evaluate_all(args: argparse.Namespace) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     progress = Progress(len(sources), "evaluate", interval=max(1, len(sources) // 20))
     for first in range(0, len(sources), args.chunk):
-        views = [
-            view
-            for source in sources[first : first + args.chunk]
+        # Each view with its file's index in the split: the papers' two-class groups.
+        indexed = [
+            (index, view)
+            for index, source in enumerate(sources[first : first + args.chunk], start=first)
             for view in load_or_skip(source, skipped, warnings, options)
         ]
+        views = [view for _, view in indexed]
         for method in methods:
             start = time.perf_counter()
             outputs = method.run(views)
             seconds[method.label] += time.perf_counter() - start
-            for view, (mask, denoised, gains) in zip(views, outputs, strict=True):
+            for (index, view), (mask, denoised, gains) in zip(indexed, outputs, strict=True):
                 row = reports.view_row(view, mask, denoised, gains)
+                row["index"] = index
                 if birdnet is not None:
                     row["birdnet"] = birdnet.score(view, denoised)
                 rows[method.label].append(row)

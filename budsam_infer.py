@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         t0, t1, f0, f1 = args.box
         if not (0 <= t0 < t1 and 0 <= f0 < f1):
             parser.error(f"--box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} {f0} {f1}")
+    try:
+        choose_rendering(args, for_recordings=True)
+    except ValueError as err:
+        parser.error(str(err))
     if not 0 <= args.overlap < 1:
         parser.error(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.io_thread and (args.threads or os.cpu_count() or 1) < 2:

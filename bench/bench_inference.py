@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import machine, spread
-from budsam_infer import write_source_outputs
 from utils.audio import io as audio_io
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.cpu import cpu_threads
@@ -48,7 +47,9 @@ from utils.data import inputs
 from utils.data.bsd_layout import RAW_AUDIO_DIR
 from utils.data.synthetic import generate_dataset
 from utils.evaluation.baselines import noisereduce_audio
-from utils.model.sam import build_sam
+from utils.inference.folder_run import write_source_outputs
+from utils.inference.segmenter import RECORDING_RENDERING, ModelSettings, Segmenter
+from utils.model.sam import build_sam, checkpoint_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_SETTINGS = {
@@ -80,15 +81,22 @@ def noisereduce_seconds(recordings: Path, out: Path) -> tuple[float, float]:
     return total_audio, time.perf_counter() - start
 
 
-def transforms_seconds(recordings: Path, out: Path) -> tuple[float, float]:
-    """(audio seconds, processing seconds) of ``budsam_infer.py``'s work without the model,
-    with its own functions; the mask is a threshold of the image, at no cost."""
+def transforms_seconds(
+    recordings: Path, out: Path, sample_rate: int | None = None
+) -> tuple[float, float]:
+    """(audio seconds, processing seconds) of ``budsam_infer.py``'s work on recordings
+    without the model, with its own functions (resampling to ``sample_rate``, the level,
+    the default rendering); the probability map is the image's grey level, at no cost."""
     for folder in ("masks", "denoised"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    options = inputs.LoadOptions(sample_rate, normalize_level=True)
+    # Rendering needs no model: the stand-in segmenter only renders.
+    renderer = Segmenter(None, ModelSettings("none"), rendering=RECORDING_RENDERING)
     total_audio, start = 0.0, time.perf_counter()
     for source in inputs.discover(recordings).sources:
-        views = inputs.load_views(source)
-        write_source_outputs(out, source, views, [v.image > 128 for v in views], overlays=False)
+        views = inputs.load_views(source, options)
+        maps = [v.image.astype(np.float32) / 255.0 for v in views]
+        write_source_outputs(out, source, views, maps, renderer, overlays=False)
         total_audio += sum(view.audio.size for view in views) / views[0].sr
     return total_audio, time.perf_counter() - start
 
@@ -116,6 +124,10 @@ def main() -> None:
             save_checkpoint({"model": model.state_dict(), "args": INPUT_SETTINGS[name]},
                             checkpoints[name])  # fmt: skip
 
+        # The rate a checkpoint was trained at, to which budsam_infer.py resamples recordings.
+        trained_rate = (
+            checkpoint_args(args.checkpoint).get("sample_rate") if args.checkpoint else None
+        )
         runs = [(n, False) for n in args.threads] + [(n, True) for n in args.threads if n > 1]
         rates = {(name, n, io): [] for name in checkpoints for n, io in runs}
         loads, memory, baseline, no_model = [], [], [], []
@@ -127,7 +139,9 @@ def main() -> None:
                 memory.append(summary["peak_memory_mb"])
             seconds_audio, seconds_compute = noisereduce_seconds(recordings, tmp / "nr")
             baseline.append(seconds_audio / seconds_compute)
-            seconds_audio, seconds_compute = transforms_seconds(recordings, tmp / "no_model")
+            seconds_audio, seconds_compute = transforms_seconds(
+                recordings, tmp / "no_model", trained_rate
+            )
             no_model.append(seconds_audio / seconds_compute)
 
     print(f"machine: {machine()}")

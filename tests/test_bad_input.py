@@ -320,7 +320,8 @@ def recording_runs(bad_recordings, tiny_checkpoint, tmp_path_factory) -> dict[st
         out = tmp_path_factory.mktemp(f"{script}_recordings")
         # The data set's binary rendering, so the denoised files can be checked against
         # mask_to_audio of the written masks.
-        binary = ("--render", "binary", "--floor_db=-inf") if script == "infer" else ()
+        binary = ("--render", "binary", "--floor_db=-inf", "--margin_hz", "0", "--margin_ms", "0")
+        binary = binary if script == "infer" else ()
         code = _cli(script, "-i", str(bad_recordings), "-o", str(out), "--overwrite",
                     "-checkpoint", str(tiny_checkpoint), *binary)  # fmt: skip
         summary = json.loads((out / "summary.json").read_text())

@@ -197,6 +197,8 @@ def test_an_image_narrower_than_a_tile_is_padded_with_silence_not_stretched(spli
     padded_image, padded_mask = np.zeros((1024, 400), np.uint8), np.zeros((1024, 400), np.uint8)
     padded_image[:, :300], padded_mask[:, :300] = image, mask
     item = dataset[0]
+    assert item["valid_columns"] == round(300 * 256 / 400)  # the padding is not scored
+    assert BSDSegmentation(split, 256, tile_width=128)[0]["valid_columns"] == 256
     np.testing.assert_array_equal(item["image"].numpy()[0], preprocess_image(padded_image, 256)[0])
     np.testing.assert_array_equal(item["mask"].numpy()[0], preprocess_mask(padded_mask, 256))
 

@@ -98,3 +98,14 @@ def test_evaluation_decoded_by_loader_workers_gives_the_same_scores():
         for workers in (0, 2)
     ]
     assert scores[0] == scores[1] and scores[0]["n_images"] == 5
+
+
+def test_the_silence_padding_a_narrow_image_is_not_scored():
+    from utils.train.validation import item_counts
+
+    pred, truth = torch.zeros(2, 4, 8, dtype=torch.bool), torch.zeros(2, 4, 8, dtype=torch.bool)
+    pred[:, :, 6:] = True  # the model marks the padding of the first item
+    truth[1, :, 6:] = True
+    counts = item_counts(pred, truth, torch.tensor([6, 8]))
+    assert counts["fp"].tolist() == [0, 0] and counts["tp"].tolist() == [0, 8]
+    assert counts["tn"].tolist() == [24, 24]  # 4 x 6 valid pixels; 4 x 6 outside the mark

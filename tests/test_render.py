@@ -97,3 +97,4 @@ def test_the_level_gain_makes_the_image_independent_of_the_recorders_gain():
         assert np.abs(image.astype(int) - images[0]).max() <= 1
     silent = stft_planes(np.zeros(SR))
     assert level.level_gain(silent, SR) == 1.0
+    assert level.level_gain(stft_planes(rng.standard_normal(4000)), 1000) == 1.0  # no band

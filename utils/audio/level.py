@@ -32,6 +32,8 @@ def band_statistics(planes: np.ndarray, sr: int) -> tuple[float, float]:
     :data:`MAX_FRAMES` frames, evenly spaced)."""
     first = int(np.ceil(bin_at(BAND_HZ[0], sr)))
     last = min(int(np.floor(bin_at(BAND_HZ[1], sr))), N_BINS - 1)
+    if first > last or planes.shape[1] == 0:  # a rate below 2 kHz has no band to measure
+        return 0.0, 0.0
     step = max(1, planes.shape[1] // MAX_FRAMES)
     a = np.ascontiguousarray(planes[0, ::step, first : last + 1])
     b = np.ascontiguousarray(planes[1, ::step, first : last + 1])
@@ -42,7 +44,7 @@ def band_statistics(planes: np.ndarray, sr: int) -> tuple[float, float]:
 
 def level_gain(planes: np.ndarray, sr: int) -> float:
     """The factor for a recording's magnitudes (see the module docstring); 1.0 for a
-    recording with nothing in the band (silence)."""
+    recording with nothing in the band (silence, or a rate too low to have the band)."""
     median, peak = band_statistics(planes, sr)
     if peak <= 0.0:
         return 1.0

@@ -45,8 +45,9 @@ class Rendering:
             raise ValueError(f"unknown rendering {self.kind!r}; expected one of {KINDS}")
         if not self.floor_db <= 0.0:
             raise ValueError(f"the floor must be at most 0 dB, got {self.floor_db}")
-        if self.margin_hz < 0 or self.margin_ms < 0:
-            raise ValueError("margins must be >= 0")
+        margins = (self.margin_hz, self.margin_ms)
+        if not all(math.isfinite(m) and m >= 0 for m in margins):
+            raise ValueError(f"margins must be finite and >= 0, got {margins}")
 
     @property
     def is_bsd(self) -> bool:

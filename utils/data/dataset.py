@@ -46,7 +46,9 @@ class BSDSegmentation(Dataset):
     Each item is a dict: ``image`` (3, S, S) float32 in [0, 1] (omitted when
     ``load_images`` is False, for training on cached embeddings), ``mask`` (1, S, S)
     float32 in {0, 1}, ``box`` (4,) float32 ``x0, y0, x1, y1`` in input pixels,
-    ``index``, ``name`` (the image file) and ``key`` (unique per item); with
+    ``index``, ``name`` (the image file), ``key`` (unique per item) and
+    ``valid_columns`` (the input's columns that show the image, see
+    :meth:`valid_columns`); with
     ``mask_resize="area"`` the mask is soft, in [0, 1] (see :func:`preprocess_mask`;
     its box prompt then covers every pixel with some foreground). With
     ``tile_width``, each image is cut along time into tiles of that many frames
@@ -129,6 +131,15 @@ class BSDSegmentation(Dataset):
         stem = Path(name).stem
         return stem if self.tile_width is None else f"{stem}@{start}"
 
+    def valid_columns(self, index: int) -> int:
+        """How many of the input's columns show the image: all but those of the silence
+        that pads an image narrower than a tile (see :func:`crop_input`)."""
+        name, start = self.items[index]
+        width = self.scan.sizes[name][1] - start
+        if self.tile_width is None or width >= self.tile_width:
+            return self.input_size
+        return max(1, round(width * self.input_size / self.tile_width))
+
     def _crop(self, array: np.ndarray, start: int) -> np.ndarray:
         return crop_input(array, start, self.tile_width, self.half_spectrum)
 
@@ -181,6 +192,7 @@ class BSDSegmentation(Dataset):
             "index": index,
             "name": self.items[index][0],
             "key": self.item_key(index),
+            "valid_columns": self.valid_columns(index),
         }
         if image is not None:
             item["image"] = torch.from_numpy(np.repeat(image[None], 3, axis=0))
@@ -201,6 +213,7 @@ def collate_skipping_none(items: list[dict | None]) -> dict:
     for key in [key for key in kept[0] if all(key in item for item in kept)]:
         values = [item[key] for item in kept]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    if "index" in batch:
-        batch["index"] = torch.tensor(batch["index"])
+    for key in ("index", "valid_columns"):
+        if key in batch:
+            batch[key] = torch.tensor(batch[key])
     return batch

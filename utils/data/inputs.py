@@ -245,13 +245,12 @@ def load_views(source: Source, options: LoadOptions = AS_STORED) -> list[View]:
     Raises:
         ValueError: naming the file, when the image or recording cannot be used.
     """
-    views = _recording_views(source, options.sample_rate) if source.kind == RECORDING else [
-        _image_view(source)
-    ]  # fmt: skip
+    if source.kind == RECORDING:
+        return _recording_views(source, options)
+    view = _image_view(source)
     if options.normalize_level:
-        for view in views:
-            _normalize_level(view)
-    return views
+        _normalize_level(view)
+    return [view]
 
 
 def _normalize_level(view: View) -> None:
@@ -292,9 +291,9 @@ def channel_names(name: str, n_channels: int) -> list[str]:
     return [f"{name}_ch{c + 1}" for c in range(n_channels)]
 
 
-def _recording_views(source: Source, sample_rate: int | None) -> list[View]:
+def _recording_views(source: Source, options: LoadOptions) -> list[View]:
     signals, recorded_sr = audio_io.load_audio_channels(source.path)
-    sr = sample_rate or recorded_sr
+    sr = options.sample_rate or recorded_sr
     signals = audio_io.resample(signals, recorded_sr, sr)
     if conventions.num_frames(signals.shape[1]) == 0:
         raise ValueError(
@@ -304,9 +303,13 @@ def _recording_views(source: Source, sample_rate: int | None) -> list[View]:
     views = []
     for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
         planes = kernel.stft_planes(y)
-        image = bsd.planes_to_image(planes)
+        gain = level_gain(planes, sr) if options.normalize_level else 1.0
+        image = bsd.planes_to_image(planes, gain)
         resampled_from = recorded_sr if recorded_sr != sr else None
-        views.append(View(name, image, audio=y, sr=sr, spectrum=planes, recorded_sr=resampled_from))
+        views.append(
+            View(name, image, audio=y, sr=sr, spectrum=planes, recorded_sr=resampled_from,
+                 level_gain=gain)
+        )  # fmt: skip
         _note_silence(views[-1], source.path)
     return views
 

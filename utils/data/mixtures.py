@@ -27,6 +27,7 @@ import numpy as np
 
 from utils.audio import bsd
 from utils.audio import io as audio_io
+from utils.audio.conventions import WINDOW_LENGTH
 from utils.common.files import write_rows_csv
 from utils.common.progress import Progress
 from utils.data.bsd_layout import CLEAN_AUDIO_DIR, IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR
@@ -113,7 +114,8 @@ def audio_files(folder: Path) -> list[Path]:
 
 
 def mixture_name(bird: Path, snr_db: float) -> str:
-    return f"{bird.stem}__snr{snr_db:+g}dB".replace(".", "p")
+    """``STEM__snr-5dB``: unique for unique stems and SNRs."""
+    return f"{bird.stem}__snr{snr_db:+g}dB"
 
 
 def build_mixtures(
@@ -137,18 +139,26 @@ def build_mixtures(
     split = out / "test"
     for folder in (IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR, CLEAN_AUDIO_DIR):
         (split / folder).mkdir(parents=True, exist_ok=True)
+    stems = [p.stem for p in birds]
+    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if repeated:
+        raise ValueError(f"{bird_dir}: several clips share a name ({repeated[:3]}); rename them")
+    snrs = tuple(dict.fromkeys(settings.snrs_db))
     bird_kinds, noise_kinds = source_kinds(bird_dir), source_kinds(noise_dir)
     sr = settings.sample_rate
     noise_cache: dict[Path, np.ndarray] = {}
     rows = []
-    bar = Progress(len(birds) * len(settings.snrs_db), "mixtures", enabled=progress)
+    bar = Progress(len(birds) * len(snrs), "mixtures", enabled=progress)
     for b, bird_path in enumerate(birds):
         try:
             bird = load_mono(bird_path, sr)
         except ValueError as err:
             print(f"warning: skipped: {err}", file=sys.stderr)
             continue
-        for s, snr_db in enumerate(settings.snrs_db):
+        if len(bird) < WINDOW_LENGTH:
+            print(f"warning: skipped: {bird_path}: shorter than one STFT window", file=sys.stderr)
+            continue
+        for s, snr_db in enumerate(snrs):
             rng = np.random.default_rng([settings.seed, b, s])
             noise_path = noises[int(rng.integers(0, len(noises)))]
             try:

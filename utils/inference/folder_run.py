@@ -24,7 +24,7 @@ from utils.data.inputs import (
     load_or_skip,
 )
 from utils.data.visualize import overlay
-from utils.inference.segmenter import Segmenter, render_audio
+from utils.inference.segmenter import Segmenter
 from utils.scoring import reports
 
 OUTPUT_DIRS = ("masks", "denoised", "overlays")
@@ -61,11 +61,9 @@ def write_source_outputs(
 
     A recording's channels go back into one file of its channel count and sample rate.
     """
-    masks = [p >= segmenter.threshold for p in probabilities]
-    denoised = [
-        render_audio(view, p, segmenter.rendering)
-        for view, p in zip(views, probabilities, strict=True)
-    ]
+    rendered = [segmenter.render(view, p) for view, p in zip(views, probabilities, strict=True)]
+    masks = [mask for mask, _, _ in rendered]
+    denoised = [audio for _, audio, _ in rendered]
     for view, mask in zip(views, masks, strict=True):
         write_png(out / "masks" / f"{view.name}.png", mask)
         if overlays:

@@ -11,6 +11,7 @@ time span and frequency band (``box``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +33,11 @@ PROMPTS = ("full", "gt_box", "box")
 # width of a BSD image (the published sample's is 3032 frames, 4 s at 48 kHz).
 RECORDING_TILE_WIDTH = 3032
 DEFAULT_OVERLAP = 0.25
-# How recordings' masks become audio unless told otherwise (BSD images: the binary mask),
-# chosen on mixtures of the shared *_train folders (see the README's rendering table).
-RECORDING_RENDERING = Rendering("soft", floor_db=-20.0)
+# How recordings' masks become audio unless told otherwise (BSD images: the binary mask).
+# Chosen on mixtures of the shared *_train folders (README, "Real field recordings"): of
+# the renderings whose SI-SDR improvement is at least noisereduce's, the one BirdNET
+# recognises best.
+RECORDING_RENDERING = Rendering("soft", floor_db=-20.0, margin_hz=200.0, margin_ms=30.0)
 
 
 def positive_int(text: str) -> int:
@@ -120,7 +123,8 @@ class Segmenter:
             images for a model trained on whole images.
         overlap: fraction of a tile shared with the next one.
         threshold: probability above which a pixel is clean sound.
-        rendering: how :func:`render_audio` turns a view's probabilities into audio.
+        rendering: how :meth:`render` turns a view's probabilities into audio (its
+            threshold is set to ``threshold``).
     """
 
     def __init__(
@@ -149,7 +153,7 @@ class Segmenter:
         self.tile_width = tile_width or settings.tile_width
         self.overlap, self.threshold = overlap, threshold
         self.batch_size, self.device, self.amp, self.seed = batch_size, device, amp, seed
-        self.rendering = rendering
+        self.rendering = dataclasses.replace(rendering, threshold=threshold)
 
     def cannot_segment(self, view: View) -> str | None:
         """Why this prompt cannot be used on ``view``, or None when it can."""
@@ -173,6 +177,26 @@ class Segmenter:
     def masks(self, views: list[View]) -> list[np.ndarray]:
         """One bool ``(1024, T)`` mask per view (see :meth:`cannot_segment` first)."""
         return [p >= self.threshold for p in self.probabilities(views)]
+
+    def render(
+        self, view: View, probabilities: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The view's binary mask (probability >= threshold), its audio rendered as
+        ``rendering`` says, and the gain each STFT bin got (None, None without audio).
+
+        The data set's binary rendering is :func:`denoise` of the mask exactly. With a
+        ``box`` prompt nothing outside the band passes, whatever the floor or margin.
+        """
+        mask = probabilities >= self.threshold
+        if view.audio is None:
+            return mask, None, None
+        if self.rendering.is_bsd:
+            return mask, denoise(view, mask), mask.astype(np.float32)
+        gains = self.rendering.gains(probabilities, view.sr)
+        if self.prompt == "box":
+            sr = view.sr or self.default_sr
+            gains *= bsd.band_region(self.band.seconds, self.band.hertz, sr, view.image.shape[1])
+        return mask, apply_gains(view.audio, gains, planes=view.spectrum), gains
 
     def probabilities(self, views: list[View]) -> list[np.ndarray]:
         """One float32 ``(1024, T)`` clean-sound probability map per view (zero outside a
@@ -210,14 +234,3 @@ class Segmenter:
 def denoise(view: View, mask: np.ndarray) -> np.ndarray | None:
     """The view's raw audio with the mask applied (BSD's image2audio); None without audio."""
     return None if view.audio is None else bsd.mask_to_audio(view.audio, mask, planes=view.spectrum)
-
-
-def render_audio(view: View, probabilities: np.ndarray, rendering: Rendering) -> np.ndarray | None:
-    """The view's raw audio with the rendering's gains applied; None without audio. The
-    dataset's binary rendering is :func:`denoise` of the thresholded map exactly."""
-    if view.audio is None:
-        return None
-    if rendering.is_bsd:
-        return denoise(view, probabilities >= rendering.threshold)
-    gains = rendering.gains(probabilities, view.sr)
-    return apply_gains(view.audio, gains, planes=view.spectrum)

@@ -104,11 +104,12 @@ def view_row(
 
 def pooled_two_class(rows: list[dict]) -> dict[str, float]:
     """The papers' two-class IoU and Dice (= their F1) over rows in the split's order: see
-    :func:`utils.scoring.metrics.grouped_two_class_scores` (a row's group is fixed by its
-    position, so an unscored row shifts no other). NaN without mask scores."""
-    positions = [i for i, row in enumerate(rows) if not math.isnan(row["tp"])]
-    counts = {k: np.array([rows[i][k] for i in positions]) for k in COUNT_COLUMNS}
-    return metrics.grouped_two_class_scores(counts, np.array(positions))
+    :func:`utils.scoring.metrics.grouped_two_class_scores`. A row's place in the split is
+    its ``index`` (its file's, so a file skipped before scoring shifts no other), else its
+    position; rows without mask scores are left out. NaN without mask scores."""
+    scored = [(row.get("index", i), row) for i, row in enumerate(rows) if not math.isnan(row["tp"])]
+    counts = {k: np.array([row[k] for _, row in scored]) for k in COUNT_COLUMNS}
+    return metrics.grouped_two_class_scores(counts, np.array([i for i, _ in scored]))
 
 
 def summarize(rows: list[dict], compute_seconds: float | None = None) -> dict:

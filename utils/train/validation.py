@@ -52,6 +52,21 @@ def whole_image_iou(
     return float(scores_from_counts(counts)["iou"].mean())
 
 
+def item_counts(
+    pred: torch.Tensor, truth: torch.Tensor, valid_columns: torch.Tensor | None
+) -> dict[str, np.ndarray]:
+    """:func:`confusion_counts` of each ``(H, W)`` item over its first ``valid_columns``
+    columns (all without): the silence that pads a narrow image is not scored."""
+    width = pred.shape[-1]
+    if valid_columns is None or bool((valid_columns >= width).all()):
+        return confusion_counts(pred, truth)
+    per_item = [
+        confusion_counts(p[:, :w], t[:, :w])
+        for p, t, w in zip(pred, truth, valid_columns.tolist(), strict=True)
+    ]
+    return {k: np.concatenate([c[k] for c in per_item]) for k in per_item[0]}
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -105,7 +120,7 @@ def evaluate(
         sums[0] += loss_fn(logits, target).item() * n
         sums[1] += n
         pred, truth = (logits[:, 0] > 0).cpu(), (target[:, 0] >= 0.5).cpu()
-        counts = confusion_counts(pred, truth)
+        counts = item_counts(pred, truth, batch.get("valid_columns"))
         scores = scores_from_counts(counts)
         per_item[batch["index"]] = torch.from_numpy(
             np.stack([*(counts[k] for k in ("tp", "fp", "fn", "tn")), np.ones(n)], axis=1)
