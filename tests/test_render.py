@@ -98,3 +98,18 @@ def test_the_level_gain_makes_the_image_independent_of_the_recorders_gain():
     silent = stft_planes(np.zeros(SR))
     assert level.level_gain(silent, SR) == 1.0
     assert level.level_gain(stft_planes(rng.standard_normal(4000)), 1000) == 1.0  # no band
+
+
+def test_a_box_prompt_lets_nothing_outside_the_box_through_any_rendering(signal_and_map):
+    from utils.data.inputs import View
+    from utils.inference.segmenter import BandPrompt, ModelSettings, Segmenter
+
+    y, planes, probabilities = signal_and_map
+    band = BandPrompt((0.2, 0.6), (2000.0, 6000.0))
+    view = View("v", bsd.planes_to_image(planes), audio=y, sr=SR, spectrum=planes)
+    region = bsd.band_region(band.seconds, band.hertz, SR, planes.shape[1])
+    rendering = parse_rendering("soft,floor=-20,margin=200:30")
+    segmenter = Segmenter(None, ModelSettings("none"), prompt="box", band=band, rendering=rendering)
+    _, audio, gains = segmenter.render(view, probabilities)
+    assert np.all(gains[~region] == 0) and np.all(gains[region] >= 0.1 - 1e-6)
+    np.testing.assert_allclose(audio, apply_gains(y, gains, planes))
