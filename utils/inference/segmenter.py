@@ -113,7 +113,9 @@ class BandPrompt:
 
 
 class Segmenter:
-    """Binary clean-sound masks for views, at each spectrogram's own size.
+    """Clean-sound probability maps for views, at each spectrogram's own size
+    (:meth:`probabilities`), and each view's binary mask and audio from its map
+    (:meth:`render`).
 
     Args:
         model, settings: from :func:`load_model`.
@@ -173,10 +175,6 @@ class Segmenter:
         """How many tiles the model will see for ``view``."""
         width = view.image.shape[1]
         return len(overlapping_tile_starts(width, self.tile_width, self.overlap))
-
-    def masks(self, views: list[View]) -> list[np.ndarray]:
-        """One bool ``(1024, T)`` mask per view (see :meth:`cannot_segment` first)."""
-        return [p >= self.threshold for p in self.probabilities(views)]
 
     def render(
         self, view: View, probabilities: np.ndarray
