@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     try:
-        args.renderings = list(dict.fromkeys(parse_rendering(spec) for spec in args.renderings))
+        args.renderings = [parse_rendering(spec) for spec in args.renderings]
     except ValueError as err:
         parser.error(str(err))
     return args
@@ -140,8 +140,8 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
                     Segmenter(model, settings, prompt="gt_box", **common),
                 )
             )
-        renderings = [RECORDING_RENDERING if args.recordings else BSD_RENDERING]
-        for rendering in renderings + [r for r in args.renderings if r not in renderings]:
+        default = RECORDING_RENDERING if args.recordings else BSD_RENDERING
+        for rendering in dict.fromkeys([default, *args.renderings]):  # each once, in order
             rendered = "" if rendering.is_bsd else f", rendered {rendering.spec}"
             methods.append(
                 comparison.ModelMethod(

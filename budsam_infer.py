@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.audio.render import KINDS, Rendering
+from utils.audio.render import BSD_RENDERING, KINDS, Rendering
 from utils.common.cpu import cpu_threads, keep_freed_memory
 from utils.data.inputs import (
     LoadOptions,
@@ -238,7 +238,7 @@ def choose_rendering(args: argparse.Namespace, for_recordings: bool) -> Renderin
     """The rendering the flags ask for: ``auto`` parts from :data:`RECORDING_RENDERING` for
     recordings, and from the data set's binary mask otherwise (BSD images, the paper's
     ground-truth box)."""
-    base = RECORDING_RENDERING if for_recordings else Rendering()
+    base = RECORDING_RENDERING if for_recordings else BSD_RENDERING
     return Rendering(
         kind=base.kind if args.render == "auto" else args.render,
         floor_db=base.floor_db if args.floor_db is None else args.floor_db,

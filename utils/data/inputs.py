@@ -91,7 +91,6 @@ class View:
     spectrum: np.ndarray | None = None  # stft_planes(audio), kept when it was computed anyway
     warnings: list[str] = field(default_factory=list)
     recorded_sr: int | None = None  # a recording's own rate, when it was resampled to ``sr``
-    level_gain: float = 1.0  # the factor of the magnitudes in ``image`` (see utils.audio.level)
 
     @property
     def seconds(self) -> float:
@@ -259,8 +258,12 @@ def _normalize_level(view: View) -> None:
         return
     if view.spectrum is None:
         view.spectrum = kernel.stft_planes(view.audio)
-    view.level_gain = level_gain(view.spectrum, view.sr)
-    view.image = bsd.planes_to_image(view.spectrum, view.level_gain)
+    view.image = _spectrogram_image(view.spectrum, view.sr, normalize_level=True)
+
+
+def _spectrogram_image(planes: np.ndarray, sr: int, normalize_level: bool) -> np.ndarray:
+    """The BSD image of STFT planes, at the normalised level if asked (:func:`level_gain`)."""
+    return bsd.planes_to_image(planes, level_gain(planes, sr) if normalize_level else 1.0)
 
 
 def load_or_skip(
@@ -303,13 +306,9 @@ def _recording_views(source: Source, options: LoadOptions) -> list[View]:
     views = []
     for name, y in zip(channel_names(source.name, len(signals)), signals, strict=True):
         planes = kernel.stft_planes(y)
-        gain = level_gain(planes, sr) if options.normalize_level else 1.0
-        image = bsd.planes_to_image(planes, gain)
+        image = _spectrogram_image(planes, sr, options.normalize_level)
         resampled_from = recorded_sr if recorded_sr != sr else None
-        views.append(
-            View(name, image, audio=y, sr=sr, spectrum=planes, recorded_sr=resampled_from,
-                 level_gain=gain)
-        )  # fmt: skip
+        views.append(View(name, image, audio=y, sr=sr, spectrum=planes, recorded_sr=resampled_from))
         _note_silence(views[-1], source.path)
     return views
 
