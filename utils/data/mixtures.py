@@ -32,7 +32,8 @@ from utils.common.files import write_rows_csv
 from utils.common.progress import Progress
 from utils.data.bsd_layout import CLEAN_AUDIO_DIR, IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR
 from utils.data.image_io import write_png
-from utils.data.synthetic import label_mask_half
+from utils.data.mask_ops import label_mask_half
+from utils.data.recordings import audio_files, load_mono, noise_stretch
 
 BIRD_BAND_HZ = (1000.0, 10000.0)
 MANIFEST_FILE = "mixtures.csv"
@@ -60,22 +61,6 @@ def band_energy(y: np.ndarray, sr: int, band: tuple[float, float] = BIRD_BAND_HZ
     return float(np.sum(np.abs(spectrum[inside]) ** 2))
 
 
-def load_mono(path: Path, sr: int) -> np.ndarray:
-    """A recording as one channel (the channels' mean) at ``sr``."""
-    signals, own_sr = audio_io.load_audio_channels(path)
-    return audio_io.resample(signals.mean(axis=0), own_sr, sr)
-
-
-def noise_stretch(
-    noise: np.ndarray, length: int, rng: np.random.Generator
-) -> tuple[np.ndarray, int]:
-    """``length`` samples of ``noise`` from a random offset (looped when it is shorter),
-    and the offset."""
-    offset = int(rng.integers(0, len(noise)))
-    looped = np.tile(noise, length // len(noise) + 2)
-    return looped[offset : offset + length], offset
-
-
 def mix(bird: np.ndarray, noise: np.ndarray, snr_db: float, sr: int) -> np.ndarray:
     """``noise`` scaled so that the bird-band SNR of ``bird`` over it is ``snr_db``.
 
@@ -97,20 +82,6 @@ def source_kinds(folder: Path) -> dict[str, str]:
     with open(manifest, newline="") as handle:
         rows = csv.DictReader(handle, delimiter="\t")
         return {row["file"]: row["kind"] for row in rows if row.get("folder") == folder.name}
-
-
-def audio_files(folder: Path) -> list[Path]:
-    """The recordings in ``folder``, sorted by name.
-
-    Raises:
-        ValueError: naming the folder, when it is missing or holds none.
-    """
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in audio_io.AUDIO_EXTENSIONS)
-    if not files:
-        raise ValueError(f"{folder}: holds no recordings ({', '.join(audio_io.AUDIO_EXTENSIONS)})")
-    return files
 
 
 def mixture_name(bird: Path, snr_db: float) -> str:

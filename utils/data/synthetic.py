@@ -1,14 +1,18 @@
 """A synthetic bird-sound data set in the BSD layout, for CPU runs and tests.
 
-Each recording mixes a varied bird repertoire (sweeps, harmonic stacks, trills,
-vibrato whistles, chips; 1-10 kHz) with field noise (wind, rain, stream, insects,
-hum, over a broadband ambient floor) at an SNR between -5 and +20 dB. Images,
+Each recording mixes one to three singers with a varied repertoire (sweeps, harmonic
+calls of uneven harmonic energy, smooth random whistles, buzzes, trills, note trains,
+chips; 1-10 kHz; some faint, some distant and reverberant) with field noise (gusty
+wind, rain, stream, crickets, cicadas, traffic, aircraft, hum, distant birds, over a
+broadband ambient floor) at an SNR between -5 and +20 dB, recorded at a gain from
+loud to very quiet. A user's own clean calls and site noise (:class:`UserSounds`) can
+replace the built-in ones in half of the training split's recordings. Images,
 masks and denoised audio follow the dataset's own conventions (:mod:`utils.audio.bsd`);
 ``Clean_audios/`` also keeps the exact clean bird signal, which the real data set
 cannot offer.
 
     python -m utils.data.synthetic --out data/synthetic --n_train 200 --n_valid 40 \
-        --n_test 40 --seed 0
+        --n_test 40 --seed 0 [--bird_dir MY_CALLS --noise_dir MY_SITE_NOISE]
 
 Deterministic for a seed: every recording draws from its own generator seeded by
 (seed, split, index), so the output does not depend on the number of workers.
@@ -43,8 +47,16 @@ from utils.data.bsd_layout import (
     RAW_AUDIO_DIR,
 )
 from utils.data.image_io import write_png
-from utils.data.mask_ops import clean_mask_half
-from utils.data.sounds import NOISES, bird_song, field_noise
+from utils.data.mask_ops import VISIBLE_FLOOR, label_mask_half
+from utils.data.noises import NOISES, field_noise
+from utils.data.recordings import (
+    NO_USER_SOUNDS,
+    UserSounds,
+    load_mono_cached,
+    noise_stretch,
+    user_clip,
+)
+from utils.data.sounds import bird_song
 
 SPLITS = ("train", "valid", "test")
 SAMPLE_RATES = (48000, 44100, 22050)
@@ -54,8 +66,11 @@ SNR_RANGE_DB = (-5.0, 20.0)
 STEREO_PROB = 0.1
 NO_BIRD_PROB = 0.08
 NOISE_RMS_RANGE = (0.015, 0.1)  # log-uniform; sets how bright the noise is in the image
+QUIET_RECORDER_PROB = 0.2  # this often the recorder's gain is low instead:
+QUIET_NOISE_RMS_RANGE = (0.002, 0.015)  # a nearly black image
+USER_SOUND_PROB = 0.5  # a training recording uses the user's birds (noise) this often
+VERSION = 2
 MAX_PEAK = 0.98
-MIN_BLOB_PIXELS = 20  # in the one-sided half of the mask
 CONFIG_FILE = "synthetic_config.json"
 MANIFEST_FILE = "manifest.csv"
 MANIFEST_COLUMNS = (
@@ -71,25 +86,6 @@ MANIFEST_COLUMNS = (
     "n_calls",
     "mask_fraction",
 )
-
-
-def label_mask_half(clean_half: np.ndarray, noise_half: np.ndarray) -> np.ndarray:
-    """The clean-sound mask a careful labeller would draw, for bins 0 ... 512.
-
-    Takes the ``(513, T)`` half spectra of the clean and the noise signal (see
-    :func:`utils.audio.stft_half`) and returns a bool ``(513, T)`` array; BSD masks
-    are mirror-symmetric, so :func:`utils.audio.two_sided` gives the full mask.
-    Bins where the bird is louder than the noise (and visible in the image) are
-    cleaned of speckle and closed into smooth blobs, like hand-drawn outlines.
-    """
-    clean_mag = np.abs(clean_half)
-    if clean_mag.max() == 0:
-        return np.zeros(clean_half.shape, dtype=bool)
-    visible = clean_mag > max(2.0 / 255.0, clean_mag.max() * 10 ** (-35 / 20))
-    dominant = (visible & (clean_mag > np.abs(noise_half))).astype(np.uint8)
-    return clean_mask_half(
-        dominant, open_size=(3, 3), close_size=(15, 7), min_area=MIN_BLOB_PIXELS, dilate_size=(5, 5)
-    )
 
 
 @dataclass(frozen=True)
@@ -114,8 +110,9 @@ def plan_split(split: str, n_images: int, seed: int) -> list[RecordingPlan]:
     return plans
 
 
-def synthesize(plan: RecordingPlan, seed: int) -> dict:
-    """Make one recording's clean and noisy signals, ``(channels, samples)`` each."""
+def synthesize(plan: RecordingPlan, seed: int, sounds: UserSounds = NO_USER_SOUNDS) -> dict:
+    """Make one recording's clean and noisy signals, ``(channels, samples)`` each.
+    ``sounds`` are used in the training split only."""
     rng = np.random.default_rng([seed, SPLITS.index(plan.split), 1, plan.index])
     sr = int(rng.choice(SAMPLE_RATES, p=SAMPLE_RATE_PROBS))
     n = int(sr * rng.uniform(*DURATION_RANGE_S))
@@ -124,26 +121,37 @@ def synthesize(plan: RecordingPlan, seed: int) -> dict:
     song, kinds = bird_song(rng, sr, n) if has_bird else (np.zeros(n), [])
     noise_kinds = sorted(rng.choice(list(NOISES), size=int(rng.integers(1, 4)), replace=False))
     target_snr = rng.uniform(*SNR_RANGE_DB)
+    quiet = rng.random() < QUIET_RECORDER_PROB
+    noise_rms = np.exp(rng.uniform(*np.log(QUIET_NOISE_RMS_RANGE if quiet else NOISE_RMS_RANGE)))
+    # The user's sounds draw from their own generator: the built-in draws stay as they are.
+    user_rng = np.random.default_rng([seed, SPLITS.index(plan.split), 2, plan.index])
+    training = plan.split == "train"
+    if training and has_bird and sounds.bird_files and user_rng.random() < USER_SOUND_PROB:
+        song, kinds = user_clip(user_rng, sounds.bird_files, sr, n), ["user_bird"]
+        has_bird = bool(np.any(song))
+    use_noise = training and sounds.noise_files and user_rng.random() < USER_SOUND_PROB
+    if use_noise:
+        noise_kinds = ["user_noise"]
 
     clean, noise, snrs = np.zeros((channels, n)), np.zeros((channels, n)), []
     for channel in range(channels):
         # Each channel hears the bird with its own gain and delay, and its own noise.
         delay = int(rng.integers(0, 20)) if channel else 0
         clean[channel, delay:] = song[: n - delay] * (rng.uniform(0.6, 1.0) if channel else 1.0)
-        noise[channel] = field_noise(rng, sr, n, noise_kinds)
+        if use_noise:
+            file = sounds.noise_files[int(user_rng.integers(0, len(sounds.noise_files)))]
+            noise[channel] = noise_stretch(load_mono_cached(file, sr), n, user_rng)[0]
+        if not np.any(noise[channel]):  # built-in noise, or a silent stretch of the user's
+            noise[channel] = field_noise(rng, sr, n, noise_kinds)
         if has_bird:
             snr = target_snr + (rng.uniform(-3, 3) if channel else 0.0)
             gain = np.sqrt(
                 np.mean(clean[channel] ** 2) / np.mean(noise[channel] ** 2) / 10 ** (snr / 10)
             )
             noise[channel] *= gain
-        snrs.append(
-            float(10 * np.log10(np.sum(clean[channel] ** 2) / np.sum(noise[channel] ** 2)))
-            if has_bird
-            else None
-        )
+        energies = np.sum(clean[channel] ** 2), np.sum(noise[channel] ** 2)
+        snrs.append(float(10 * np.log10(energies[0] / energies[1])) if has_bird else None)
     # Recording level: noise of a given loudness, bird above it by the SNR, no clipping.
-    noise_rms = np.exp(rng.uniform(*np.log(NOISE_RMS_RANGE)))
     scale = noise_rms / np.sqrt(np.mean(noise**2))
     scale = min(scale, MAX_PEAK / (np.max(np.abs(clean + noise)) + 1e-12))
     clean, noise = clean * scale, noise * scale
@@ -155,12 +163,16 @@ def synthesize(plan: RecordingPlan, seed: int) -> dict:
         "snrs": snrs,
         "kinds": kinds,
         "noise_kinds": noise_kinds,
+        # A quiet recorder's birds are labelled as they would be at a normal gain.
+        "visible_floor": VISIBLE_FLOOR * min(1.0, noise_rms / NOISE_RMS_RANGE[0]),
     }
 
 
-def write_recording(plan: RecordingPlan, seed: int, split_root: Path) -> list[dict]:
+def write_recording(
+    plan: RecordingPlan, seed: int, split_root: Path, sounds: UserSounds = NO_USER_SOUNDS
+) -> list[dict]:
     """Synthesize one recording, write all its files, and return its manifest rows."""
-    rec = synthesize(plan, seed)
+    rec = synthesize(plan, seed, sounds)
     sr, raw, clean = rec["sr"], rec["raw"], rec["clean"]
     audio_io.write_audio(split_root / RAW_AUDIO_DIR / f"{plan.stem}.wav", raw, sr)
     audio_io.write_audio(
@@ -172,7 +184,7 @@ def write_recording(plan: RecordingPlan, seed: int, split_root: Path) -> list[di
         name = plan.stem if channel is None else f"{plan.stem}_{channel}"
         raw_half = bsd.stft_half(raw[index])
         clean_half = bsd.stft_half(clean[index])
-        mask_half = label_mask_half(clean_half, raw_half - clean_half)
+        mask_half = label_mask_half(clean_half, raw_half - clean_half, rec["visible_floor"])
         # The mask is mirror-symmetric, so its half is the weight of each bin.
         denoised = bsd.istft_half(raw_half * mask_half, length=raw.shape[1])
         image = bsd.two_sided(bsd.spectrogram_to_image(raw_half))
@@ -199,7 +211,7 @@ def write_recording(plan: RecordingPlan, seed: int, split_root: Path) -> list[di
     return rows
 
 
-def _write_recording_task(task: tuple[RecordingPlan, int, Path]) -> list[dict]:
+def _write_recording_task(task: tuple[RecordingPlan, int, Path, UserSounds]) -> list[dict]:
     return write_recording(*task)
 
 
@@ -218,15 +230,17 @@ def generate_dataset(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    sounds: UserSounds = NO_USER_SOUNDS,
 ) -> Path:
     """Write the synthetic set under ``out`` and return the manifest's path.
 
-    ``counts`` maps each split to its number of images. A folder already holding a
-    set made with the same settings is kept as it is; one made with other settings
-    is refused unless ``overwrite`` is set.
+    ``counts`` maps each split to its number of images; ``sounds``, a user's recordings,
+    are mixed into the training split. A folder already holding a set made with the same
+    settings is kept as it is; one made with other settings is refused unless
+    ``overwrite`` is set.
     """
     out = Path(out)
-    config = synthetic_config(counts, seed)
+    config = synthetic_config(counts, seed, sounds)
     existing = _read_config(out)
     if existing == config:
         return out / MANIFEST_FILE
@@ -244,7 +258,8 @@ def generate_dataset(
         for folder in (IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR, DENOISED_AUDIO_DIR, CLEAN_AUDIO_DIR):
             (split_root / folder).mkdir(parents=True, exist_ok=True)
         tasks += [
-            (plan, seed, split_root) for plan in plan_split(split, config["counts"][split], seed)
+            (plan, seed, split_root, sounds)
+            for plan in plan_split(split, config["counts"][split], seed)
         ]
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
@@ -270,14 +285,30 @@ def generate_dataset(
     return manifest
 
 
-def synthetic_config(counts: dict[str, int], seed: int) -> dict:
+def synthetic_config(
+    counts: dict[str, int], seed: int, sounds: UserSounds = NO_USER_SOUNDS
+) -> dict:
     """The settings that define a synthetic set (saved beside it as JSON)."""
-    return {"counts": {s: int(counts.get(s, 0)) for s in SPLITS}, "seed": int(seed), "version": 1}
+    config = {
+        "counts": {s: int(counts.get(s, 0)) for s in SPLITS},
+        "seed": int(seed),
+        "version": VERSION,
+    }
+    if sounds:
+        config["user_sounds"] = sounds.describe()
+    return config
 
 
-def is_generated(out: str | Path, counts: dict[str, int], seed: int) -> bool:
+def is_generated(
+    out: str | Path, counts: dict[str, int], seed: int, sounds: UserSounds = NO_USER_SOUNDS
+) -> bool:
     """True when ``out`` holds a complete synthetic set made with these settings."""
-    return _read_config(Path(out)) == synthetic_config(counts, seed)
+    return _read_config(Path(out)) == synthetic_config(counts, seed, sounds)
+
+
+def is_synthetic_set(out: str | Path) -> bool:
+    """True when ``out`` holds a complete synthetic set, whatever its settings."""
+    return _read_config(Path(out)) is not None
 
 
 def _read_config(out: Path) -> dict | None:
@@ -325,6 +356,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a synthetic set made with other settings"
     )
+    parser.add_argument("--bird_dir", default=None, help="your clean calls, mixed into training")
+    parser.add_argument("--noise_dir", default=None, help="your site's noise, mixed into training")
     parser.add_argument(
         "--preview", default=None, help="also save a figure of a few training examples here"
     )
@@ -337,21 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     if min(counts.values()) < 0:
         print("error: split sizes must be >= 0", file=sys.stderr)
         return 2
-    if is_generated(args.out, counts, args.seed):
-        print(f"{args.out} already holds this synthetic set (seed {args.seed}); nothing to do")
-    else:
-        start = time.perf_counter()
-        try:
+    try:
+        sounds = UserSounds.from_folders(args.bird_dir, args.noise_dir)
+        sounds.warn_skipped()
+        if is_generated(args.out, counts, args.seed, sounds):
+            print(f"{args.out} already holds this synthetic set (seed {args.seed}); nothing to do")
+        else:
+            start = time.perf_counter()
             manifest = generate_dataset(
-                args.out, counts, seed=args.seed, workers=args.workers, overwrite=args.overwrite
+                args.out, counts, args.seed, args.workers, args.overwrite, sounds=sounds
             )
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        elapsed = time.perf_counter() - start
-        total = sum(counts.values())
-        print(f"{total} images in {args.out} in {elapsed:.1f} s ({total / elapsed:.1f} images/s)")
-        print(f"manifest: {manifest}")
+            elapsed, total = time.perf_counter() - start, sum(counts.values())
+            print(f"{total} images in {args.out} in {elapsed:.1f} s ({total / elapsed:.1f}/s)")
+            print(f"manifest: {manifest}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.preview:
         from utils.data.visualize import plot_examples
 

@@ -4,6 +4,8 @@ reject impossible settings and unusable files before any process starts."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 from functools import partial
 from pathlib import Path
@@ -15,8 +17,9 @@ from utils.audio.conventions import N_FFT
 from utils.common import distributed
 from utils.data.bsd_layout import split_dir
 from utils.data.preprocess import MASK_RESIZES
+from utils.data.recordings import UserSounds
 from utils.data.scan import scan_split
-from utils.data.synthetic import generate_dataset, is_generated
+from utils.data.synthetic import generate_dataset, is_generated, is_synthetic_set
 from utils.model.budsam import PIXEL_NORMS
 from utils.model.sam import MODEL_TYPES, sam_state_dict
 from utils.train import run_log
@@ -84,6 +87,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--train_parts", default="mask_decoder", help="comma list of " + ",".join(TRAIN_PARTS)
     )
     p.add_argument("--ref_preprocess", action="store_true", help="the reference's resizing path")
+    for flag, what in (("--bird_dir", "clean bird calls"), ("--noise_dir", "noise of your site")):
+        p.add_argument(
+            flag, default=None,
+            help=f"a folder of your {what}, mixed into half of the built-in synthetic "
+            "training recordings (with --preset cpu_demo; see README, 'Adapting to a site')",
+        )  # fmt: skip
     p.add_argument(
         "--pixel_norm", choices=("auto", *PIXEL_NORMS), default="auto",
         help="sam: SAM's pixel mean/std normalisation, which its pretrained encoder expects; "
@@ -181,6 +190,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if unknown or not parts:
         parser.error(f"--train_parts: unknown {unknown}; choose from {','.join(TRAIN_PARTS)}")
     args.train_parts = parts
+    check_user_sounds(parser, args)
     if args.pixel_norm == "auto":
         args.pixel_norm = "none" if "image_encoder" in parts else "sam"
     if not (args.lr > 0 and math.isfinite(args.lr)) or not args.weight_decay >= 0:
@@ -217,6 +227,26 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"{flag}: {err}")
 
 
+def check_user_sounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--bird_dir``/``--noise_dir`` need a preset's synthetic set; the set that mixes them
+    in gets its own folder beside the preset's (named by the folders' paths)."""
+    folders = [folder for folder in (args.bird_dir, args.noise_dir) if folder is not None]
+    if not folders:
+        return
+    if args.synthetic is None:
+        parser.error(
+            "--bird_dir/--noise_dir mix your recordings into the built-in synthetic "
+            "training set: use them with --preset cpu_demo"
+        )
+    for folder in folders:
+        if not Path(folder).is_dir():
+            parser.error(f"{folder}: no such folder (--bird_dir/--noise_dir)")
+    if args.tr_path == PRESETS[args.preset]["tr_path"]:
+        paths = json.dumps([args.bird_dir and str(Path(args.bird_dir).resolve()),
+                            args.noise_dir and str(Path(args.noise_dir).resolve())])  # fmt: skip
+        args.tr_path = f"{args.tr_path}_site-{hashlib.sha1(paths.encode()).hexdigest()[:8]}"
+
+
 def check_data(args: argparse.Namespace) -> None:
     """Fail early, before any process starts, if a split is missing or holds no usable pair.
 
@@ -234,18 +264,28 @@ def image_height(args: argparse.Namespace) -> int | None:
 
 
 def prepare_synthetic_data(args: argparse.Namespace) -> None:
-    """Write the preset's synthetic set on first use (kept on later runs)."""
+    """Write the preset's synthetic set (with the user's sounds, if given) on first use;
+    kept on later runs, and replaced when it was made with other settings.
+
+    Raises:
+        ValueError: naming the folder, when it holds files that are not a synthetic set,
+            or a folder of user sounds holds no usable recording.
+    """
     if args.synthetic is None:
         return
     spec = dict(args.synthetic)
     seed = spec.pop("seed")
-    if is_generated(args.tr_path, spec, seed):
+    sounds = UserSounds.from_folders(args.bird_dir, args.noise_dir)
+    sounds.warn_skipped()
+    if is_generated(args.tr_path, spec, seed, sounds):
         return
     folder = Path(args.tr_path)
-    if folder.is_dir() and any(folder.iterdir()):  # never written over (another set, or yours)
+    ours = is_synthetic_set(folder)  # made by an earlier version, or with other sounds
+    if not ours and folder.is_dir() and any(folder.iterdir()):  # never written over
         raise ValueError(
             f"{folder}: already holds other files, and --preset {args.preset} writes its "
             "synthetic data set there; choose another -i, or empty the folder"
         )
-    print(f"generating the synthetic data set in {folder} (first use)", flush=True)
-    generate_dataset(folder, spec, seed=seed)
+    action = "replacing the synthetic set made with other settings in" if ours else "generating"
+    print(f"{action} {folder} (first use of these settings)", flush=True)
+    generate_dataset(folder, spec, seed=seed, overwrite=ours, sounds=sounds)
