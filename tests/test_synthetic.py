@@ -10,7 +10,7 @@ import pytest
 
 from utils.audio import bsd, conventions
 from utils.audio import io as audio_io
-from utils.data import mask_ops, sounds, synthetic
+from utils.data import mask_ops, noises, sounds, synthetic
 from utils.data.bsd_layout import (
     CLEAN_AUDIO_DIR,
     DENOISED_AUDIO_DIR,
@@ -110,9 +110,11 @@ def test_repertoire_noise_rates_and_durations_vary():
     assert any(p.stereo for p in plans)
     recordings = [synthetic.synthesize(p, seed=0) for p in plans[:70]]
     kinds = {k for r in recordings for k in r["kinds"]}
-    noises = {k for r in recordings for k in r["noise_kinds"]}
+    noise_kinds = {k for r in recordings for k in r["noise_kinds"]}
     assert kinds == set(sounds.VOCALISATIONS)
-    assert noises == set(sounds.NOISES)
+    assert noise_kinds == set(noises.NOISES)
+    quiet = [r for r in recordings if np.sqrt(np.mean(r["raw"] ** 2)) < 0.01]
+    assert quiet and all(r["visible_floor"] < mask_ops.VISIBLE_FLOOR for r in quiet)
     assert {r["sr"] for r in recordings} == set(synthetic.SAMPLE_RATES)
     durations = [r["raw"].shape[1] / r["sr"] for r in recordings]
     assert 2.0 <= min(durations) and max(durations) <= 8.0 and max(durations) - min(durations) > 3

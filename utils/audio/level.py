@@ -21,8 +21,8 @@ import numpy as np
 from utils.audio.conventions import N_BINS, bin_at
 
 BAND_HZ = (1000.0, 10000.0)
-FLOOR_TARGET = 0.0730  # median |S| in the band, median over the synthetic training split
-PEAK_TARGET = 2.348  # 99th percentile of |S| in the band, the same way
+FLOOR_TARGET = 0.0841  # median |S| in the band, median over the synthetic training split
+PEAK_TARGET = 2.527  # 99th percentile of |S| in the band, the same way
 MAX_FRAMES = 20000  # frames sampled (evenly) for the statistics of a long recording
 
 
