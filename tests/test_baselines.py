@@ -20,9 +20,10 @@ SR = 48000
 TONE_HZ = 4000.0
 BURST_S = (0.4, 0.6)
 # Floors on the mean foreground IoU over the 6 training images of the seed-11 synthetic
-# set; measured: energy 0.672, noisereduce stationary 0.695, non-stationary 0.663
-# (marking every pixel as bird scores 0.031).
-IOU_FLOOR = {"energy": 0.5, "nr_stationary": 0.5, "nr_nonstationary": 0.5}
+# set (the second generator); measured: energy 0.360, noisereduce stationary 0.482,
+# non-stationary 0.449 (marking every pixel as bird scores about 0.04). The energy
+# threshold fails outright on two of them (loud cicadas over the bird band).
+IOU_FLOOR = {"energy": 0.3, "nr_stationary": 0.35, "nr_nonstationary": 0.35}
 NR_MODES = {"nr_stationary": True, "nr_nonstationary": False}
 
 
