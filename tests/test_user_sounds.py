@@ -13,7 +13,7 @@ import pytest
 import budsam_train_multi as train
 from tests.conftest import REPO_ROOT
 from utils.audio import io as audio_io
-from utils.data import synthetic
+from utils.data import recordings, synthetic
 from utils.data.bsd_layout import CLEAN_AUDIO_DIR, MASKS_DIR, RAW_AUDIO_DIR
 from utils.data.image_io import read_mask_png
 from utils.data.recordings import UserSounds, usable_recordings
@@ -135,3 +135,16 @@ def test_the_shared_training_noise_and_birds_mix_into_a_training_split(tmp_path)
     synthetic.generate_dataset(tmp_path / "set", counts, 1, 1, progress=False, sounds=sounds)
     kinds = {r["vocalisation_types"] + "/" + r["noise_types"] for r in _manifest(tmp_path / "set")}
     assert any("user_" in kind for kind in kinds)
+
+
+def test_only_the_first_minutes_of_a_long_source_are_decoded_and_kept(tmp_path, monkeypatch):
+    path = tmp_path / "long_site.wav"
+    audio_io.write_audio(path, 0.1 * np.random.default_rng(1).standard_normal(3 * SR), SR)
+    monkeypatch.setattr(recordings, "MAX_SOURCE_SECONDS", 1.0)
+    recordings.load_mono_cached.cache_clear()
+    try:
+        signal = recordings.load_mono_cached(str(path), SR)
+        assert len(signal) == SR and not signal.flags.writeable
+        assert recordings.load_mono_cached(str(path), SR) is signal  # decoded once
+    finally:
+        recordings.load_mono_cached.cache_clear()

@@ -34,8 +34,11 @@ def sniff_audio_format(path: str | Path) -> str | None:
     return None
 
 
-def load_audio_channels(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read every channel of a recording as float64.
+def load_audio_channels(
+    path: str | Path, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Read every channel of a recording (its first ``max_seconds`` only, if given) as
+    float64.
 
     Returns ``(Y, sr)`` with ``Y`` of shape ``(channels, samples)``, any number of
     channels and any bit depth (8/16/24/32-bit PCM, float). The format is taken from
@@ -50,7 +53,8 @@ def load_audio_channels(path: str | Path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{path}: audio file not found")
     try:
         # libsndfile detects the format from the content, whatever the file's name says.
-        data, sr = sf.read(str(path), dtype="float64", always_2d=True)
+        frames = -1 if max_seconds is None else int(sf.info(str(path)).samplerate * max_seconds)
+        data, sr = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError, TypeError) as err:
         raise ValueError(f"{path}: cannot decode audio ({err})") from None
     if data.size == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ import numpy as np
 from utils.audio import io as audio_io
 from utils.audio.conventions import WINDOW_LENGTH
 
-_DECODED: dict[tuple[str, int], np.ndarray] = {}  # (path, rate) -> signal, per process
+MAX_SOURCE_SECONDS = 120.0  # of each file: what one decoded source may hold
+DECODED_KEPT = 16  # decoded sources kept per process (so at most ~740 MB at 48 kHz)
 
 
 def audio_files(folder: str | Path) -> list[Path]:
@@ -29,18 +31,20 @@ def audio_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def load_mono(path: str | Path, sr: int) -> np.ndarray:
-    """A recording as one channel (the channels' mean) at ``sr``."""
-    signals, own_sr = audio_io.load_audio_channels(path)
+def load_mono(path: str | Path, sr: int, max_seconds: float | None = None) -> np.ndarray:
+    """A recording (its first ``max_seconds``, if given) as one channel (the channels'
+    mean) at ``sr``."""
+    signals, own_sr = audio_io.load_audio_channels(path, max_seconds)
     return audio_io.resample(signals.mean(axis=0), own_sr, sr)
 
 
-def load_mono_cached(path: str | Path, sr: int) -> np.ndarray:
-    """:func:`load_mono`, decoded once per process and rate."""
-    key = (str(path), int(sr))
-    if key not in _DECODED:
-        _DECODED[key] = load_mono(path, sr)
-    return _DECODED[key]
+@functools.lru_cache(maxsize=DECODED_KEPT)
+def load_mono_cached(path: str, sr: int) -> np.ndarray:
+    """The first :data:`MAX_SOURCE_SECONDS` of a recording as :func:`load_mono` gives them;
+    the last :data:`DECODED_KEPT` files and rates decoded are kept (read-only)."""
+    signal = load_mono(path, sr, MAX_SOURCE_SECONDS)
+    signal.flags.writeable = False
+    return signal
 
 
 def noise_stretch(
@@ -68,8 +72,9 @@ def user_clip(rng: np.random.Generator, files: tuple[str, ...], sr: int, n: int)
 
 
 def usable_recordings(folder: str | Path) -> tuple[list[Path], list[str]]:
-    """The recordings of ``folder`` that decode, last at least one STFT window and are not
-    silent, and one line per file skipped (naming it and why).
+    """The recordings of ``folder`` whose first :data:`MAX_SOURCE_SECONDS` (the part
+    mixed) decode, last at least one STFT window and are not silent, and one line per
+    file skipped (naming it and why).
 
     Raises:
         ValueError: naming the folder, when it is missing, holds no recordings, or none
@@ -78,7 +83,7 @@ def usable_recordings(folder: str | Path) -> tuple[list[Path], list[str]]:
     usable, skipped = [], []
     for path in audio_files(folder):
         try:
-            signals, _ = audio_io.load_audio_channels(path)
+            signals, _ = audio_io.load_audio_channels(path, MAX_SOURCE_SECONDS)
         except ValueError as err:
             skipped.append(str(err))
             continue
