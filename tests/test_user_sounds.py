@@ -107,23 +107,53 @@ def test_training_options_need_a_preset_and_get_their_own_folder(tmp_path, capsy
     assert other.tr_path != args.tr_path
 
 
-def test_an_earlier_synthetic_set_is_replaced_but_other_files_never(tmp_path, capsys):
+def test_the_presets_own_set_is_replaced_but_never_a_set_or_files_elsewhere(
+    tmp_path, capsys, monkeypatch
+):
     _, noise = _write_user_folders(tmp_path)
-    folder = tmp_path / "set"
-    args = train.parse_args(["--preset", "cpu_demo", "-i", str(folder), "--noise_dir", str(noise)])
+    monkeypatch.chdir(tmp_path)  # the preset's folder, data/synthetic_site-..., is relative
+    args = train.parse_args(["--preset", "cpu_demo", "--noise_dir", str(noise)])
     args.synthetic = {"train": 2, "valid": 1, "test": 1, "seed": 0}
-    synthetic.generate_dataset(folder, {"train": 1, "valid": 1, "test": 1}, 0, 1, progress=False)
-    prepare_synthetic_data(args)  # made with other settings: replaced
+    older = {"train": 1, "valid": 1, "test": 1}
+    synthetic.generate_dataset(args.tr_path, older, 0, 1, progress=False)
+    prepare_synthetic_data(args)  # the preset's own, made with other settings: replaced
     assert "replacing" in capsys.readouterr().out
     sounds = UserSounds.from_folders(None, str(noise))
-    assert synthetic.is_generated(folder, {"train": 2, "valid": 1, "test": 1}, 0, sounds)
-    foreign = tmp_path / "mine"
+    assert synthetic.is_generated(args.tr_path, {"train": 2, "valid": 1, "test": 1}, 0, sounds)
+    elsewhere, foreign = tmp_path / "my_set", tmp_path / "mine"
+    synthetic.generate_dataset(elsewhere, older, 0, 1, progress=False)
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    args.tr_path = str(foreign)
-    with pytest.raises(ValueError, match="already holds other files"):
-        prepare_synthetic_data(args)
+    for folder in (elsewhere, foreign):
+        args.tr_path = str(folder)
+        with pytest.raises(ValueError, match="already holds other files"):
+            prepare_synthetic_data(args)
+    assert synthetic.is_generated(elsewhere, older, 0)
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_silent_stretches_of_user_files_fall_back_or_hold_no_bird(tmp_path):
+    rng = np.random.default_rng(2)
+    birds, noise = tmp_path / "calls", tmp_path / "site"
+    birds.mkdir()
+    noise.mkdir()
+    quiet_then_call = 1e-4 * rng.standard_normal(30 * SR)  # -60 dB background ...
+    quiet_then_call[-SR:] += 0.3 * np.sin(2 * np.pi * 3000 * np.arange(SR) / SR)  # ... a call
+    audio_io.write_audio(birds / "long_call.wav", quiet_then_call, SR, subtype="FLOAT")
+    gap = np.zeros(30 * SR)  # a recorder's digital silence, then a second of noise
+    gap[-SR:] = 0.05 * rng.standard_normal(SR)
+    audio_io.write_audio(noise / "gap.wav", gap, SR, subtype="FLOAT")
+    sounds = UserSounds.from_folders(str(birds), str(noise))
+    out = tmp_path / "set"
+    counts = {"train": 12, "valid": 0, "test": 0}
+    synthetic.generate_dataset(out, counts, 3, 1, progress=False, sounds=sounds)
+    rows = _manifest(out)
+    assert any("user_noise" in r["noise_types"] and "+" in r["noise_types"] for r in rows)
+    assert any(not r["vocalisation_types"] for r in rows)
+    for row in rows:  # a stretch of background only is no bird: empty kinds, empty mask
+        mask = read_mask_png(out / "train" / MASKS_DIR / f"{row['name']}.png")
+        if not row["vocalisation_types"]:
+            assert not mask.any(), row["name"]
 
 
 @pytest.mark.skipif(not (SHARED / "noise_train").is_dir(), reason=f"{SHARED} is absent")

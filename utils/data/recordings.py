@@ -13,6 +13,7 @@ from utils.audio import io as audio_io
 from utils.audio.conventions import WINDOW_LENGTH
 
 MAX_SOURCE_SECONDS = 120.0  # of each file: what one decoded source may hold
+SILENT_STRETCH_DB = -30.0  # a clip's stretch this far below the clip's peak holds no call
 DECODED_KEPT = 16  # decoded sources kept per process (so at most ~740 MB at 48 kHz)
 
 
@@ -59,7 +60,8 @@ def noise_stretch(
 
 def user_clip(rng: np.random.Generator, files: tuple[str, ...], sr: int, n: int) -> np.ndarray:
     """``n`` samples holding one of the user's clean clips (a random stretch of a longer
-    one, a shorter one at a random place), peak 1; zeros if that stretch is silent."""
+    one, a shorter one at a random place), peak 1; zeros when the stretch holds no call
+    (its peak :data:`SILENT_STRETCH_DB` below the clip's: background between calls)."""
     clip = load_mono_cached(files[int(rng.integers(0, len(files)))], sr)
     song = np.zeros(n)
     if len(clip) >= n:
@@ -68,7 +70,10 @@ def user_clip(rng: np.random.Generator, files: tuple[str, ...], sr: int, n: int)
     else:
         start = int(rng.integers(0, n - len(clip) + 1))
         song[start : start + len(clip)] = clip
-    return song / (np.max(np.abs(song)) + 1e-12)
+    peak = np.max(np.abs(song))
+    if peak <= np.max(np.abs(clip)) * 10 ** (SILENT_STRETCH_DB / 20):
+        return np.zeros(n)
+    return song / (peak + 1e-12)
 
 
 def usable_recordings(folder: str | Path) -> tuple[list[Path], list[str]]:
@@ -89,8 +94,8 @@ def usable_recordings(folder: str | Path) -> tuple[list[Path], list[str]]:
             continue
         if signals.shape[-1] < WINDOW_LENGTH:
             skipped.append(f"{path}: shorter than one STFT window")
-        elif not np.all(np.isfinite(signals)) or not np.any(signals):
-            skipped.append(f"{path}: silent or not finite")
+        elif not np.any(signals.mean(axis=0)):  # what is mixed is the channels' mean
+            skipped.append(f"{path}: silent")
         else:
             usable.append(path)
     if not usable:
@@ -130,9 +135,13 @@ class UserSounds:
         return bool(self.bird_files or self.noise_files)
 
     def describe(self) -> dict:
-        """What identifies these sounds: each file's path and size (JSON-ready)."""
+        """What identifies these sounds: each file's path, size and modification time
+        (JSON-ready)."""
         return {
-            kind: [[path, Path(path).stat().st_size] for path in getattr(self, kind)]
+            kind: [
+                [path, Path(path).stat().st_size, Path(path).stat().st_mtime_ns]
+                for path in getattr(self, kind)
+            ]  # fmt: skip
             for kind in ("bird_files", "noise_files")
         }
 

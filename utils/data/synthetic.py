@@ -119,19 +119,20 @@ def synthesize(plan: RecordingPlan, seed: int, sounds: UserSounds = NO_USER_SOUN
     channels = 2 if plan.stereo else 1
     has_bird = rng.random() >= NO_BIRD_PROB
     song, kinds = bird_song(rng, sr, n) if has_bird else (np.zeros(n), [])
-    noise_kinds = sorted(rng.choice(list(NOISES), size=int(rng.integers(1, 4)), replace=False))
+    built_in_kinds = sorted(rng.choice(list(NOISES), size=int(rng.integers(1, 4)), replace=False))
     target_snr = rng.uniform(*SNR_RANGE_DB)
     quiet = rng.random() < QUIET_RECORDER_PROB
     noise_rms = np.exp(rng.uniform(*np.log(QUIET_NOISE_RMS_RANGE if quiet else NOISE_RMS_RANGE)))
-    # The user's sounds draw from their own generator: the built-in draws stay as they are.
+    # The user's sounds draw from their own generator (the validation and test splits,
+    # which never use them, stay the built-in ones).
     user_rng = np.random.default_rng([seed, SPLITS.index(plan.split), 2, plan.index])
     training = plan.split == "train"
     if training and has_bird and sounds.bird_files and user_rng.random() < USER_SOUND_PROB:
-        song, kinds = user_clip(user_rng, sounds.bird_files, sr, n), ["user_bird"]
+        song = user_clip(user_rng, sounds.bird_files, sr, n)
         has_bird = bool(np.any(song))
+        kinds = ["user_bird"] if has_bird else []
     use_noise = training and sounds.noise_files and user_rng.random() < USER_SOUND_PROB
-    if use_noise:
-        noise_kinds = ["user_noise"]
+    noise_kinds = ["user_noise"] if use_noise else built_in_kinds
 
     clean, noise, snrs = np.zeros((channels, n)), np.zeros((channels, n)), []
     for channel in range(channels):
@@ -142,7 +143,8 @@ def synthesize(plan: RecordingPlan, seed: int, sounds: UserSounds = NO_USER_SOUN
             file = sounds.noise_files[int(user_rng.integers(0, len(sounds.noise_files)))]
             noise[channel] = noise_stretch(load_mono_cached(file, sr), n, user_rng)[0]
         if not np.any(noise[channel]):  # built-in noise, or a silent stretch of the user's
-            noise[channel] = field_noise(rng, sr, n, noise_kinds)
+            noise[channel] = field_noise(rng, sr, n, built_in_kinds)
+            noise_kinds = sorted({*noise_kinds, *built_in_kinds})
         if has_bird:
             snr = target_snr + (rng.uniform(-3, 3) if channel else 0.0)
             gain = np.sqrt(

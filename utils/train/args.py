@@ -265,7 +265,8 @@ def image_height(args: argparse.Namespace) -> int | None:
 
 def prepare_synthetic_data(args: argparse.Namespace) -> None:
     """Write the preset's synthetic set (with the user's sounds, if given) on first use;
-    kept on later runs, and replaced when it was made with other settings.
+    kept on later runs, and replaced when it was made with other settings in the preset's
+    own folder (a set elsewhere, ``-i``, is never replaced).
 
     Raises:
         ValueError: naming the folder, when it holds files that are not a synthetic set,
@@ -280,7 +281,10 @@ def prepare_synthetic_data(args: argparse.Namespace) -> None:
     if is_generated(args.tr_path, spec, seed, sounds):
         return
     folder = Path(args.tr_path)
-    ours = is_synthetic_set(folder)  # made by an earlier version, or with other sounds
+    preset_folder = PRESETS[args.preset]["tr_path"]
+    owned = args.tr_path == preset_folder or args.tr_path.startswith(f"{preset_folder}_site-")
+    # The preset's own set, made by an earlier version or with other files: replaced.
+    ours = owned and is_synthetic_set(folder)
     if not ours and folder.is_dir() and any(folder.iterdir()):  # never written over
         raise ValueError(
             f"{folder}: already holds other files, and --preset {args.preset} writes its "
