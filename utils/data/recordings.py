@@ -137,12 +137,10 @@ class UserSounds:
     def describe(self) -> dict:
         """What identifies these sounds: each file's path, size and modification time
         (JSON-ready)."""
+        stats = {path: Path(path).stat() for path in self.bird_files + self.noise_files}
         return {
-            kind: [
-                [path, Path(path).stat().st_size, Path(path).stat().st_mtime_ns]
-                for path in getattr(self, kind)
-            ]  # fmt: skip
-            for kind in ("bird_files", "noise_files")
+            kind: [[path, stats[path].st_size, stats[path].st_mtime_ns] for path in paths]
+            for kind, paths in (("bird_files", self.bird_files), ("noise_files", self.noise_files))
         }
 
     def warn_skipped(self) -> None:
