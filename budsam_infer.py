@@ -5,19 +5,31 @@
         -checkpoint work_dir/quickstart-<id>/budsam_model_best.pth
     # your own recordings (wav/flac/ogg/mp3, any length, bit depth and number of channels)
     python budsam_infer.py -i my_recordings/ -o denoised/ -checkpoint CKPT
-    # only what lies between 0.5-3 s and 2-9 kHz
+    # only what lies between 0.5-3 s and 2-9 kHz, or inside each selection of Raven tables
     python budsam_infer.py -i song.wav -o out/ -checkpoint CKPT --box 0.5 3 2000 9000
+    python budsam_infer.py -i my_recordings/ -o out/ -checkpoint CKPT --selections tables/
+    # continue a run that was stopped, or split a large archive over processes or nodes
+    python budsam_infer.py -i my_recordings/ -o denoised/ -checkpoint CKPT --resume
+    torchrun --nproc_per_node 4 budsam_infer.py -i archive/ -o denoised/ -checkpoint CKPT
 
-Writes ``masks/NAME.png`` (at the spectrogram's own size), ``denoised/NAME.wav``
-whenever the audio is known, ``overlays/NAME.png`` with ``--save_overlays``,
-``metrics.csv`` (one row per spectrogram) and ``summary.json``. A file that cannot
-be read is reported, skipped and counted; the run goes on. A recording's channels are
-segmented one by one (masks ``NAME``, ``NAME_left``/``NAME_right``, or ``NAME_ch1``...
-for more than two) and its denoised file keeps them all. Problems that leave a file
-usable (its recording is missing or does not fit the image, its mask holds values
-other than 0 and 255, its audio is silent) are warnings, listed in ``summary.json``.
-Bad arguments, checkpoints and output folders stop the run before any work, with one
-line naming the file and the problem.
+Writes ``denoised/NAME.wav`` whenever the audio is known, ``masks/NAME.png`` (at the
+spectrogram's own size; for recordings only up to ``--png_max_seconds``),
+``selections/NAME.selections.txt`` for recordings (the bird-sound regions as a Raven
+selection table), ``overlays/NAME.png`` with ``--save_overlays``, ``metrics.csv`` (one
+row per spectrogram) and ``summary.json``. Recordings are streamed: memory does not
+grow with their length. A file that cannot be read is reported, skipped and counted;
+the run goes on. A recording's channels are segmented one by one (masks ``NAME``,
+``NAME_left``/``NAME_right``, or ``NAME_ch1``... for more than two) and its denoised
+file keeps them all. Problems that leave a file usable (its recording is missing or
+does not fit the image, its mask holds values other than 0 and 255, its audio is
+silent) are warnings, listed in ``summary.json``. Bad arguments, checkpoints and output
+folders stop the run before any work, with one line naming the file and the problem.
+
+Each file's outputs are complete once its record (``records/NAME.json``) exists, so a
+killed run loses nothing written and ``--resume`` redoes only the rest. Several
+processes (torchrun, or one per ``--node_rank`` with ``--world_size`` and
+``--init_method``) share the files, balanced by duration; rank 0 writes the merged
+``metrics.csv`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -33,12 +45,10 @@ import numpy as np
 import torch
 
 from utils.audio.render import BSD_RENDERING, KINDS, Rendering
+from utils.common import distributed
 from utils.common.cpu import cpu_threads, keep_freed_memory
-from utils.data.inputs import (
-    LoadOptions,
-    discover,
-)
-from utils.inference.folder_run import denoise_all, prepare_output
+from utils.data.inputs import LoadOptions, discover, source_frames
+from utils.inference.folder_run import FolderOptions, denoise_all, prepare_output
 from utils.inference.segmenter import (
     DEFAULT_OVERLAP,
     RECORDING_RENDERING,
@@ -48,6 +58,7 @@ from utils.inference.segmenter import (
     load_model,
     positive_int,
 )
+from utils.inference.streaming import DEFAULT_CHUNK_SECONDS, DEFAULT_PNG_MAX_SECONDS
 from utils.model.sam import MODEL_TYPES
 from utils.scoring import reports
 
@@ -111,6 +122,22 @@ def get_args_parser() -> argparse.ArgumentParser:
         "threads (faster where reading and writing cost about as much as the model: vit_tiny "
         "on whole images; needs 2 or more threads)",
     )
+    p.add_argument("--selections", default=None,
+                   help="a Raven selection table, or a folder of them matched by recording "
+                   "name: one box prompt per selection, in place of --box")  # fmt: skip
+    p.add_argument("--png_max_seconds", type=float, default=DEFAULT_PNG_MAX_SECONDS,
+                   help="write mask PNGs (and overlays) of recordings up to this long; longer "
+                   "ones get their selection table only (0: never)")  # fmt: skip
+    p.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+                   help="recordings are rendered and written this much at a time")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in the same -o: files done are kept, "
+                   "the others done again")  # fmt: skip
+    p.add_argument("--world_size", type=positive_int, default=1,
+                   help="processes in all, one per --node_rank (or torchrun's)")  # fmt: skip
+    p.add_argument("--node_rank", type=int, default=0, help="this process's rank")
+    p.add_argument("--init_method", default="tcp://127.0.0.1:29518",
+                   help="where the processes meet (rank 0's address)")  # fmt: skip
     p.add_argument(
         "--threads",
         type=positive_int,
@@ -125,6 +152,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.box is not None and args.prompt == "gt_box":
         parser.error("--box and --prompt gt_box are two different prompts; give one")
+    if args.box is not None and args.selections is not None:
+        parser.error("--box and --selections are two different prompts; give one")
+    if args.selections is not None and args.prompt == "gt_box":
+        parser.error("--selections and --prompt gt_box are two different prompts; give one")
+    if args.resume and args.overwrite:
+        parser.error("--resume keeps what a run wrote, --overwrite replaces it; give one")
+    if not args.chunk_seconds > 0:
+        parser.error(f"--chunk_seconds must be above 0, got {args.chunk_seconds}")
+    if not 0 <= args.node_rank < args.world_size:
+        parser.error(f"--node_rank must be in [0, --world_size), got {args.node_rank}")
     if args.box is not None:
         t0, t1, f0, f1 = args.box
         if not (0 <= t0 < t1 and 0 <= f0 < f1):
@@ -157,58 +194,115 @@ def main(argv: list[str] | None = None) -> int:
         return denoise_folder(args, args.io_thread)
 
 
+# Ranks wait for each other only at the end, after their last file: allow for hours of
+# imbalance (one rank's last file may be a day-long recording).
+RANK_WAIT_SECONDS = 7 * 24 * 3600.0
+# Settings a resumed run must share with the run it continues (they decide the outputs).
+RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
+                "render", "floor_db", "margin_hz", "margin_ms", "tile_width", "overlap",
+                "threshold", "amp", "seed", "save_overlays", "png_max_seconds")  # fmt: skip
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """What decides a run's outputs: its input, checkpoint and :data:`RUN_SETTINGS`."""
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    settings["input"] = str(Path(args.input).resolve())
+    settings["checkpoint"] = str(Path(args.checkpoint).resolve())
+    return settings
+
+
 def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
-    """The work of :func:`main`; returns its exit code."""
+    """The work of :func:`main` on this process's share of the files; returns its exit
+    code. Rank 0 writes the merged results."""
+    ctx = distributed.init_distributed(0, args.world_size, args.node_rank, 1, args.init_method,
+                                       args.device, timeout_s=RANK_WAIT_SECONDS)  # fmt: skip
+    try:
+        return denoise_share(args, io_thread, ctx)
+    finally:
+        distributed.cleanup()
+
+
+def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.DistContext) -> int:
     out = Path(args.output)
+    error = None
     try:
         found = discover(args.input, args.split)
         if args.prompt == "gt_box" and not found.has_masks:
             raise ValueError(f"{found.root}: --prompt gt_box needs ground-truth masks (Masks/)")
-        prepare_output(out, args.overwrite, args.save_overlays)
-        device = torch.device(args.device)
+        if args.selections is not None and found.layout != "recordings":
+            raise ValueError(f"{found.root}: --selections prompts recordings, this is a "
+                             f"{found.layout}")  # fmt: skip
+        if args.selections is not None and not Path(args.selections).exists():
+            raise ValueError(f"{args.selections}: no such selection table or folder")
+        is_recordings = found.layout == "recordings"
         start = time.perf_counter()
-        model, settings = load_model(args.checkpoint, args.model_type, device)
+        model, settings = load_model(args.checkpoint, args.model_type, ctx.device)
         load_seconds = time.perf_counter() - start
+        if ctx.is_main:
+            folders = ("masks", "denoised") + (("overlays",) if args.save_overlays else ())
+            folders += ("selections",) if is_recordings else ()
+            prepare_output(out, args.overwrite, args.resume, run_settings(args), folders)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        error = str(err)
+    errors = [e for e in distributed.all_gather(error) if e]
+    if errors:
+        if ctx.is_main:
+            print(f"error: {errors[0]}", file=sys.stderr)
         return 2
-    is_recordings = found.layout == "recordings"
     band = None if args.box is None else BandPrompt(tuple(args.box[:2]), tuple(args.box[2:]))
     segmenter = Segmenter(
         model, settings, prompt="box" if band else args.prompt, band=band, default_sr=args.sr,
         tile_width=args.tile_width or settings.tile_width
         or (RECORDING_TILE_WIDTH if is_recordings else None),
         overlap=args.overlap, threshold=args.threshold, batch_size=args.batch_size,
-        device=device, amp=args.amp, seed=args.seed,
+        device=ctx.device, amp=args.amp, seed=args.seed,
         rendering=choose_rendering(args, is_recordings and args.prompt != "gt_box"),
     )  # fmt: skip
-    print(f"{found.root}: {found.layout}, {len(found.sources)} files; model {settings.model_type} "
-          f"(loaded in {load_seconds:.1f} s); prompt {segmenter.prompt}")  # fmt: skip
+    ctx.log(f"{found.root}: {found.layout}, {len(found.sources)} files; model "
+            f"{settings.model_type} (loaded in {load_seconds:.1f} s); prompt "
+            f"{'selections' if args.selections else segmenter.prompt}"
+            + (f"; {ctx.world_size} processes" if ctx.distributed else ""))  # fmt: skip
     if segmenter.prompt == "gt_box":
-        print("note: --prompt gt_box builds each box from the GROUND-TRUTH mask (the paper's "
-              "protocol); its scores are not those of a model without ground truth")  # fmt: skip
-    for problem in found.problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        ctx.log("note: --prompt gt_box builds each box from the GROUND-TRUTH mask (the paper's "
+                "protocol); its scores are not those of a model without ground truth")  # fmt: skip
+    if ctx.is_main:
+        for problem in found.problems:
+            print(f"warning: {problem}", file=sys.stderr)
     sample_rate = None if args.keep_rate or not is_recordings else settings.sample_rate
     if is_recordings:
-        print(recording_rate_note(settings.sample_rate, args.keep_rate))
+        ctx.log(recording_rate_note(settings.sample_rate, args.keep_rate))
     normalize = args.level == "normalize" or (args.level == "auto" and is_recordings)
-    options = LoadOptions(sample_rate, normalize)
+    options = FolderOptions(
+        overlays=args.save_overlays, io_thread=io_thread, load=LoadOptions(sample_rate, normalize),
+        chunk_seconds=args.chunk_seconds, png_max_seconds=args.png_max_seconds,
+        selections=None if args.selections is None else Path(args.selections),
+    )  # fmt: skip
     level = "normalised" if normalize else "as the data set (|STFT| clipped at 1)"
-    print(f"spectrogram level: {level}; rendering: {segmenter.rendering.spec}")
+    ctx.log(f"spectrogram level: {level}; rendering: {segmenter.rendering.spec}")
 
-    rows, skipped, notes, compute_seconds = denoise_all(
-        found, segmenter, out, args.save_overlays, io_thread, options
-    )
-    notes = found.problems + notes
+    weights = [source_frames(source, sample_rate) for source in found.sources]
+    share = distributed.shard_by_weight(weights, ctx.rank, ctx.world_size)
+    start = time.perf_counter()
+    done = denoise_all([found.sources[i] for i in share], segmenter, out, options)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    shares = distributed.all_gather((done, seconds, peak_mb))
+    if not ctx.is_main:
+        return 0
+    by_name = {record["name"]: record for records, _, _ in shares for record in records}
+    ordered = [by_name[source.name] for source in found.sources]
+    rows = [row for record in ordered for row in record["rows"]]
+    skipped = [reason for record in ordered for reason in record["skipped"]]
+    notes = found.problems + [warning for record in ordered for warning in record["warnings"]]
     summary = {
         "input": str(found.root),
         "layout": found.layout,
         "checkpoint": str(args.checkpoint),
         "model_type": settings.model_type,
-        "prompt": segmenter.prompt,
+        "prompt": "selections" if args.selections else segmenter.prompt,
         "uses_ground_truth": segmenter.prompt == "gt_box",
         "box": args.box,
+        "selections": args.selections,
         "tile_width": segmenter.tile_width,
         "overlap": args.overlap,
         "half_spectrum": settings.half_spectrum,
@@ -219,14 +313,16 @@ def denoise_folder(args: argparse.Namespace, io_thread: bool) -> int:
         "threshold": args.threshold,
         "threads": args.threads,
         "io_thread": io_thread,
-        "device": str(device),
+        "device": str(ctx.device),
+        "processes": ctx.world_size,
+        "resumed": args.resume,
         "files": len(found.sources),
         "skipped": len(skipped),
         "skipped_reasons": skipped,
         "warnings": notes,
         "model_load_seconds": load_seconds,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        **reports.summarize(rows, compute_seconds),
+        "peak_memory_mb": max(peak for _, _, peak in shares),
+        **reports.summarize(rows, max(seconds for _, seconds, _ in shares)),
     }
     reports.write_rows_csv(out / "metrics.csv", rows, reports.ROW_COLUMNS)
     reports.write_json(out / "summary.json", summary)
@@ -276,7 +372,8 @@ def print_summary(summary: dict, out: Path) -> None:
     scores = ", ".join(f"{k} {v:.3f}" for k, v in shown if not np.isnan(v))
     if scores:
         print(f"mean {scores}")
-    print(f"results in {out}/ (metrics.csv, summary.json, masks/, denoised/)")
+    print(f"results in {out}/ (metrics.csv, summary.json, denoised/, masks/"
+          + (", selections/)" if summary["layout"] == "recordings" else ")"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -159,11 +159,15 @@ def planes_to_image(planes: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """The BSD image of :func:`stft_planes`' planes: the ``(1024, T)`` two-sided image of
     ``stft`` (the phase factor does not change magnitudes), of the signal scaled by
     ``gain`` (1: the data set's image)."""
+    return two_sided(planes_to_half_image(planes, gain))
+
+
+def planes_to_half_image(planes: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """Rows ``CENTER_ROW ...`` (bins 0 ... 512) of :func:`planes_to_image`: uint8 ``(513, T)``."""
     magnitude = cv2.magnitude(planes[0], planes[1])
     if gain != 1.0:
         magnitude *= np.float32(gain)
-    pixels = _magnitude_pixels(magnitude)  # (T, 513)
-    return two_sided(cv2.transpose(pixels))
+    return cv2.transpose(_magnitude_pixels(magnitude))
 
 
 def _magnitude_pixels(magnitude: np.ndarray) -> np.ndarray:

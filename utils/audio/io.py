@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 CHANNEL_SUFFIXES = {"_left": "left", "_right": "right"}
 _CHANNEL_INDEX = {"left": 0, "right": 1}
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command; sndfile.h
+WAV_LIMIT_BYTES = (1 << 32) - (1 << 20)  # a RIFF WAV's data must stay below 4 GiB (with headers)
 
 
 def sniff_audio_format(path: str | Path) -> str | None:
@@ -140,20 +143,39 @@ def write_audio(path: str | Path, y: np.ndarray, sr: int, subtype: str = "PCM_16
     equal bytes. Writes to a temporary name first and renames, so a crash never
     leaves half a file.
     """
-    path = Path(path)
     samples = np.asarray(y, dtype=np.float64)
-    samples = samples.T if samples.ndim == 2 else samples
-    if subtype == "PCM_16":
-        samples = quantize_pcm16(samples)
-    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    channels = 1 if samples.ndim == 1 else samples.shape[0]
+    with audio_writer(path, sr, channels, subtype, samples.shape[-1]) as write:
+        write(samples)
+
+
+@contextmanager
+def audio_writer(
+    path: str | Path, sr: int, channels: int, subtype: str = "PCM_16", expected_samples: int = 0
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """A function that appends ``(channels, n)`` (or ``(n,)`` mono) blocks to a WAV/FLAC
+    file, written as :func:`write_audio` writes, at a temporary name renamed to ``path``
+    when the block ends without error (removed otherwise). A WAV expected to pass 4 GB
+    (``expected_samples`` per channel) is written as RF64."""
+    path = Path(path)
     fmt = path.suffix[1:].upper()
+    bytes_per_sample = {"PCM_16": 2, "PCM_24": 3}.get(subtype, 4)
+    if fmt == "WAV" and expected_samples * channels * bytes_per_sample > WAV_LIMIT_BYTES:
+        fmt = "RF64"
+
     with (
         atomic_path(path) as tmp,
         sf.SoundFile(str(tmp), "w", int(sr), channels, subtype=subtype, format=fmt) as handle,
     ):
         if subtype in ("FLOAT", "DOUBLE"):
             sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
-        handle.write(samples)
+
+        def write(block: np.ndarray) -> None:
+            samples = np.asarray(block)
+            samples = samples.T if samples.ndim == 2 else samples
+            handle.write(quantize_pcm16(samples) if subtype == "PCM_16" else samples)
+
+        yield write
 
 
 def quantize_pcm16(y: np.ndarray) -> np.ndarray:

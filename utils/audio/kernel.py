@@ -89,6 +89,13 @@ def stft_planes(y: np.ndarray) -> np.ndarray:
             f"signal of {len(y)} samples is shorter than one STFT window ({WINDOW_LENGTH})"
         )
     frames = np.lib.stride_tricks.sliding_window_view(y, WINDOW_LENGTH)[::HOP_LENGTH][:n_frames]
+    return frame_planes(frames)
+
+
+def frame_planes(frames: np.ndarray) -> np.ndarray:
+    """:func:`stft_planes` of ``(T, 128)`` float32 frames (windows of 128 samples, not yet
+    windowed): planes ``(2, T, 513)``. Each frame's planes depend on its samples only."""
+    n_frames = frames.shape[0]
     head, tail = frames[:, :_HALF_WINDOW], frames[:, : _HALF_WINDOW - 1 : -1]  # x_n, x_{127-n}
     planes = np.empty((2, n_frames, N_BINS), dtype=np.float32)
     np.matmul(head + tail, _FORWARD_COS, out=planes[0])

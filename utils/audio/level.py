@@ -26,15 +26,15 @@ PEAK_TARGET = 2.527  # 99th percentile of |S| in the band, the same way
 MAX_FRAMES = 20000  # frames sampled (evenly) for the statistics of a long recording
 
 
-def band_statistics(planes: np.ndarray, sr: int) -> tuple[float, float]:
+def band_statistics(planes: np.ndarray, sr: int, step: int | None = None) -> tuple[float, float]:
     """The median and 99th percentile of ``|STFT|`` over the bird band's bins, from
-    :func:`utils.audio.kernel.stft_planes`' ``(2, T, 513)`` planes (at most
-    :data:`MAX_FRAMES` frames, evenly spaced)."""
+    :func:`utils.audio.kernel.stft_planes`' ``(2, T, 513)`` planes: of every ``step``-th
+    frame (by default at most :data:`MAX_FRAMES` frames, evenly spaced)."""
     first = int(np.ceil(bin_at(BAND_HZ[0], sr)))
     last = min(int(np.floor(bin_at(BAND_HZ[1], sr))), N_BINS - 1)
     if first > last or planes.shape[1] == 0:  # a rate below 2 kHz has no band to measure
         return 0.0, 0.0
-    step = max(1, planes.shape[1] // MAX_FRAMES)
+    step = step or max(1, planes.shape[1] // MAX_FRAMES)
     a = np.ascontiguousarray(planes[0, ::step, first : last + 1])
     b = np.ascontiguousarray(planes[1, ::step, first : last + 1])
     magnitude = cv2.magnitude(a, b)
@@ -45,7 +45,11 @@ def band_statistics(planes: np.ndarray, sr: int) -> tuple[float, float]:
 def level_gain(planes: np.ndarray, sr: int) -> float:
     """The factor for a recording's magnitudes (see the module docstring); 1.0 for a
     recording with nothing in the band (silence, or a rate too low to have the band)."""
-    median, peak = band_statistics(planes, sr)
+    return gain_from_statistics(*band_statistics(planes, sr))
+
+
+def gain_from_statistics(median: float, peak: float) -> float:
+    """:func:`level_gain` from a recording's :func:`band_statistics`."""
     if peak <= 0.0:
         return 1.0
     if median <= 0.0:

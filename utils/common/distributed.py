@@ -160,6 +160,18 @@ def shard_indices(n_items: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, n_items, world_size))
 
 
+def shard_by_weight(weights: list[float], rank: int, world_size: int) -> list[int]:
+    """This rank's share of items of the given weights (e.g. durations), balanced by
+    total weight: heaviest first, each to the rank with the least so far (ties to the
+    lowest rank). Every item goes to exactly one rank; the share keeps the items' order."""
+    loads = [0.0] * world_size
+    owner = [0] * len(weights)
+    for item in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        owner[item] = min(range(world_size), key=lambda r: (loads[r], r))
+        loads[owner[item]] += weights[item]
+    return [item for item in range(len(weights)) if owner[item] == rank]
+
+
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """For data-loader workers: SIGTERM/SIGINT sent to the whole process group (Ctrl-C,
     a scheduler) must not kill them before the training process has saved ``latest``."""

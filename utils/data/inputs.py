@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from utils.audio import align, bsd, conventions, kernel
 from utils.audio import io as audio_io
@@ -196,6 +197,22 @@ def discover(path: str | Path, split: str = "test") -> Discovery:
         f"{path}: found no BSD split ({IMAGES_DIR}/), spectrogram PNGs or recordings "
         f"({', '.join(audio_io.AUDIO_EXTENSIONS)})"
     )
+
+
+def source_frames(source: Source, sample_rate: int | None = None) -> int:
+    """About how many STFT frames (image columns) a source has, from its header alone: the
+    work it takes. A recording is counted at ``sample_rate`` when given; a file whose
+    header cannot be read counts 0 (it is skipped later, with its reason)."""
+    try:
+        if source.kind == RECORDING:
+            info = sf.info(str(source.path))
+            rate = sample_rate or info.samplerate
+            return conventions.num_frames(int(info.frames * rate / info.samplerate))
+        with open(source.path, "rb") as handle:
+            header = handle.read(24)  # PNG: signature, IHDR length and type, width, height
+        return int.from_bytes(header[16:20], "big") if header[12:16] == b"IHDR" else 0
+    except (RuntimeError, sf.LibsndfileError, OSError, TypeError):
+        return 0
 
 
 def _plain_image(path: Path) -> Source:

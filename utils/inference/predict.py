@@ -92,22 +92,10 @@ def predict_probabilities(
             ]
         else:
             prompts = [full_box(size, size)] * len(chunk)
-        run = [k for k, prompt in enumerate(prompts) if prompt is not None]
-        maps = np.zeros((len(chunk), size, size), np.float32)
-        if run:
-            inputs = np.stack([preprocess_image(crops[k], size, reference_preprocess) for k in run])
-            with autocast(device, amp):
-                logits = model(
-                    torch.from_numpy(inputs).to(device),
-                    torch.from_numpy(np.stack([prompts[k] for k in run])).to(device),
-                )
-            maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        maps = tile_maps(model, crops, prompts, device, amp, reference_preprocess)
         for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
-            resized = cv2.resize(prob, (crop.shape[1], size), interpolation=cv2.INTER_LINEAR)
             width = min(crop.shape[1], images[i].shape[1] - start)  # without the padding
-            weight = tile_weights(width)
-            sums[i][:, start : start + width] += resized[:, :width] * weight
-            weights[i][start : start + width] += weight
+            blend_tile(sums[i], weights[i], prob, start, crop.shape[1], width)
     stitched = [
         cv2.resize(
             np.divide(total, weight, out=total),
@@ -122,3 +110,56 @@ def predict_probabilities(
             shifted = np.asarray(box, np.float32) - [0, row_offset, 0, row_offset]
             prob[~box_region(prob.shape, shifted)] = 0.0
     return [two_sided(m) for m in stitched] if half_spectrum else stitched
+
+
+@torch.no_grad()
+def tile_maps(
+    model: BudSAM,
+    crops: list[np.ndarray],
+    prompts: list[np.ndarray | None],
+    device: torch.device | None = None,
+    amp: str = "none",
+    reference_preprocess: bool = False,
+) -> np.ndarray:
+    """The model's clean-sound probabilities ``(n, S, S)`` float32 for ``n`` uint8 image
+    crops, one box prompt ``[x0, y0, x1, y1]`` (model input pixels) each; a crop whose
+    prompt is None is not run and gets zeros."""
+    size = model.img_size
+    device = device or torch.device("cpu")
+    run = [k for k, prompt in enumerate(prompts) if prompt is not None]
+    maps = np.zeros((len(crops), size, size), np.float32)
+    if run:
+        inputs = np.stack([preprocess_image(crops[k], size, reference_preprocess) for k in run])
+        with autocast(device, amp):
+            logits = model(
+                torch.from_numpy(inputs).to(device),
+                torch.from_numpy(np.stack([prompts[k] for k in run])).to(device),
+            )
+        maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+    return maps
+
+
+def blend_tile(
+    total: np.ndarray,
+    weight: np.ndarray,
+    tile_map: np.ndarray,
+    start: int,
+    crop_width: int,
+    width: int,
+    region: np.ndarray | None = None,
+) -> None:
+    """Add a tile's ``(S, S)`` map, resized to its crop's ``crop_width`` columns, to the
+    ``(S, W)`` running ``total`` from column ``start`` on (its first ``width`` columns:
+    the rest is padding), weighted by :func:`tile_weights`; add the weights to
+    ``weight`` (``(W,)``, or ``(S, W)`` together with ``region``, a bool ``(S, width)``
+    where the tile counts)."""
+    size = tile_map.shape[0]
+    resized = cv2.resize(tile_map, (crop_width, size), interpolation=cv2.INTER_LINEAR)
+    column_weight = tile_weights(width)
+    if region is None:
+        total[:, start : start + width] += resized[:, :width] * column_weight
+        weight[..., start : start + width] += column_weight
+    else:
+        tile_weight = np.where(region, column_weight, np.float32(0.0))
+        total[:, start : start + width] += resized[:, :width] * tile_weight
+        weight[:, start : start + width] += tile_weight

@@ -189,6 +189,11 @@ def bsd_sdr(raw: Any, denoised: Any) -> np.ndarray | float:
     return _squeeze(_db(norm_y, norm_err, 10.0 * np.log(10.0)), raw)
 
 
+def bsd_sdr_from_energies(raw_energy: float, error_energy: float) -> float:
+    """:func:`bsd_sdr` from ``||y||^2`` and ``||x - y||^2``, summed over a recording's blocks."""
+    return float(_db(np.array([raw_energy]), np.array([error_energy]), 5.0 * np.log(10.0))[0])
+
+
 def sdr(reference: Any, estimate: Any) -> np.ndarray | float:
     """Signal-to-distortion ratio ``10 * log10(||s||^2 / ||s - s_hat||^2)`` in dB.
 

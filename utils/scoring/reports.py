@@ -102,6 +102,15 @@ def view_row(
     return row
 
 
+def recording_row(name: str, seconds: float, raw_energy: float, error_energy: float) -> dict:
+    """The metrics row of a recording's channel denoised without a reference: its duration
+    and ``bsd_sdr`` (from the energies of the raw signal and of denoised minus raw)."""
+    row: dict = {column: math.nan for column in ROW_COLUMNS}
+    row.update(name=name, audio_seconds=seconds, reference="")
+    row["bsd_sdr"] = metrics.bsd_sdr_from_energies(raw_energy, error_energy)
+    return row
+
+
 def pooled_two_class(rows: list[dict]) -> dict[str, float]:
     """The papers' two-class IoU and Dice (= their F1) over rows in the split's order: see
     :func:`utils.scoring.metrics.grouped_two_class_scores`. A row's place in the split is

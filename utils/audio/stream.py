@@ -1,0 +1,214 @@
+"""Reading a recording of any length in blocks, and its BSD STFT frame by frame.
+
+:func:`recording_blocks` decodes a file in fixed blocks of samples, resampled on the
+fly (soxr's streaming resampler, whose output does not depend on how the input is
+cut), so a recording is never held whole. :class:`FrameStream` turns those blocks into
+STFT planes for increasing ranges of frames, keeping only the samples still needed.
+:func:`scan_recording` reads a recording once for what must be known before it is
+segmented: its length, whether each channel is silent, its peak, and the level
+statistics of :mod:`utils.audio.level` on evenly spaced frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from utils.audio.conventions import HOP_LENGTH, WINDOW_LENGTH, num_frames
+from utils.audio.kernel import frame_planes
+from utils.audio.level import MAX_FRAMES, band_statistics, gain_from_statistics
+
+BLOCK_SAMPLES = 1 << 16  # samples decoded per read
+# soxr's high quality, as librosa's default resampling.
+RESAMPLE_QUALITY = "HQ"
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """What a recording's header says: its rate, channels and length in samples."""
+
+    path: Path
+    sr: int
+    channels: int
+    samples: int
+    subtype: str
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sr if self.sr else 0.0
+
+
+def recording_info(path: str | Path) -> RecordingInfo:
+    """The header of a recording.
+
+    Raises:
+        ValueError: naming the file, when it is missing or not a readable recording.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError, OSError, TypeError) as err:
+        raise ValueError(f"{path}: cannot decode audio ({err})") from None
+    return RecordingInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
+                         str(info.subtype))  # fmt: skip
+
+
+def resampled_length(samples: int, sr: int, target_sr: int) -> int:
+    """About how many samples a recording has once resampled (exact without resampling)."""
+    return samples if sr == target_sr else int(round(samples * target_sr / sr))
+
+
+def recording_blocks(
+    path: str | Path, target_sr: int | None = None, block: int = BLOCK_SAMPLES
+) -> Iterator[np.ndarray]:
+    """A recording's samples as float32 ``(channels, n)`` blocks, at ``target_sr`` when
+    given (else its own rate). Blocks may differ in length; their concatenation does
+    not depend on ``block``.
+
+    Raises:
+        ValueError: naming the file, when it cannot be decoded or holds NaN or infinite
+            samples (with the time of the first).
+    """
+    info = recording_info(path)
+    resampler = None
+    if target_sr and target_sr != info.sr:
+        import soxr  # imported here: most runs never resample
+
+        resampler = soxr.ResampleStream(
+            info.sr, target_sr, info.channels, dtype="float32", quality=RESAMPLE_QUALITY
+        )
+    read = 0
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            while True:
+                data = handle.read(block, dtype="float32", always_2d=True)
+                last = len(data) < block
+                if not np.all(np.isfinite(data)):
+                    bad = read + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+                    raise ValueError(
+                        f"{path}: audio holds NaN or infinite samples (first at "
+                        f"{bad / info.sr:.3f} s)"
+                    )
+                read += len(data)
+                if resampler is not None:
+                    data = resampler.resample_chunk(data, last=last)
+                if len(data):
+                    yield np.ascontiguousarray(data.T)
+                if last:
+                    return
+    except (RuntimeError, sf.LibsndfileError, OSError, TypeError) as err:
+        raise ValueError(f"{path}: cannot decode audio ({err})") from None
+
+
+class FrameStream:
+    """STFT planes of a stream of ``(channels, n)`` sample blocks, frame range by frame
+    range. Frame ``t`` covers samples ``64 t ... 64 t + 127``, as :func:`stft_planes`."""
+
+    def __init__(self, blocks: Iterator[np.ndarray]) -> None:
+        self._blocks = blocks
+        self._samples: np.ndarray | None = None  # samples from self._first on
+        self._first = 0
+        self.exhausted = False
+
+    def _read_until(self, end_sample: int) -> None:
+        while not self.exhausted and self._end < end_sample:
+            block = next(self._blocks, None)
+            if block is None:
+                self.exhausted = True
+            elif self._samples is None:
+                self._samples = block
+            else:
+                self._samples = np.concatenate([self._samples, block], axis=1)
+
+    @property
+    def _end(self) -> int:
+        return self._first + (0 if self._samples is None else self._samples.shape[1])
+
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start ... stop - 1`` of every channel, ``(channels, n)``; shorter at the
+        recording's end. ``start`` must not precede what :meth:`release` let go."""
+        self._read_until(stop)
+        if start < self._first:
+            raise ValueError(f"samples from {start} were released (kept from {self._first})")
+        if self._samples is None:
+            return np.zeros((0, 0), np.float32)
+        return self._samples[:, start - self._first : stop - self._first]
+
+    def planes(self, first: int, stop: int) -> list[np.ndarray]:
+        """Each channel's ``(2, n, 513)`` planes of frames ``first ... stop - 1`` (fewer when
+        the recording ends before)."""
+        chunk = self.samples(first * HOP_LENGTH, (stop - 1) * HOP_LENGTH + WINDOW_LENGTH)
+        n = num_frames(chunk.shape[1])
+        return [_planes_of(channel, n) for channel in chunk]
+
+    def release(self, before_sample: int) -> None:
+        """Forget the samples before ``before_sample``."""
+        drop = before_sample - self._first
+        if self._samples is not None and drop > 0:
+            self._samples = self._samples[:, drop:].copy()
+            self._first = before_sample
+
+
+def _planes_of(y: np.ndarray, n_frames: int) -> np.ndarray:
+    windows = np.lib.stride_tricks.sliding_window_view(y, WINDOW_LENGTH)[::HOP_LENGTH]
+    return frame_planes(windows[:n_frames])
+
+
+@dataclass
+class RecordingScan:
+    """One pass over a recording: its exact length, each channel's level gain (see
+    :func:`utils.audio.level.level_gain`), peak and whether it is silent."""
+
+    samples: int
+    gains: list[float]
+    peaks: list[float]
+
+    @property
+    def silent(self) -> list[bool]:
+        return [peak == 0.0 for peak in self.peaks]
+
+
+def scan_recording(path: str | Path, target_sr: int, channels: int, estimate: int) -> RecordingScan:
+    """Read a recording at ``target_sr`` once (``estimate``: about how many samples it has
+    there) for its length, peaks and level gains. The level statistics use frames
+    ``0, s, 2 s ...`` with ``s = max(1, num_frames(estimate) // MAX_FRAMES)``, as
+    :func:`utils.audio.level.band_statistics` spaces them on a whole recording.
+
+    Raises:
+        ValueError: as :func:`recording_blocks`, or naming the file when it is shorter
+            than one STFT window.
+    """
+    step = max(1, num_frames(estimate) // MAX_FRAMES)
+    stride = step * HOP_LENGTH
+    picked: list[list[np.ndarray]] = [[] for _ in range(channels)]
+    peaks = [0.0] * channels
+    carry = np.zeros((channels, 0), np.float32)  # samples from the next picked frame on
+    total = 0
+    for block in recording_blocks(path, target_sr):
+        total += block.shape[1]
+        for c in range(channels):
+            peaks[c] = max(peaks[c], float(np.max(np.abs(block[c])))) if block.size else peaks[c]
+        carry = np.concatenate([carry, block], axis=1)
+        count = max(0, (carry.shape[1] - WINDOW_LENGTH) // stride + 1)
+        if count:
+            for c in range(channels):
+                windows = np.lib.stride_tricks.sliding_window_view(carry[c], WINDOW_LENGTH)
+                picked[c].append(windows[::stride][:count].copy())
+            carry = carry[:, count * stride :]
+    if total == 0:
+        raise ValueError(f"{path}: audio holds no samples")
+    if num_frames(total) == 0:
+        raise ValueError(
+            f"{path}: {total} samples is shorter than one STFT window ({WINDOW_LENGTH})"
+        )
+    gains = []
+    for c in range(channels):
+        planes = frame_planes(np.concatenate(picked[c]))
+        gains.append(gain_from_statistics(*band_statistics(planes, target_sr, step=1)))
+    return RecordingScan(total, gains, peaks)

@@ -1,0 +1,362 @@
+"""Denoising one recording of any length in bounded memory.
+
+A recording is read twice: once for its length and level (:func:`scan_recording`), then
+frame block by frame block. Its time tiles (one grid over the whole recording, as
+:func:`utils.inference.predict.predict_probabilities` lays them) go through the model
+in batches, in order; a frame's probabilities are final once every tile over it is
+blended, and a block of final frames is rendered (:class:`utils.audio.render.Rendering`,
+with the frames of context its margin needs), written to the denoised WAV, and
+forgotten. Memory depends on ``chunk_frames`` and the tile width, not on the
+recording's length, and the masks do not depend on ``chunk_frames``: the model sees
+the same batches, and every step after it works column by column or within the context
+kept.
+
+The mask of bird sound becomes Raven selections (:class:`RegionTracker`); mask PNGs
+(and overlays) are kept for recordings no longer than ``png_max_seconds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.audio import bsd
+from utils.audio.conventions import HOP_LENGTH, N_FFT, num_frames
+from utils.audio.io import audio_writer
+from utils.audio.kernel import istft_planes
+from utils.audio.stream import (
+    FrameStream,
+    recording_blocks,
+    recording_info,
+    resampled_length,
+    scan_recording,
+)
+from utils.data.image_io import write_png
+from utils.data.inputs import LoadOptions, Source, channel_names
+from utils.data.preprocess import full_box
+from utils.data.selection_table import Selection
+from utils.data.tiling import overlapping_tile_starts, tile_box
+from utils.data.visualize import overlay
+from utils.inference.predict import blend_tile, tile_maps
+from utils.inference.regions import RegionTracker
+from utils.inference.segmenter import Segmenter
+from utils.scoring.reports import recording_row
+
+DEFAULT_CHUNK_SECONDS = 30.0
+DEFAULT_PNG_MAX_SECONDS = 60.0
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+PCM16_FULL_SCALE = 32767.5 / 32768  # from here on a sample is clipped in a 16-bit WAV
+
+
+@dataclass
+class RecordingResult:
+    """What denoising a recording gave: a metrics row per channel, warnings, and the
+    bird-sound regions of every channel."""
+
+    rows: list[dict]
+    warnings: list[str] = field(default_factory=list)
+    selections: list[Selection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Box:
+    """A box prompt on one channel: image pixels ``[x0, y0, x1, y1]`` and its
+    :func:`utils.audio.bsd.band_extent` ``(x0, x1, k0, k1)``."""
+
+    channel: int
+    pixels: np.ndarray
+    extent: tuple[int, int, int, int]
+
+
+def denoise_recording(
+    source: Source,
+    segmenter: Segmenter,
+    out: Path,
+    options: LoadOptions,
+    *,
+    chunk_frames: int,
+    png_max_seconds: float = DEFAULT_PNG_MAX_SECONDS,
+    overlays: bool = False,
+    selections: list[Selection] | None = None,
+) -> RecordingResult:
+    """Denoise ``source`` (a recording) into ``out/denoised/NAME.wav``, written block by
+    block, and return its rows and regions (the caller writes the selection table).
+
+    Prompts: ``segmenter.prompt`` ``full`` or ``box`` (its band on every channel), or one
+    box per selection when ``selections`` is given. ``options`` as for
+    :func:`utils.data.inputs.load_views`.
+
+    Raises:
+        ValueError: naming the file, when it cannot be read or prompted; nothing of its
+            outputs is left then.
+    """
+    if segmenter.prompt == "gt_box":
+        raise ValueError(f"{source.path}: --prompt gt_box needs a ground-truth mask; a "
+                         "recording has none")  # fmt: skip
+    info = recording_info(source.path)
+    sr = options.sample_rate or info.sr
+    estimate = resampled_length(info.samples, info.sr, sr)
+    scan = scan_recording(source.path, sr, info.channels, estimate)
+    names = channel_names(source.name, info.channels)
+    result = RecordingResult([])
+    for name, silent in zip(names, scan.silent, strict=True):
+        if silent:
+            result.warnings.append(f"{source.path}: the audio of {name} is silent (all "
+                                   "zeros); its audio scores are left empty")  # fmt: skip
+    n_frames = num_frames(scan.samples)
+    boxes = _prompt_boxes(source.path, segmenter, selections, sr, n_frames, info.channels, result)
+    gains = scan.gains if options.normalize_level else [1.0] * info.channels
+    keep_png = scan.samples / sr <= png_max_seconds
+    run = _StreamedRun(segmenter, sr, n_frames, scan.samples, info.channels, gains, boxes,
+                       keep_png)  # fmt: skip
+    subtype = "FLOAT" if info.subtype in FLOAT_SUBTYPES else "PCM_16"
+    with audio_writer(out / "denoised" / f"{source.name}.wav", sr, info.channels, subtype,
+                      scan.samples) as write:  # fmt: skip
+        energies, clipped = run.run(FrameStream(recording_blocks(source.path, sr)), write,
+                                    chunk_frames, subtype)  # fmt: skip
+    if clipped:
+        result.warnings.append(f"{source.path}: {clipped} denoised samples reached full scale "
+                               "and were clipped in the 16-bit WAV")  # fmt: skip
+    for c, name in enumerate(names):
+        result.rows.append(recording_row(name, scan.samples / sr, *energies[c]))
+        result.selections += run.trackers[c].finish()
+        if keep_png:
+            mask = np.concatenate(run.png_masks[c], axis=1)
+            write_png(out / "masks" / f"{name}.png", mask)
+            if overlays:
+                image = np.concatenate(run.png_images[c], axis=1)
+                rgb = np.round(overlay(image, mask) * 255).astype(np.uint8)
+                write_png(out / "overlays" / f"{name}.png", rgb)
+    result.selections.sort(key=lambda s: (s.begin_s, s.channel))
+    return result
+
+
+def _prompt_boxes(
+    path: Path,
+    segmenter: Segmenter,
+    selections: list[Selection] | None,
+    sr: int,
+    n_frames: int,
+    channels: int,
+    result: RecordingResult,
+) -> list[_Box] | None:
+    """The box prompts of a recording (None: the whole spectrogram)."""
+    if selections is None and segmenter.prompt != "box":
+        return None
+    if selections is None:
+        band = segmenter.band
+        wanted = [(c + 1, band.seconds, band.hertz) for c in range(channels)]
+    else:
+        wanted = [(s.channel, (s.begin_s, s.end_s), (s.low_hz, s.high_hz)) for s in selections]
+    half = segmenter.settings.half_spectrum
+    boxes, unused = [], []
+    for channel, seconds, hertz in wanted:
+        hertz = (hertz[0], min(hertz[1], sr / 2))
+        try:
+            if channel > channels:
+                raise ValueError(f"channel {channel}, but the recording has {channels}")
+            extent = bsd.band_extent(seconds, hertz, sr, n_frames)
+        except ValueError as err:
+            unused.append(
+                f"box {seconds[0]:g}-{seconds[1]:g} s, {hertz[0]:g}-{hertz[1]:g} Hz: {err}"
+            )
+            continue
+        pixels = bsd.band_box(seconds, hertz, sr, n_frames, half)
+        boxes.append(_Box(channel - 1, pixels, extent))
+    if not boxes:
+        raise ValueError(f"{path}: no box prompt fits the recording ({unused[0]})")
+    result.warnings += [f"{path}: not used, {reason}" for reason in unused]
+    return boxes
+
+
+class _StreamedRun:
+    """The state of one recording's streamed run: the frames held (planes, images,
+    blended probabilities) and what is written."""
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        sr: int,
+        n_frames: int,
+        n_samples: int,
+        channels: int,
+        gains: list[float],
+        boxes: list[_Box] | None,
+        keep_png: bool,
+    ) -> None:
+        self.segmenter, self.sr, self.n_frames, self.n_samples = segmenter, sr, n_frames, n_samples
+        self.channels, self.gains, self.boxes, self.keep_png = channels, gains, boxes, keep_png
+        self.size = segmenter.model.img_size
+        self.half = segmenter.settings.half_spectrum
+        self.tile_width = segmenter.tile_width
+        if not self.tile_width:
+            raise ValueError("a recording is segmented in time tiles: give a tile width")
+        self.margin = segmenter.rendering.margin_size(sr)[1]
+        self.first = 0  # frames first ... held - 1 are held
+        self.held = 0
+        self.planes = [np.zeros((2, 0, N_FFT // 2 + 1), np.float32) for _ in range(channels)]
+        self.images = [np.zeros((N_FFT // 2 + 1, 0), np.uint8) for _ in range(channels)]
+        weight_rows = 1 if boxes is None else self.size
+        self.sums = np.zeros((channels, self.size, 0), np.float32)
+        self.weights = np.zeros((channels, weight_rows, 0), np.float32)
+        self.trackers = [RegionTracker(sr, c + 1) for c in range(channels)]
+        self.png_masks: list[list[np.ndarray]] = [[] for _ in range(channels)]
+        self.png_images: list[list[np.ndarray]] = [[] for _ in range(channels)]
+
+    def jobs(self) -> list[tuple[int, int, int]]:
+        """``(tile start, channel, box index or -1)``, in the order the model sees them."""
+        starts = overlapping_tile_starts(self.n_frames, self.tile_width, self.segmenter.overlap)
+        if self.boxes is None:
+            return [(s, c, -1) for s in starts for c in range(self.channels)]
+        shape = (N_FFT // 2 + 1 if self.half else N_FFT, self.tile_width)
+        return [
+            (s, box.channel, b)
+            for s in starts
+            for b, box in enumerate(self.boxes)
+            if tile_box(box.pixels, s, shape, self.half, self.size) is not None
+        ]
+
+    def run(self, stream: FrameStream, write, chunk_frames: int, subtype: str):
+        """Segment, render and write the whole recording; returns each channel's
+        (raw energy, error energy) and how many samples were clipped."""
+        self.stream, self.write, self.subtype = stream, write, subtype
+        self.energies = [[0.0, 0.0] for _ in range(self.channels)]
+        self.clipped = 0
+        jobs, batch = self.jobs(), self.segmenter.batch_size
+        rendered = 0  # hops written: 0 ... rendered - 1
+        for first_job in range(0, len(jobs), batch):
+            self._segment(jobs[first_job : first_job + batch])
+            upcoming = jobs[first_job + batch][0] if first_job + batch < len(jobs) else None
+            final = self.n_frames if upcoming is None else upcoming
+            while final - self.margin - rendered >= chunk_frames:
+                rendered = self._render(rendered, rendered + chunk_frames)
+                self._release(min(final, rendered - 1 - self.margin))
+        while rendered <= self.n_frames:
+            rendered = self._render(rendered, min(self.n_frames + 1, rendered + chunk_frames))
+            self._release(rendered - 1 - self.margin)
+        return self.energies, self.clipped
+
+    def _extend(self, stop: int) -> None:
+        """Hold frames up to ``stop`` (planes, images, empty sums)."""
+        if stop <= self.held:
+            return
+        new_planes = self.stream.planes(self.held, stop)
+        for c, planes in enumerate(new_planes):
+            self.planes[c] = np.concatenate([self.planes[c], planes], axis=1)
+            image = bsd.planes_to_half_image(planes, self.gains[c])
+            self.images[c] = np.concatenate([self.images[c], image], axis=1)
+        grow = stop - self.held
+        pad = ((0, 0), (0, 0), (0, grow))
+        self.sums, self.weights = np.pad(self.sums, pad), np.pad(self.weights, pad)
+        self.held = stop
+
+    def _segment(self, chunk: list[tuple[int, int, int]]) -> None:
+        """Run the model on a batch of tiles and blend their maps in."""
+        tw = self.tile_width
+        self._extend(min(self.n_frames, max(s for s, _, _ in chunk) + tw))
+        crops, prompts = [], []
+        for start, c, b in chunk:
+            crop = self.images[c][:, start - self.first : start - self.first + tw]
+            if crop.shape[1] < tw:
+                crop = np.pad(crop, ((0, 0), (0, tw - crop.shape[1])))
+            crop = crop if self.half else bsd.two_sided(crop)
+            crops.append(crop)
+            if b < 0:
+                prompts.append(full_box(self.size, self.size))
+            else:
+                prompts.append(tile_box(self.boxes[b].pixels, start, crop.shape, self.half,
+                                        self.size))  # fmt: skip
+        segmenter = self.segmenter
+        maps = tile_maps(segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
+                         segmenter.settings.reference_preprocess)  # fmt: skip
+        for (start, c, b), prompt, tile_map in zip(chunk, prompts, maps, strict=True):
+            width = min(tw, self.n_frames - start)
+            region = None if b < 0 else _prompt_region(prompt, self.size, tw, width)
+            at = start - self.first
+            blend_tile(self.sums[c], self.weights[c], tile_map, at, tw, width, region)
+
+    def _render(self, first_hop: int, stop_hop: int) -> int:
+        """Write hops ``first_hop ... stop_hop - 1`` (64 samples each; hop ``n_frames`` is
+        the last frame's second half, then the samples past the last frame); returns
+        ``stop_hop``."""
+        f0 = max(0, first_hop - 1 - self.margin)
+        f1 = min(self.n_frames, stop_hop + self.margin)
+        self._extend(f1)
+        g0, g1 = max(0, first_hop - 1), min(self.n_frames, stop_hop)
+        s0 = first_hop * HOP_LENGTH
+        s1 = self.n_samples if stop_hop > self.n_frames else stop_hop * HOP_LENGTH
+        raw = self.stream.samples(s0, s1)
+        out = np.zeros_like(raw)
+        rows = N_FFT // 2 + 1 if self.half else N_FFT
+        for c in range(self.channels):
+            at = slice(f0 - self.first, f1 - self.first)
+            weight = self.weights[c][:, at]
+            blended = np.divide(self.sums[c][:, at], weight, out=np.zeros_like(self.sums[c][:, at]),
+                                where=weight > 0)  # fmt: skip
+            probability = cv2.resize(blended, (f1 - f0, rows), interpolation=cv2.INTER_LINEAR)
+            probability = bsd.two_sided(probability) if self.half else probability
+            gate = self._gate(c, f0, f1)
+            if gate is not None:
+                probability[~gate] = 0.0
+            gains = self.segmenter.rendering.gains(probability, self.sr)
+            if gate is not None:
+                gains *= gate
+            weights = bsd.kept_bin_counts(gains[:, g0 - f0 : g1 - f0])
+            signal = 0.5 * istft_planes(self.planes[c][:, g0 - self.first : g1 - self.first],
+                                        weights=weights)  # fmt: skip
+            hops = signal[(first_hop - g0) * HOP_LENGTH :][: s1 - s0]
+            out[c, : len(hops)] = hops
+            kept = slice(first_hop - f0, min(stop_hop, self.n_frames) - f0)
+            mask = probability[:, kept] >= self.segmenter.threshold
+            if mask.shape[1]:
+                half = slice(N_FFT // 2 - 1, None)
+                self.trackers[c].add(first_hop, mask[half], probability[half, kept])
+                if self.keep_png:
+                    self.png_masks[c].append(mask)
+                    image = self.images[c][:, first_hop - self.first : stop_hop - self.first]
+                    self.png_images[c].append(bsd.two_sided(image))
+            self.energies[c][0] += float(np.sum(np.square(raw[c], dtype=np.float64)))
+            self.energies[c][1] += float(np.sum(np.square(out[c] - raw[c], dtype=np.float64)))
+        if self.subtype == "PCM_16":
+            self.clipped += int(np.count_nonzero(np.abs(out) >= PCM16_FULL_SCALE))
+        self.write(out)
+        return stop_hop
+
+    def _gate(self, channel: int, f0: int, f1: int) -> np.ndarray | None:
+        """Bool ``(1024, f1 - f0)``: the pixels of frames ``f0 ... f1 - 1`` inside a box
+        prompt of the channel (None for the whole-spectrogram prompt)."""
+        if self.boxes is None:
+            return None
+        half = np.zeros((N_FFT // 2 + 1, f1 - f0), dtype=bool)
+        for box in self.boxes:
+            x0, x1, k0, k1 = box.extent
+            if box.channel == channel and x0 < f1 and x1 > f0:
+                half[k0 : k1 + 1, max(x0, f0) - f0 : min(x1, f1) - f0] = True
+        return bsd.two_sided(half)
+
+    def _release(self, before_frame: int) -> None:
+        """Forget the frames before ``before_frame`` (and their samples)."""
+        drop = max(0, before_frame) - self.first
+        if drop <= 0:
+            return
+        for c in range(self.channels):
+            self.planes[c] = self.planes[c][:, drop:].copy()
+            self.images[c] = self.images[c][:, drop:].copy()
+        self.sums = self.sums[:, :, drop:].copy()
+        self.weights = self.weights[:, :, drop:].copy()
+        self.first += drop
+        self.stream.release(self.first * HOP_LENGTH)
+
+
+def _prompt_region(prompt: np.ndarray, size: int, tile_width: int, width: int) -> np.ndarray:
+    """Bool ``(S, width)``: where a box prompt (model input pixels) lies in a tile's map
+    resized to ``tile_width`` columns."""
+    x0, y0, x1, y1 = (float(v) for v in prompt)
+    region = np.zeros((size, width), dtype=bool)
+    scale = tile_width / size
+    columns = slice(int(np.floor(x0 * scale)), int(np.ceil(x1 * scale)))
+    region[int(np.floor(y0)) : int(np.ceil(y1)), columns] = True
+    return region
