@@ -192,6 +192,9 @@ def denoise_one_recording(
         record["rows"], record["warnings"] = result.rows, record["warnings"] + result.warnings
     except ValueError as err:
         record["skipped"].append(str(err))
+    except MemoryError:
+        record["skipped"].append(f"{source.path}: ran out of memory (lower --chunk_seconds or "
+                                 "--png_max_seconds)")  # fmt: skip
     for reason in record["skipped"]:
         print(f"warning: skipped: {reason}", file=sys.stderr)
     for warning in record["warnings"]:

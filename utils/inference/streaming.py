@@ -47,6 +47,7 @@ from utils.scoring.reports import recording_row
 
 DEFAULT_CHUNK_SECONDS = 30.0
 DEFAULT_PNG_MAX_SECONDS = 60.0
+PNG_MAX_FRAMES = 1 << 18  # a mask PNG is held whole: 256 MiB at most (5.8 min at 48 kHz)
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 PCM16_FULL_SCALE = 32767.5 / 32768  # from here on a sample is clipped in a 16-bit WAV
 
@@ -110,6 +111,10 @@ def denoise_recording(
     boxes = _prompt_boxes(source.path, segmenter, selections, sr, n_frames, info.channels, result)
     gains = scan.gains if options.normalize_level else [1.0] * info.channels
     keep_png = scan.samples / sr <= png_max_seconds
+    if keep_png and n_frames > PNG_MAX_FRAMES:
+        keep_png = False
+        result.warnings.append(f"{source.path}: no mask PNG, {n_frames} frames is more than "
+                               f"{PNG_MAX_FRAMES} (see its selection table)")  # fmt: skip
     run = _StreamedRun(segmenter, sr, n_frames, scan.samples, info.channels, gains, boxes,
                        keep_png)  # fmt: skip
     subtype = "FLOAT" if info.subtype in FLOAT_SUBTYPES else "PCM_16"

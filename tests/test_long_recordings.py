@@ -1,0 +1,327 @@
+"""Long recordings and large archives: streaming, Raven selection tables, resuming a
+killed run, and sharding files across processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import budsam_infer as infer
+from tests.conftest import REPO_ROOT
+from utils.audio import bsd
+from utils.audio.conventions import num_frames
+from utils.common.checkpoint_io import save_checkpoint
+from utils.common.distributed import shard_by_weight
+from utils.data.image_io import read_mask_png
+from utils.data.inputs import RECORDING, LoadOptions, Source, load_views
+from utils.data.selection_table import Selection, read_selection_table, write_selection_table
+from utils.inference.regions import RegionTracker
+from utils.inference.segmenter import RECORDING_RENDERING, Segmenter, load_model
+from utils.inference.streaming import RecordingResult, _prompt_boxes
+from utils.model.sam import build_sam
+
+SR = 8000
+
+
+def _recording(path: Path, seconds: float, seed: int, channels: int = 1) -> Path:
+    """Noise with chirping tones: something for a model to find, at SR Hz."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    tone = np.sin(2 * np.pi * (1500 + 800 * np.sin(2 * np.pi * 0.3 * t)) * t)
+    gate = (np.sin(2 * np.pi * 0.5 * t) > 0.3).astype(float)
+    y = 0.05 * rng.standard_normal((channels, n)) + 0.3 * tone * gate
+    sf.write(path, y.T, SR, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide_checkpoint(tmp_path_factory) -> Path:
+    """A random vit_tiny on 2048-frame half-spectrum tiles: few tiles for long files."""
+    path = tmp_path_factory.mktemp("wide_ckpt") / "budsam_model_best.pth"
+    args = {"model_type": "vit_tiny", "tile_width": 2048, "half_spectrum": True}
+    save_checkpoint({"model": build_sam("vit_tiny", seed=0).state_dict(), "args": args}, path)
+    return path
+
+
+def _infer(*argv: str) -> int:
+    return infer.main([*argv, "--device", "cpu", "--threads", "1"])
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_chunked_masks_equal_unchunked_and_the_in_memory_segmenter(tiny_checkpoint, tmp_path):
+    path = _recording(tmp_path / "three_minutes.wav", 180.0, seed=1)
+    outs = {}
+    for chunk in ("7", "100000"):
+        outs[chunk] = tmp_path / f"chunk{chunk}"
+        assert _infer("-i", str(path), "-o", str(outs[chunk]), "-checkpoint",
+                      str(tiny_checkpoint), "--chunk_seconds", chunk,
+                      "--png_max_seconds", "1000") == 0  # fmt: skip
+    chunked = read_mask_png(outs["7"] / "masks" / "three_minutes.png")
+    whole = read_mask_png(outs["100000"] / "masks" / "three_minutes.png")
+    assert chunked.shape == (1024, num_frames(180 * SR)) and 0.0 < chunked.mean() < 1.0
+    np.testing.assert_array_equal(chunked, whole)
+    y_chunked, _ = sf.read(outs["7"] / "denoised" / "three_minutes.wav")
+    y_whole, _ = sf.read(outs["100000"] / "denoised" / "three_minutes.wav")
+    np.testing.assert_allclose(y_chunked, y_whole, atol=1 / 32768)
+    table = "selections/three_minutes.selections.txt"
+    assert (outs["7"] / table).read_text() == (outs["100000"] / table).read_text()
+    # The whole recording in memory, through the segmenter BSD images use: its STFT is one
+    # matrix product, the stream's several, so a pixel at the threshold may round apart.
+    model, settings = load_model(str(tiny_checkpoint))
+    segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
+    views = load_views(Source("three_minutes", RECORDING, path), LoadOptions(None, True))
+    in_memory = segmenter.probabilities(views)[0] >= 0.5
+    assert np.mean(in_memory != chunked) < 1e-5
+
+
+def test_memory_does_not_grow_with_the_recordings_length(wide_checkpoint, tmp_path):
+    """Peak memory (ru_maxrss, each run its own process) for 1 and 20 minutes: streamed,
+    it grows far less than when the whole recording is rendered at once."""
+    files = {m: _recording(tmp_path / f"m{m}.wav", 60.0 * m, seed=m) for m in (1, 20)}
+    peaks = {}
+    for chunk in ("5", "100000"):
+        for minutes, path in files.items():
+            out = tmp_path / f"out_{chunk}_{minutes}"
+            command = [sys.executable, "budsam_infer.py", "-i", str(path), "-o", str(out),
+                       "-checkpoint", str(wide_checkpoint), "--device", "cpu", "--threads", "1",
+                       "--chunk_seconds", chunk, "--png_max_seconds", "0"]  # fmt: skip
+            subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+            peaks[chunk, minutes] = json.loads((out / "summary.json").read_text())["peak_memory_mb"]
+    streamed_growth = peaks["5", 20] - peaks["5", 1]
+    whole_growth = peaks["100000", 20] - peaks["100000", 1]
+    assert whole_growth > 300, peaks  # rendering 20 minutes at once costs memory
+    assert streamed_growth < 0.1 * whole_growth, peaks
+
+
+def test_a_recording_too_large_to_hold_is_skipped_with_one_line(wide_checkpoint, tmp_path):
+    """With 1.5 GiB of address space beyond what the imports take, rendering 20 minutes at
+    once runs out of memory: that file is skipped and named, the next one is denoised, and
+    no traceback is printed."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    _recording(folder / "a_long.wav", 20 * 60.0, seed=3)
+    _recording(folder / "b_short.wav", 10.0, seed=4)
+    out = tmp_path / "out"
+    code = (
+        "import resource, sys, budsam_infer; "
+        "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024; "
+        "limit = size + 1536 * 1024 * 1024; "
+        "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+        "sys.exit(budsam_infer.main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", code, "-i", str(folder), "-o", str(out), "-checkpoint",
+               str(wide_checkpoint), "--device", "cpu", "--threads", "1", "--chunk_seconds",
+               "100000", "--png_max_seconds", "0"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        summary["skipped"] == 1 and "a_long.wav: ran out of memory" in summary["skipped_reasons"][0]
+    )
+    assert [row["name"] for row in _rows(out)] == ["b_short"]
+    assert sorted(p.name for p in (out / "denoised").iterdir()) == ["b_short.wav"]
+
+
+def test_raven_table_round_trip_gives_back_the_boxes_that_made_it(tmp_path):
+    sr, n_frames = 16000, 5000
+    half_mask = np.zeros((513, n_frames), dtype=bool)
+    half_mask[60:90, 100:400] = True  # ~1.9-2.8 kHz, 0.4-1.6 s
+    half_mask[200:260, 2000:2600] = True
+    tracker = RegionTracker(sr, channel=1)
+    for first in range(0, n_frames, 700):  # blocks as the stream feeds them
+        block = slice(first, first + 700)
+        tracker.add(first, half_mask[:, block], half_mask[:, block] * 0.9)
+    found = tracker.finish()
+    assert len(found) == 2 and all(abs(s.score - 0.9) < 1e-6 for s in found)
+    table = tmp_path / "rec.selections.txt"
+    write_selection_table(table, found)
+    header = table.read_text().splitlines()[0].split("\t")
+    assert header[:7] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
+                          "Low Freq (Hz)", "High Freq (Hz)"]  # fmt: skip
+    read_back = read_selection_table(table)
+
+    class _Segmenter:  # what _prompt_boxes reads of a segmenter
+        prompt, band = "full", None
+        settings = type("Settings", (), {"half_spectrum": True})
+
+    result = RecordingResult([])
+    boxes = _prompt_boxes(table, _Segmenter, read_back, sr, n_frames, 1, result)
+    assert result.warnings == [] and len(boxes) == 2
+    for box, selection in zip(boxes, found, strict=True):
+        x0, x1, k0, k1 = box.extent
+        # The box spans the region's frames and bins (with the rounding of whole pixels).
+        region = np.flatnonzero(half_mask[:, x0:x1].any(axis=1))
+        assert k0 <= region[0] and region[-1] <= k1 and k1 - k0 <= region[-1] - region[0] + 2
+        columns = np.flatnonzero(half_mask[k0 : k1 + 1].any(axis=0))
+        assert x0 <= columns[0] and columns[-1] < x1 <= columns[-1] + 4
+        seconds = (selection.begin_s, selection.end_s)
+        hertz = (selection.low_hz, selection.high_hz)
+        expected = bsd.band_box(seconds, hertz, sr, n_frames, True)
+        np.testing.assert_allclose(box.pixels, expected)
+
+
+def test_selections_prompt_each_recording_and_nothing_passes_outside_them(
+    tiny_checkpoint, tmp_path
+):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    _recording(folder / "one.wav", 12.0, seed=5)
+    _recording(folder / "two.wav", 12.0, seed=6, channels=2)
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    two_calls = [Selection(1.0, 3.0, 1000.0, 2500.0), Selection(6.0, 7.0, 500.0, 3000.0)]
+    write_selection_table(tables / "one.Table.1.selections.txt", two_calls)
+    write_selection_table(tables / "two.selections.txt", [Selection(2.0, 4.0, 1000, 3000, 2)])
+    out = tmp_path / "out"
+    assert _infer("-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                  "--selections", str(tables)) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == 0 and summary["prompt"] == "selections"
+    mask = read_mask_png(out / "masks" / "one.png")
+    inside = bsd.band_region((1.0, 3.0), (1000.0, 2500.0), SR, mask.shape[1])
+    inside |= bsd.band_region((6.0, 7.0), (500.0, 3000.0), SR, mask.shape[1])
+    assert mask[inside].any() and not mask[~inside].any()
+    assert not read_mask_png(out / "masks" / "two_left.png").any()  # channel 2 only
+    assert read_mask_png(out / "masks" / "two_right.png").any()
+    for selection in read_selection_table(out / "selections" / "one.selections.txt"):
+        assert 1.0 - 0.02 <= selection.begin_s and selection.end_s <= 7.0 + 0.02
+
+
+def _folder_of_recordings(folder: Path, seconds: list[float]) -> Path:
+    folder.mkdir()
+    for i, length in enumerate(seconds):
+        _recording(folder / f"rec{i:02d}.wav", length, seed=10 + i, channels=1 + i % 2)
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wav")
+    return folder
+
+
+def test_a_run_killed_with_sigkill_loses_nothing_and_resumes(tiny_checkpoint, tmp_path):
+    folder = _folder_of_recordings(tmp_path / "recordings", [20.0] * 8)
+    reference = tmp_path / "reference"
+    assert _infer("-i", str(folder), "-o", str(reference), "-checkpoint", str(tiny_checkpoint)) == 0
+    out = tmp_path / "out"
+    command = [sys.executable, "budsam_infer.py", "-i", str(folder), "-o", str(out), "-checkpoint",
+               str(tiny_checkpoint), "--device", "cpu", "--threads", "1"]  # fmt: skip
+    run = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list((out / "records").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    done = sorted(p.stem for p in (out / "records").glob("*.json"))
+    assert 3 <= len(done) < 9, "the kill should land mid-run"
+    assert not (out / "summary.json").exists()
+    for name in done:  # whatever has a record is whole
+        if name != "broken":
+            assert sf.info(str(out / "denoised" / f"{name}.wav")).frames == 20 * SR
+    # Only whole files or temporaries (dot-names) are left.
+    for path in (out / "denoised").iterdir():
+        assert path.name.startswith(".") or sf.info(str(path)).frames == 20 * SR
+    assert _infer("-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint)) == 2
+    assert _infer("-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                  "--resume") == 0  # fmt: skip
+    assert not list(out.rglob(".*.tmp*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"] == 9 and summary["skipped"] == 1 and summary["resumed"]
+    assert _rows(out) == _rows(reference)
+    for path in (reference / "denoised").iterdir():
+        np.testing.assert_array_equal(sf.read(out / "denoised" / path.name)[0], sf.read(path)[0])
+    assert (
+        _infer(
+            "-i",
+            str(folder),
+            "-o",
+            str(out),
+            "-checkpoint",
+            str(tiny_checkpoint),
+            "--resume",
+            "--threshold",
+            "0.6",
+        )
+        == 2
+    )  # another run's settings
+
+
+def test_shards_are_balanced_by_duration_and_cover_every_file_once():
+    weights = [10.0, 1.0, 1.0, 1.0, 9.0, 2.0, 0.0]
+    shares = [shard_by_weight(weights, rank, 2) for rank in range(2)]
+    assert sorted(shares[0] + shares[1]) == list(range(len(weights)))
+    loads = [sum(weights[i] for i in share) for share in shares]
+    assert abs(loads[0] - loads[1]) <= 1.0
+    assert shard_by_weight(weights, 0, 1) == list(range(len(weights)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_give_what_one_gives(tiny_checkpoint, tmp_path):
+    folder = _folder_of_recordings(tmp_path / "recordings", [30.0, 4.0, 5.0, 6.0, 25.0])
+    single = tmp_path / "single"
+    assert _infer("-i", str(folder), "-o", str(single), "-checkpoint", str(tiny_checkpoint)) == 0
+    out = tmp_path / "sharded"
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "budsam_infer.py",
+                "-i",
+                str(folder),
+                "-o",
+                str(out),
+                "-checkpoint",
+                str(tiny_checkpoint),
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--world_size",
+                "2",
+                "--node_rank",
+                str(rank),
+                "--init_method",
+                init,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    logs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], logs
+    assert "2 processes" in logs[0] and "results in" in logs[0] and "results in" not in logs[1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["files"] == 6 and summary["skipped"] == 1
+    assert _rows(out) == _rows(single)
+    assert sorted(p.name for p in (out / "denoised").iterdir()) == sorted(
+        p.name for p in (single / "denoised").iterdir()
+    )
+    for path in (single / "denoised").iterdir():
+        np.testing.assert_array_equal(sf.read(out / "denoised" / path.name)[0], sf.read(path)[0])
+    # Each rank did its share: the records were written by both processes' files.
+    assert len(list((out / "records").glob("*.json"))) == 6
