@@ -76,13 +76,16 @@ class Rendering:
         if self.kind == "binary":
             base = (probabilities >= self.threshold).astype(np.float32)
         else:
-            base = np.clip(probabilities, 0.0, 1.0).astype(np.float32)
+            base = np.clip(probabilities, 0.0, 1.0, dtype=np.float32)
         bins, frames = self.margin_size(sr)
         if bins or frames:  # grey dilation: each bin gets the largest gain within the margin
             kernel = np.ones((2 * bins + 1, 2 * frames + 1), np.uint8)
-            base = cv2.dilate(base, kernel, borderType=cv2.BORDER_REPLICATE)
-        floor = 0.0 if self.floor_db == -math.inf else 10.0 ** (self.floor_db / 20.0)
-        return floor + (1.0 - floor) * base if floor else base
+            base = cv2.dilate(base, kernel, dst=base, borderType=cv2.BORDER_REPLICATE)
+        if self.floor_db != -math.inf:
+            floor = np.float32(10.0 ** (self.floor_db / 20.0))
+            base *= 1.0 - floor
+            base += floor
+        return base
 
 
 BSD_RENDERING = Rendering()  # the data set's binary mask

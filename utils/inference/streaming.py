@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from utils.audio import bsd
-from utils.audio.conventions import HOP_LENGTH, N_FFT, num_frames
+from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_BINS, N_FFT, num_frames
 from utils.audio.io import audio_writer
 from utils.audio.kernel import istft_planes
 from utils.audio.stream import (
@@ -45,7 +45,7 @@ from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import Segmenter
 from utils.scoring.reports import recording_row
 
-DEFAULT_CHUNK_SECONDS = 30.0
+DEFAULT_CHUNK_SECONDS = 10.0
 DEFAULT_PNG_MAX_SECONDS = 60.0
 PNG_MAX_FRAMES = 1 << 18  # a mask PNG is held whole: 256 MiB at most (5.8 min at 48 kHz)
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
@@ -202,8 +202,8 @@ class _StreamedRun:
         self.margin = segmenter.rendering.margin_size(sr)[1]
         self.first = 0  # frames first ... held - 1 are held
         self.held = 0
-        self.planes = [np.zeros((2, 0, N_FFT // 2 + 1), np.float32) for _ in range(channels)]
-        self.images = [np.zeros((N_FFT // 2 + 1, 0), np.uint8) for _ in range(channels)]
+        self.planes = [np.zeros((2, 0, N_BINS), np.float32) for _ in range(channels)]
+        self.images = [np.zeros((N_BINS, 0), np.uint8) for _ in range(channels)]
         weight_rows = 1 if boxes is None else self.size
         self.sums = np.zeros((channels, self.size, 0), np.float32)
         self.weights = np.zeros((channels, weight_rows, 0), np.float32)
@@ -216,7 +216,7 @@ class _StreamedRun:
         starts = overlapping_tile_starts(self.n_frames, self.tile_width, self.segmenter.overlap)
         if self.boxes is None:
             return [(s, c, -1) for s in starts for c in range(self.channels)]
-        shape = (N_FFT // 2 + 1 if self.half else N_FFT, self.tile_width)
+        shape = (N_BINS if self.half else N_FFT, self.tile_width)
         return [
             (s, box.channel, b)
             for s in starts
@@ -295,32 +295,33 @@ class _StreamedRun:
         s1 = self.n_samples if stop_hop > self.n_frames else stop_hop * HOP_LENGTH
         raw = self.stream.samples(s0, s1)
         out = np.zeros_like(raw)
-        rows = N_FFT // 2 + 1 if self.half else N_FFT
+        rows = N_BINS if self.half else N_FFT
         for c in range(self.channels):
             at = slice(f0 - self.first, f1 - self.first)
             weight = self.weights[c][:, at]
             blended = np.divide(self.sums[c][:, at], weight, out=np.zeros_like(self.sums[c][:, at]),
                                 where=weight > 0)  # fmt: skip
+            # Bins 0 ... 512 for a half-spectrum model (the other half mirrors them), else all.
             probability = cv2.resize(blended, (f1 - f0, rows), interpolation=cv2.INTER_LINEAR)
-            probability = bsd.two_sided(probability) if self.half else probability
             gate = self._gate(c, f0, f1)
             if gate is not None:
                 probability[~gate] = 0.0
             gains = self.segmenter.rendering.gains(probability, self.sr)
             if gate is not None:
                 gains *= gate
-            weights = bsd.kept_bin_counts(gains[:, g0 - f0 : g1 - f0])
+            gains = gains[:, g0 - f0 : g1 - f0]
+            weights = 2.0 * cv2.transpose(gains) if self.half else bsd.kept_bin_counts(gains)
             signal = 0.5 * istft_planes(self.planes[c][:, g0 - self.first : g1 - self.first],
                                         weights=weights)  # fmt: skip
             hops = signal[(first_hop - g0) * HOP_LENGTH :][: s1 - s0]
             out[c, : len(hops)] = hops
             kept = slice(first_hop - f0, min(stop_hop, self.n_frames) - f0)
-            mask = probability[:, kept] >= self.segmenter.threshold
+            half = probability[:, kept] if self.half else probability[CENTER_ROW:, kept]
+            mask = half >= self.segmenter.threshold
             if mask.shape[1]:
-                half = slice(N_FFT // 2 - 1, None)
-                self.trackers[c].add(first_hop, mask[half], probability[half, kept])
+                self.trackers[c].add(first_hop, mask, half)
                 if self.keep_png:
-                    self.png_masks[c].append(mask)
+                    self.png_masks[c].append(bsd.two_sided(mask))
                     image = self.images[c][:, first_hop - self.first : stop_hop - self.first]
                     self.png_images[c].append(bsd.two_sided(image))
             self.energies[c][0] += float(np.sum(np.square(raw[c], dtype=np.float64)))
@@ -331,16 +332,17 @@ class _StreamedRun:
         return stop_hop
 
     def _gate(self, channel: int, f0: int, f1: int) -> np.ndarray | None:
-        """Bool ``(1024, f1 - f0)``: the pixels of frames ``f0 ... f1 - 1`` inside a box
+        """Bool, the rows of the probabilities (bins 0 ... 512 for a half-spectrum model,
+        else the two-sided 1,024) by frames ``f0 ... f1 - 1``: the pixels inside a box
         prompt of the channel (None for the whole-spectrogram prompt)."""
         if self.boxes is None:
             return None
-        half = np.zeros((N_FFT // 2 + 1, f1 - f0), dtype=bool)
+        half = np.zeros((N_BINS, f1 - f0), dtype=bool)
         for box in self.boxes:
             x0, x1, k0, k1 = box.extent
             if box.channel == channel and x0 < f1 and x1 > f0:
                 half[k0 : k1 + 1, max(x0, f0) - f0 : min(x1, f1) - f0] = True
-        return bsd.two_sided(half)
+        return half if self.half else bsd.two_sided(half)
 
     def _release(self, before_frame: int) -> None:
         """Forget the frames before ``before_frame`` (and their samples)."""
