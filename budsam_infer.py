@@ -52,6 +52,7 @@ from utils.inference.folder_run import FolderOptions, denoise_all, prepare_outpu
 from utils.inference.segmenter import (
     DEFAULT_OVERLAP,
     RECORDING_RENDERING,
+    RECORDING_SKIP_CONTRAST,
     RECORDING_TILE_WIDTH,
     BandPrompt,
     Segmenter,
@@ -130,6 +131,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "ones get their selection table only (0: never)")  # fmt: skip
     p.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                    help="recordings are rendered and written this much at a time")  # fmt: skip
+    p.add_argument("--skip_contrast", type=float, default=RECORDING_SKIP_CONTRAST,
+                   help="recordings: tiles where nothing stands out more than this above the "
+                   "background are not run through the model (0: run every tile)")  # fmt: skip
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same -o: files done are kept, "
                    "the others done again")  # fmt: skip
@@ -200,7 +204,8 @@ RANK_WAIT_SECONDS = 7 * 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
                 "render", "floor_db", "margin_hz", "margin_ms", "tile_width", "overlap",
-                "threshold", "amp", "seed", "save_overlays", "png_max_seconds")  # fmt: skip
+                "threshold", "amp", "seed", "save_overlays", "png_max_seconds",
+                "skip_contrast")  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace) -> dict:
@@ -257,6 +262,7 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         overlap=args.overlap, threshold=args.threshold, batch_size=args.batch_size,
         device=ctx.device, amp=args.amp, seed=args.seed,
         rendering=choose_rendering(args, is_recordings and args.prompt != "gt_box"),
+        skip_contrast=args.skip_contrast if is_recordings else 0.0,
     )  # fmt: skip
     ctx.log(f"{found.root}: {found.layout}, {len(found.sources)} files; model "
             f"{settings.model_type} (loaded in {load_seconds:.1f} s); prompt "

@@ -39,6 +39,7 @@ def predict_probabilities(
     amp: str = "none",
     batch_size: int = 8,
     reference_preprocess: bool = False,
+    skip_contrast: float = 0.0,
 ) -> list[np.ndarray]:
     """Clean-sound probability maps, one ``(H, W)`` float32 array per ``(H, W)`` image.
 
@@ -56,7 +57,8 @@ def predict_probabilities(
     box whatever the batch size or the files it is grouped with; with ``boxes`` (one
     ``[x0, y0, x1, y1]`` in full-image pixels per image) that box, and the map is zero
     outside it (a tile it misses is not run). With ``half_spectrum`` the model sees
-    bins 0 ... 512 only and its map is mirrored.
+    bins 0 ... 512 only and its map is mirrored. A tile whose :func:`tile_contrast` is
+    below ``skip_contrast`` is not run either: nothing in it stands out to be bird sound.
     """
     if truth_masks is not None and boxes is not None:
         raise ValueError("give ground-truth masks or boxes as prompts, not both")
@@ -92,7 +94,7 @@ def predict_probabilities(
             ]
         else:
             prompts = [full_box(size, size)] * len(chunk)
-        maps = tile_maps(model, crops, prompts, device, amp, reference_preprocess)
+        maps = tile_maps(model, crops, prompts, device, amp, reference_preprocess, skip_contrast)
         for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
             width = min(crop.shape[1], images[i].shape[1] - start)  # without the padding
             blend_tile(sums[i], weights[i], prob, start, crop.shape[1], width)
@@ -120,16 +122,22 @@ def tile_maps(
     device: torch.device | None = None,
     amp: str = "none",
     reference_preprocess: bool = False,
+    skip_contrast: float = 0.0,
 ) -> np.ndarray:
     """The model's clean-sound probabilities ``(n, S, S)`` float32 for ``n`` uint8 image
     crops, one box prompt ``[x0, y0, x1, y1]`` (model input pixels) each; a crop whose
-    prompt is None is not run and gets zeros."""
+    prompt is None is not run and gets zeros, and so does one whose :func:`tile_contrast`
+    is below ``skip_contrast`` (0: none)."""
     size = model.img_size
     device = device or torch.device("cpu")
     run = [k for k, prompt in enumerate(prompts) if prompt is not None]
     maps = np.zeros((len(crops), size, size), np.float32)
+    inputs = [preprocess_image(crops[k], size, reference_preprocess) for k in run]
+    if skip_contrast > 0:
+        loud = [i for i, x in enumerate(inputs) if tile_contrast(x[0]) >= skip_contrast]
+        run, inputs = [run[i] for i in loud], [inputs[i] for i in loud]
     if run:
-        inputs = np.stack([preprocess_image(crops[k], size, reference_preprocess) for k in run])
+        inputs = np.stack(inputs)
         with autocast(device, amp):
             logits = model(
                 torch.from_numpy(inputs).to(device),
@@ -137,6 +145,16 @@ def tile_maps(
             )
         maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     return maps
+
+
+def tile_contrast(model_input: np.ndarray) -> float:
+    """How far anything in a model input ``(S, S)`` (values in [0, 1]) stands out of its
+    rows' background: the largest mean, over 9 x 9 pixels, of each pixel's excess over its
+    row's median (the two lowest rows, near 0 Hz, left out). A tile of noise alone scores
+    near 0; see ``bench/bench_tile_skip.py`` for the threshold."""
+    excess = model_input - np.median(model_input, axis=1, keepdims=True)
+    excess[:2] = 0.0
+    return float(cv2.blur(excess, (9, 9)).max())
 
 
 def blend_tile(

@@ -38,6 +38,10 @@ DEFAULT_OVERLAP = 0.25
 # the renderings whose SI-SDR improvement is at least noisereduce's, the one BirdNET
 # recognises best.
 RECORDING_RENDERING = Rendering("soft", floor_db=-20.0, margin_hz=200.0, margin_ms=30.0)
+# Tiles of level-normalised recordings whose contrast is below this are not run: the highest
+# threshold that skipped no tile the quick-start model finds anything in, on the synthetic
+# validation split and the *_train mixtures (``python -m bench.bench_tile_skip``).
+RECORDING_SKIP_CONTRAST = 0.06
 
 
 def positive_int(text: str) -> int:
@@ -127,6 +131,9 @@ class Segmenter:
         threshold: probability above which a pixel is clean sound.
         rendering: how :meth:`render` turns a view's probabilities into audio (its
             threshold is set to ``threshold``).
+        skip_contrast: with the ``full`` prompt, tiles whose
+            :func:`utils.inference.predict.tile_contrast` is below it are not run (their
+            probabilities are 0); 0 runs every tile.
     """
 
     def __init__(
@@ -145,6 +152,7 @@ class Segmenter:
         amp: str = "none",
         seed: int = 0,
         rendering: Rendering = BSD_RENDERING,
+        skip_contrast: float = 0.0,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
@@ -156,6 +164,7 @@ class Segmenter:
         self.overlap, self.threshold = overlap, threshold
         self.batch_size, self.device, self.amp, self.seed = batch_size, device, amp, seed
         self.rendering = dataclasses.replace(rendering, threshold=threshold)
+        self.skip_contrast = skip_contrast if prompt == "full" else 0.0
 
     def cannot_segment(self, view: View) -> str | None:
         """Why this prompt cannot be used on ``view``, or None when it can."""
@@ -222,6 +231,7 @@ class Segmenter:
             amp=self.amp,
             batch_size=self.batch_size,
             reference_preprocess=self.settings.reference_preprocess,
+            skip_contrast=self.skip_contrast,
         )
         if regions is not None:
             for probability, region in zip(probabilities, regions, strict=True):

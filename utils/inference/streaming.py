@@ -276,7 +276,8 @@ class _StreamedRun:
                                         self.size))  # fmt: skip
         segmenter = self.segmenter
         maps = tile_maps(segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
-                         segmenter.settings.reference_preprocess)  # fmt: skip
+                         segmenter.settings.reference_preprocess,
+                         0.0 if self.boxes else segmenter.skip_contrast)  # fmt: skip
         for (start, c, b), prompt, tile_map in zip(chunk, prompts, maps, strict=True):
             width = min(tw, self.n_frames - start)
             region = None if b < 0 else _prompt_region(prompt, self.size, tw, width)
