@@ -1,5 +1,6 @@
 """Benchmark for a GPU: training step time and peak memory, decoder-only on cached
-embeddings and encoder + decoder, at several batch sizes; encoder images per second.
+embeddings and encoder + decoder, at several batch sizes; encoder images per second;
+inference throughput on a long recording, in seconds of audio per second.
 
     python -m bench.bench_gpu                     # on a CUDA machine: vit_b, bf16, batch 2 and 8
     python -m bench.bench_gpu --device cpu --model_type vit_tiny --amp none \\
@@ -14,6 +15,12 @@ the device, as they come out of the cache; reading them from disk is timed by
 Peak memory is ``torch.cuda.max_memory_allocated`` for each configuration on a GPU,
 the process's peak resident memory on the CPU (which only grows).
 
+Inference runs ``budsam_infer.py``'s streaming path (:func:`denoise_recording`: reading,
+STFT, the model on 1,024-frame half-spectrum tiles as the quick-start preset, rendering,
+writing) on ``--inference_seconds`` of 48 kHz noise, ``--encoder_batch`` tiles per model
+call; every tile is run (no quiet-tile skipping), so the figure does not depend on
+the content.
+
 ``--engine`` also times whole epochs as training runs them: ``train_one_epoch`` (one
 host sync per optimizer step) over a DataLoader of CPU items in pinned memory, copied
 without blocking, the decoder-only items carrying their embeddings as the cache's
@@ -24,7 +31,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
+import time
+from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
@@ -33,6 +45,9 @@ from bench.timing import machine, peak_memory_mb, spread, time_repeats
 from utils.common.amp import autocast
 from utils.common.distributed import DistContext
 from utils.data.dataset import collate_skipping_none
+from utils.data.inputs import RECORDING, LoadOptions, Source
+from utils.inference.segmenter import RECORDING_RENDERING, ModelSettings, Segmenter
+from utils.inference.streaming import denoise_recording
 from utils.model.budsam import BudSAM
 from utils.model.sam import input_size
 from utils.train.checkpointer import TrainState
@@ -53,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--encoder_batch", type=int, default=8)
     parser.add_argument("--engine", action="store_true", help="also time train_one_epoch")
+    parser.add_argument("--inference_seconds", type=float, default=300.0,
+                        help="seconds of the recording inference is timed on")  # fmt: skip
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is visible here (--device cpu runs "
@@ -175,6 +192,33 @@ def encoder_images_per_second(args: argparse.Namespace, device: torch.device) ->
     return [args.steps * args.encoder_batch / s for s in seconds]
 
 
+@torch.no_grad()
+def inference_audio_per_second(args: argparse.Namespace, device: torch.device) -> list[float]:
+    """Seconds of audio per second through the streaming inference path, per repeat."""
+    sr, tile_width = 48000, 1024
+    model = make_model(args.model_type, DECODER_ONLY).eval().to(device)
+    settings = ModelSettings(args.model_type, tile_width=tile_width, half_spectrum=True,
+                             sample_rate=sr)  # fmt: skip
+    segmenter = Segmenter(model, settings, device=device, amp=args.amp, overlap=0.25,
+                          batch_size=args.encoder_batch, rendering=RECORDING_RENDERING)  # fmt: skip
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "noise.wav"
+        noise = np.random.default_rng(0).standard_normal(int(args.inference_seconds * sr))
+        sf.write(path, 0.05 * noise, sr, subtype="PCM_16")
+        for repeat in range(args.repeats + 1):  # the first is a warm-up
+            out = Path(tmp) / f"out{repeat}"
+            (out / "denoised").mkdir(parents=True)
+            start = time.perf_counter()
+            denoise_recording(Source("noise", RECORDING, path), segmenter, out,
+                              LoadOptions(sr, True), chunk_frames=sr * 10 // 64,
+                              png_max_seconds=0.0)  # fmt: skip
+            synchronize(device)
+            if repeat:
+                rates.append(args.inference_seconds / (time.perf_counter() - start))
+    return rates
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run every configuration, print a table and return the figures."""
     args = parse_args(argv)
@@ -194,7 +238,11 @@ def main(argv: list[str] | None = None) -> dict:
               f"peak memory {row['peak_mib']:.0f} MiB")  # fmt: skip
     encoder = encoder_images_per_second(args, device)
     print(f"image encoder, batch {args.encoder_batch}: {spread(encoder, 2)} images/s")
-    figures = {"training": rows, "encoder_images_per_s": encoder}
+    inference = inference_audio_per_second(args, device)
+    print(f"inference (streamed recording, batch {args.encoder_batch}): {spread(inference, 1)} "
+          "s of audio per s")  # fmt: skip
+    figures = {"training": rows, "encoder_images_per_s": encoder,
+               "inference_audio_per_s": inference}  # fmt: skip
     if args.engine:
         tf32_settings = (False, True) if args.amp == "none" else (False,)
         figures["engine"] = [

@@ -20,4 +20,8 @@ for parts in image_encoder,mask_decoder mask_decoder; do
       > "$out/train_${parts/,/_}.log" 2>&1
   echo "training $parts: exit $?"; tail -n 6 "$out/train_${parts/,/_}.log"
 done
+timeout 300 python3 -m torch.distributed.run --nproc_per_node 1 budsam_infer.py -i "$data/test/Raw_audios" \
+    -o /tmp/budsam_gpu_infer -checkpoint /tmp/random_vit_b.pth -model_type vit_b --amp bf16 \
+    > "$out/infer.log" 2>&1
+echo "inference under torchrun: exit $?"; tail -n 3 "$out/infer.log"
 timeout 240 python3 -m bench.bench_gpu --engine 2>&1 | tee "$out/bench_gpu.log"

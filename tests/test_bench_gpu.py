@@ -12,7 +12,7 @@ from bench.bench_gpu import DECODER_ONLY, ENCODER_AND_DECODER, main
 def test_gpu_bench_times_every_configuration(amp, capsys):
     figures = main(["--device", "cpu", "--model_type", "vit_tiny", "--amp", amp,
                     "--batch_sizes", "1", "2", "--steps", "1", "--repeats", "2",
-                    "--encoder_batch", "2"])  # fmt: skip
+                    "--encoder_batch", "2", "--inference_seconds", "3"])  # fmt: skip
     configs = [(row["parts"], row["batch"]) for row in figures["training"]]
     assert configs == [(DECODER_ONLY, 1), (DECODER_ONLY, 2),
                        (ENCODER_AND_DECODER, 1), (ENCODER_AND_DECODER, 2)]  # fmt: skip
@@ -26,6 +26,9 @@ def test_gpu_bench_times_every_configuration(amp, capsys):
     printed = capsys.readouterr().out
     assert "decoder only, cached, batch 2" in printed and "encoder + decoder, batch 1" in printed
     assert f"amp {amp}" in printed and "images/s" in printed
+    assert len(figures["inference_audio_per_s"]) == 2
+    assert all(rate > 0 for rate in figures["inference_audio_per_s"])
+    assert "s of audio per s" in printed
 
 
 def test_gpu_bench_says_when_there_is_no_gpu(capsys):
@@ -40,7 +43,7 @@ def test_gpu_bench_says_when_there_is_no_gpu(capsys):
 def test_gpu_bench_times_whole_epochs_of_the_engine(capsys):
     figures = main(["--device", "cpu", "--model_type", "vit_tiny", "--amp", "none",
                     "--batch_sizes", "2", "--steps", "2", "--repeats", "1",
-                    "--encoder_batch", "1", "--engine"])  # fmt: skip
+                    "--encoder_batch", "1", "--engine", "--inference_seconds", "2"])  # fmt: skip
     engine = figures["engine"]
     assert [(row["parts"], row["tf32"]) for row in engine] == [
         (DECODER_ONLY, False), (DECODER_ONLY, True),

@@ -59,6 +59,11 @@ def _infer(*argv: str) -> int:
     return infer.main([*argv, "--device", "cpu", "--threads", "1"])
 
 
+def _command(*argv: str) -> list[str]:
+    """``budsam_infer.py`` with ``argv`` as a separate process."""
+    return [sys.executable, "budsam_infer.py", *argv, "--device", "cpu", "--threads", "1"]
+
+
 def _rows(out: Path) -> list[dict]:
     with open(out / "metrics.csv") as handle:
         return list(csv.DictReader(handle))
@@ -217,8 +222,7 @@ def test_a_run_killed_with_sigkill_loses_nothing_and_resumes(tiny_checkpoint, tm
     reference = tmp_path / "reference"
     assert _infer("-i", str(folder), "-o", str(reference), "-checkpoint", str(tiny_checkpoint)) == 0
     out = tmp_path / "out"
-    command = [sys.executable, "budsam_infer.py", "-i", str(folder), "-o", str(out), "-checkpoint",
-               str(tiny_checkpoint), "--device", "cpu", "--threads", "1"]  # fmt: skip
+    command = _command("-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint))
     run = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -244,20 +248,8 @@ def test_a_run_killed_with_sigkill_loses_nothing_and_resumes(tiny_checkpoint, tm
     assert _rows(out) == _rows(reference)
     for path in (reference / "denoised").iterdir():
         np.testing.assert_array_equal(sf.read(out / "denoised" / path.name)[0], sf.read(path)[0])
-    assert (
-        _infer(
-            "-i",
-            str(folder),
-            "-o",
-            str(out),
-            "-checkpoint",
-            str(tiny_checkpoint),
-            "--resume",
-            "--threshold",
-            "0.6",
-        )
-        == 2
-    )  # another run's settings
+    another_run = ["-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint)]
+    assert _infer(*another_run, "--resume", "--threshold", "0.6") == 2  # other settings
 
 
 def test_shards_are_balanced_by_duration_and_cover_every_file_once():
@@ -282,28 +274,11 @@ def test_two_gloo_processes_give_what_one_gives(tiny_checkpoint, tmp_path):
     out = tmp_path / "sharded"
     init = f"tcp://127.0.0.1:{_free_port()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    shared = ["-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+              "--world_size", "2", "--init_method", init]  # fmt: skip
     runs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "budsam_infer.py",
-                "-i",
-                str(folder),
-                "-o",
-                str(out),
-                "-checkpoint",
-                str(tiny_checkpoint),
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-                "--world_size",
-                "2",
-                "--node_rank",
-                str(rank),
-                "--init_method",
-                init,
-            ],
+            _command(*shared, "--node_rank", str(rank)),
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,

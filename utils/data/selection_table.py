@@ -248,15 +248,7 @@ def _parse_row(fields: list[str], columns: dict[str, int]) -> tuple[int | None, 
     low = _number(_LOW, cell(_LOW)) if cell(_LOW) else 0.0
     high = _number(_HIGH, cell(_HIGH)) if cell(_HIGH) else math.inf
     score = _number(SCORE_COLUMN, cell(SCORE_COLUMN)) if cell(SCORE_COLUMN) else None
-    sel = Selection(
-        begin_s=begin,
-        end_s=end,
-        low_hz=low,
-        high_hz=high,
-        channel=channel,
-        score=score,
-        begin_file=cell(BEGIN_FILE_COLUMN) or None,
-    )
+    sel = Selection(begin, end, low, high, channel, score, cell(BEGIN_FILE_COLUMN) or None)
     # A missing band is the whole band: the only place inf is allowed.
     problem = _selection_problem(sel, allow_inf_high=not cell(_HIGH))
     if problem is not None:
