@@ -14,7 +14,7 @@ from utils.data.tiling import (
     tile_starts,
     tile_weights,
 )
-from utils.inference.predict import predict_probabilities
+from utils.inference.predict import predict_probabilities, tile_contrast
 from utils.model.budsam import BudSAM
 from utils.model.sam import build_sam
 
@@ -143,3 +143,19 @@ def test_a_clip_narrower_than_a_tile_is_padded_not_stretched():
         model, [context], [context_truth], tile_width=800, names=["a"]
     )
     np.testing.assert_allclose(short, padded[:, :300], atol=1e-5)
+
+
+def test_quiet_tiles_skip_the_model_and_loud_ones_do_not():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(40, 6, (1024, 512)).clip(0, 255).astype(np.uint8)
+    loud = noise.copy()
+    loud[600:606, 300:400] = 220  # a call: a line far above its rows' background
+    assert tile_contrast(preprocess_image(noise[511:], 256)[0]) < 0.02
+    assert tile_contrast(preprocess_image(loud[511:], 256)[0]) > 0.1
+    image = np.concatenate([noise[:, :256], loud[:, 256:]], axis=1)  # a quiet, then a loud tile
+    model = _model()
+    options = dict(tile_width=256, overlap=0.0, half_spectrum=True)
+    (every,) = predict_probabilities(model, [image], **options)
+    (skipping,) = predict_probabilities(model, [image], skip_contrast=0.05, **options)
+    assert np.all(skipping[:, :256] == 0) and np.any(every[:, :256] > 0)
+    np.testing.assert_allclose(skipping[:, 256:], every[:, 256:], atol=1e-5)  # other batch
