@@ -119,9 +119,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--io_thread",
         action="store_true",
-        help="read and write files on a background thread while the model runs on the other "
-        "threads (faster where reading and writing cost about as much as the model: vit_tiny "
-        "on whole images; needs 2 or more threads)",
+        help="spectrogram images: read and write files on a background thread while the model "
+        "runs on the other threads (faster where reading and writing cost about as much as "
+        "the model: vit_tiny on whole images; needs 2 or more threads; recordings are "
+        "streamed on one)",
     )
     p.add_argument("--selections", default=None,
                    help="a Raven selection table, or a folder of them matched by recording "
