@@ -17,6 +17,7 @@ The mask of bird sound becomes Raven selections (:class:`RegionTracker`); mask P
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,9 +225,16 @@ class _StreamedRun:
             if tile_box(box.pixels, s, shape, self.half, self.size) is not None
         ]
 
-    def run(self, stream: FrameStream, write, chunk_frames: int, subtype: str):
-        """Segment, render and write the whole recording; returns each channel's
-        (raw energy, error energy) and how many samples were clipped."""
+    def run(
+        self,
+        stream: FrameStream,
+        write: Callable[[np.ndarray], None],
+        chunk_frames: int,
+        subtype: str,
+    ) -> tuple[list[list[float]], int]:
+        """Segment, render and ``write`` the whole recording (``(channels, n)`` blocks,
+        ``chunk_frames`` frames at a time); returns each channel's [raw energy, energy of
+        denoised minus raw] and how many samples reached 16-bit full scale."""
         self.stream, self.write, self.subtype = stream, write, subtype
         self.energies = [[0.0, 0.0] for _ in range(self.channels)]
         self.clipped = 0
