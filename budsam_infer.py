@@ -133,8 +133,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                    help="recordings are rendered and written this much at a time")  # fmt: skip
     p.add_argument("--skip_contrast", type=float, default=RECORDING_SKIP_CONTRAST,
-                   help="recordings: tiles where nothing stands out more than this above the "
-                   "background are not run through the model (0: run every tile)")  # fmt: skip
+                   help="recordings at the normalised level: tiles where nothing stands out "
+                   "more than this above the background skip the model (0: none do)")  # fmt: skip
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same -o: files done are kept, "
                    "the others done again")  # fmt: skip
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # Ranks wait for each other only at the end, after their last file: allow for hours of
 # imbalance (one rank's last file may be a day-long recording).
-RANK_WAIT_SECONDS = 7 * 24 * 3600.0
+RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
                 "render", "floor_db", "margin_hz", "margin_ms", "tile_width", "overlap",
@@ -263,7 +263,7 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         overlap=args.overlap, threshold=args.threshold, batch_size=args.batch_size,
         device=ctx.device, amp=args.amp, seed=args.seed,
         rendering=choose_rendering(args, is_recordings and args.prompt != "gt_box"),
-        skip_contrast=args.skip_contrast if is_recordings else 0.0,
+        skip_contrast=args.skip_contrast if is_recordings and args.level != "bsd" else 0.0,
     )  # fmt: skip
     ctx.log(f"{found.root}: {found.layout}, {len(found.sources)} files; model "
             f"{settings.model_type} (loaded in {load_seconds:.1f} s); prompt "

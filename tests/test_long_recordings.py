@@ -19,16 +19,19 @@ import soundfile as sf
 
 import budsam_infer as infer
 from tests.conftest import REPO_ROOT
-from utils.audio import bsd
+from utils.audio import bsd, kernel
 from utils.audio.conventions import num_frames
+from utils.audio.level import level_gain
+from utils.audio.stream import scan_recording
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.distributed import shard_by_weight
 from utils.data.image_io import read_mask_png
 from utils.data.inputs import RECORDING, LoadOptions, Source, load_views
 from utils.data.selection_table import Selection, read_selection_table, write_selection_table
+from utils.inference import streaming
+from utils.inference.box_prompts import box_prompts
 from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import RECORDING_RENDERING, Segmenter, load_model
-from utils.inference.streaming import RecordingResult, _prompt_boxes
 from utils.model.sam import build_sam
 
 SR = 8000
@@ -162,13 +165,8 @@ def test_raven_table_round_trip_gives_back_the_boxes_that_made_it(tmp_path):
                           "Low Freq (Hz)", "High Freq (Hz)"]  # fmt: skip
     read_back = read_selection_table(table)
 
-    class _Segmenter:  # what _prompt_boxes reads of a segmenter
-        prompt, band = "full", None
-        settings = type("Settings", (), {"half_spectrum": True})
-
-    result = RecordingResult([])
-    boxes = _prompt_boxes(table, _Segmenter, read_back, sr, n_frames, 1, result)
-    assert result.warnings == [] and len(boxes) == 2
+    boxes, unused = box_prompts(table, read_back, sr, n_frames, 1, half_spectrum=True)
+    assert unused == [] and len(boxes) == 2
     for box, selection in zip(boxes, found, strict=True):
         x0, x1, k0, k1 = box.extent
         # The box spans the region's frames and bins (with the rounding of whole pixels).
@@ -300,3 +298,66 @@ def test_two_gloo_processes_give_what_one_gives(tiny_checkpoint, tmp_path):
         np.testing.assert_array_equal(sf.read(out / "denoised" / path.name)[0], sf.read(path)[0])
     # Each rank did its share: the records were written by both processes' files.
     assert len(list((out / "records").glob("*.json"))) == 6
+
+
+def test_the_level_scan_picks_the_frames_a_whole_recording_would(tmp_path):
+    """Past 60,000 frames only every s-th frame is measured: the stream picks the same."""
+    n = 64 * 130_000 + 77  # 130,000 frames: every 6th
+    t = np.arange(n)
+    y = (0.1 * np.sin(t / 3000.0) * np.random.default_rng(2).standard_normal(n)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", y, SR, subtype="FLOAT")
+    scan = scan_recording(tmp_path / "long.wav", SR, 1, n)
+    assert scan.samples == n
+    assert scan.gains[0] == level_gain(kernel.stft_planes(y), SR)
+
+
+def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_path, monkeypatch):
+    path = _recording(tmp_path / "ten_minutes.wav", 600.0, seed=7)
+    model, settings = load_model(str(tiny_checkpoint))
+    segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
+    (tmp_path / "out" / "denoised").mkdir(parents=True)
+    (tmp_path / "out" / "masks").mkdir()
+    far_apart = [Selection(1.0, 2.0, 1000.0, 3000.0), Selection(595.0, 597.0, 1000.0, 3000.0)]
+    chunk = 625  # 5 s
+    runs = []
+    original = streaming._StreamedRun
+
+    def keeping(*args, **kwargs):  # the run, to read how much it held
+        runs.append(original(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(streaming, "_StreamedRun", keeping)
+    result = streaming.denoise_recording(
+        Source("ten_minutes", RECORDING, path), segmenter, tmp_path / "out",
+        LoadOptions(None, True), chunk_frames=chunk, png_max_seconds=1000.0,
+        selections=far_apart,
+    )  # fmt: skip
+    n_frames = num_frames(600 * SR)
+    bound = chunk + segmenter.batch_size * settings.tile_width + 2 * 64
+    assert runs[0].most_frames_held <= bound < n_frames / 10
+    mask = read_mask_png(tmp_path / "out" / "masks" / "ten_minutes.png")
+    inside = bsd.band_region((1.0, 2.0), (1000.0, 3000.0), SR, n_frames)
+    inside |= bsd.band_region((595.0, 597.0), (1000.0, 3000.0), SR, n_frames)
+    assert mask[inside].any() and not mask[~inside].any()
+    assert [round(s.begin_s) for s in result.selections] == [1, 595]
+
+
+def test_a_full_spectrum_model_streams_the_masks_it_predicts(tmp_path):
+    """A model that sees both halves of the spectrum: its two-sided mask as predicted."""
+    checkpoint = tmp_path / "full.pth"
+    args = {"model_type": "vit_tiny", "tile_width": 512, "half_spectrum": False}
+    save_checkpoint({"model": build_sam("vit_tiny", seed=1).state_dict(), "args": args}, checkpoint)
+    path = _recording(tmp_path / "clip.wav", 30.0, seed=8)  # mono: the same batches
+    out = tmp_path / "out"
+    assert _infer("-i", str(path), "-o", str(out), "-checkpoint", str(checkpoint),
+                  "--chunk_seconds", "4", "--skip_contrast", "0") == 0  # fmt: skip
+    model, settings = load_model(str(checkpoint))
+    segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
+    views = load_views(Source("clip", RECORDING, path), LoadOptions(None, True))
+    for view, probability in zip(views, segmenter.probabilities(views), strict=True):
+        streamed = read_mask_png(out / "masks" / f"{view.name}.png")
+        # A random model's probabilities sit near 0.5, and the stream's STFT rounds apart
+        # from one whole-recording product: pixels may differ only next to the threshold.
+        differ = streamed != (probability >= 0.5)
+        assert np.all(np.abs(probability[differ] - 0.5) < 0.01) and np.mean(differ) < 1e-4
+        assert np.any(streamed[:511] != streamed[:512:-1][:511])  # not mirrored

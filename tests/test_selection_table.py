@@ -305,3 +305,17 @@ def test_selections_for_recording_without_begin_file_keeps_all(tmp_path: Path) -
 def test_selections_for_recording_missing_table_file_raises(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nowhere.txt"):
         selections_for_recording(tmp_path / "nowhere.txt", "XC1.wav")
+
+
+def test_a_table_over_several_files_gives_times_within_each_file(tmp_path):
+    table = tmp_path / "two_files.txt"
+    table.write_text(
+        "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\t"
+        "High Freq (Hz)\tBegin File\tFile Offset (s)\n"
+        "1\tSpectrogram 1\t1\t2.0\t3.5\t1000\t4000\ta.wav\t2.0\n"
+        "2\tSpectrogram 1\t1\t62.0\t62.5\t1500\t3000\tb.wav\t2.0\n"
+    )
+    (first,) = selections_for_recording(table, tmp_path / "a.wav")
+    (second,) = selections_for_recording(table, tmp_path / "b.wav")
+    assert (first.begin_s, first.end_s) == (2.0, 3.5)
+    assert (second.begin_s, second.end_s) == (2.0, 2.5)  # 62 s into the set, 2 s into b.wav

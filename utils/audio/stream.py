@@ -188,19 +188,23 @@ def scan_recording(path: str | Path, target_sr: int, channels: int, estimate: in
     stride = step * HOP_LENGTH
     picked: list[list[np.ndarray]] = [[] for _ in range(channels)]
     peaks = [0.0] * channels
-    carry = np.zeros((channels, 0), np.float32)  # samples from the next picked frame on
-    total = 0
+    carry = np.zeros((channels, 0), np.float32)  # the samples from sample `held` on
+    held = next_pick = total = 0  # next_pick: the first sample of the next picked frame
     for block in recording_blocks(path, target_sr):
         total += block.shape[1]
         for c in range(channels):
             peaks[c] = max(peaks[c], float(np.max(np.abs(block[c])))) if block.size else peaks[c]
         carry = np.concatenate([carry, block], axis=1)
-        count = max(0, (carry.shape[1] - WINDOW_LENGTH) // stride + 1)
+        end = held + carry.shape[1]
+        count = max(0, (end - WINDOW_LENGTH - next_pick) // stride + 1)
         if count:
+            offsets = next_pick - held + stride * np.arange(count)
             for c in range(channels):
                 windows = np.lib.stride_tricks.sliding_window_view(carry[c], WINDOW_LENGTH)
-                picked[c].append(windows[::stride][:count].copy())
-            carry = carry[:, count * stride :]
+                picked[c].append(windows[offsets])
+            next_pick += count * stride
+        drop = min(next_pick - held, carry.shape[1])
+        carry, held = carry[:, drop:], held + drop
     if total == 0:
         raise ValueError(f"{path}: audio holds no samples")
     if num_frames(total) == 0:

@@ -36,6 +36,7 @@ SCORE_COLUMN = "Score"
 TABLE_SUFFIX = ".selections.txt"
 
 BEGIN_FILE_COLUMN = "Begin File"
+FILE_OFFSET_COLUMN = "File Offset (s)"  # Raven's time within Begin File, in a multi-file table
 WRITTEN_VIEW = "Spectrogram 1"
 
 _SELECTION, _VIEW, _CHANNEL, _BEGIN, _END, _LOW, _HIGH = SELECTION_COLUMNS
@@ -113,7 +114,8 @@ def read_selection_table(path: str | Path) -> list[Selection]:
     tolerated, a file that is not UTF-8 is read as Latin-1, blank lines are skipped.
     ``Channel`` missing -> 1; ``Low Freq (Hz)``/``High Freq (Hz)`` missing -> the whole
     band (0 and ``math.inf``); an empty cell in one of these or in ``Begin File`` or
-    ``Score`` counts as missing.
+    ``Score`` counts as missing. Where a row has a ``File Offset (s)`` (Raven's time
+    within ``Begin File``, in a table over several files), the selection starts there.
 
     Raises ``ValueError`` with one line naming the file (and the line number for row
     problems) when the file is missing or unreadable, the header lacks ``Begin Time
@@ -245,6 +247,9 @@ def _parse_row(fields: list[str], columns: dict[str, int]) -> tuple[int | None, 
     channel = _integer(_CHANNEL, cell(_CHANNEL)) if cell(_CHANNEL) else 1
     begin = _number(_BEGIN, cell(_BEGIN))
     end = _number(_END, cell(_END))
+    if cell(FILE_OFFSET_COLUMN):  # a table over several files: time within Begin File
+        offset = _number(FILE_OFFSET_COLUMN, cell(FILE_OFFSET_COLUMN))
+        begin, end = offset, offset + (end - begin)
     low = _number(_LOW, cell(_LOW)) if cell(_LOW) else 0.0
     high = _number(_HIGH, cell(_HIGH)) if cell(_HIGH) else math.inf
     score = _number(SCORE_COLUMN, cell(SCORE_COLUMN)) if cell(SCORE_COLUMN) else None

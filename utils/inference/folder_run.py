@@ -146,8 +146,10 @@ def denoise_all(
     sources: list[Source], segmenter: Segmenter, out: Path, options: FolderOptions
 ) -> list[dict]:
     """Denoise ``sources`` into ``out`` and return their records, in order; a source that
-    has a record already (a resumed run) is not done again."""
-    done = {s.name: r for s in sources if (r := records.read_record(out, s.name)) is not None}
+    has a record already (a resumed run) is not done again, unless it was skipped."""
+    done = {
+        s.name: r for s in sources if (r := records.read_record(out, s.name)) and not r["skipped"]
+    }
     todo = [source for source in sources if source.name not in done]
     if len(done):
         print(f"resuming: {len(done)} files done before, {len(todo)} to do")
@@ -195,6 +197,8 @@ def denoise_one_recording(
     except MemoryError:
         record["skipped"].append(f"{source.path}: ran out of memory (lower --chunk_seconds or "
                                  "--png_max_seconds)")  # fmt: skip
+    except (RuntimeError, OSError) as err:  # a full disk, a device error: the others go on
+        record["skipped"].append(f"{source.path}: {type(err).__name__}: {err}")
     for reason in record["skipped"]:
         print(f"warning: skipped: {reason}", file=sys.stderr)
     for warning in record["warnings"]:

@@ -2,7 +2,7 @@
 selections of a Raven table (:mod:`utils.data.selection_table`).
 
 A frame holds bird sound when its mask keeps at least one bin above 0 Hz. Runs of such
-frames less than :data:`MERGE_GAP_SECONDS` apart form one region, kept when it lasts at
+frames at most :data:`MERGE_GAP_SECONDS` apart form one region, kept when it lasts at
 least :data:`MIN_SECONDS`. A region spans from its first frame's start to its last
 frame's end, and from the lowest to the highest kept bin (its edges, in Hz); its score
 is the mean probability of the pixels it keeps.

@@ -41,6 +41,7 @@ from utils.data.preprocess import full_box
 from utils.data.selection_table import Selection
 from utils.data.tiling import overlapping_tile_starts, tile_box
 from utils.data.visualize import overlay
+from utils.inference.box_prompts import BoxPrompt, box_gate, box_prompts
 from utils.inference.predict import blend_tile, tile_maps
 from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import Segmenter
@@ -48,7 +49,10 @@ from utils.scoring.reports import recording_row
 
 DEFAULT_CHUNK_SECONDS = 10.0
 DEFAULT_PNG_MAX_SECONDS = 60.0
-PNG_MAX_FRAMES = 1 << 18  # a mask PNG is held whole: 256 MiB at most (5.8 min at 48 kHz)
+# A recording's mask PNG is held whole, with its image for an overlay: at most 2^17 frames
+# (2.9 min at 48 kHz; 128 MiB each, and 384 MiB for the overlay).
+PNG_MAX_FRAMES = 1 << 17
+OVERLAY_BLOCK_FRAMES = 1 << 13  # overlays are drawn this many frames at a time
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 PCM16_FULL_SCALE = 32767.5 / 32768  # from here on a sample is clipped in a 16-bit WAV
 
@@ -61,16 +65,6 @@ class RecordingResult:
     rows: list[dict]
     warnings: list[str] = field(default_factory=list)
     selections: list[Selection] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Box:
-    """A box prompt on one channel: image pixels ``[x0, y0, x1, y1]`` and its
-    :func:`utils.audio.bsd.band_extent` ``(x0, x1, k0, k1)``."""
-
-    channel: int
-    pixels: np.ndarray
-    extent: tuple[int, int, int, int]
 
 
 def denoise_recording(
@@ -92,8 +86,8 @@ def denoise_recording(
     :func:`utils.data.inputs.load_views`.
 
     Raises:
-        ValueError: naming the file, when it cannot be read or prompted; nothing of its
-            outputs is left then.
+        ValueError: naming the file, when it cannot be read or prompted (the denoised
+            WAV is only renamed into place once whole).
     """
     if segmenter.prompt == "gt_box":
         raise ValueError(f"{source.path}: --prompt gt_box needs a ground-truth mask; a "
@@ -109,7 +103,14 @@ def denoise_recording(
             result.warnings.append(f"{source.path}: the audio of {name} is silent (all "
                                    "zeros); its audio scores are left empty")  # fmt: skip
     n_frames = num_frames(scan.samples)
-    boxes = _prompt_boxes(source.path, segmenter, selections, sr, n_frames, info.channels, result)
+    boxes = None
+    if selections is None and segmenter.prompt == "box":
+        band = segmenter.band
+        selections = [Selection(*band.seconds, *band.hertz, c + 1) for c in range(info.channels)]
+    if selections is not None:
+        boxes, unused = box_prompts(source.path, selections, sr, n_frames, info.channels,
+                                    segmenter.settings.half_spectrum)  # fmt: skip
+        result.warnings += unused
     gains = scan.gains if options.normalize_level else [1.0] * info.channels
     keep_png = scan.samples / sr <= png_max_seconds
     if keep_png and n_frames > PNG_MAX_FRAMES:
@@ -134,48 +135,15 @@ def denoise_recording(
             write_png(out / "masks" / f"{name}.png", mask)
             if overlays:
                 image = np.concatenate(run.png_images[c], axis=1)
-                rgb = np.round(overlay(image, mask) * 255).astype(np.uint8)
+                blocks = range(0, mask.shape[1], OVERLAY_BLOCK_FRAMES)
+                rgb = np.concatenate([
+                    np.round(overlay(image[:, b : b + OVERLAY_BLOCK_FRAMES],
+                                     mask[:, b : b + OVERLAY_BLOCK_FRAMES]) * 255).astype(np.uint8)
+                    for b in blocks
+                ], axis=1)  # fmt: skip
                 write_png(out / "overlays" / f"{name}.png", rgb)
     result.selections.sort(key=lambda s: (s.begin_s, s.channel))
     return result
-
-
-def _prompt_boxes(
-    path: Path,
-    segmenter: Segmenter,
-    selections: list[Selection] | None,
-    sr: int,
-    n_frames: int,
-    channels: int,
-    result: RecordingResult,
-) -> list[_Box] | None:
-    """The box prompts of a recording (None: the whole spectrogram)."""
-    if selections is None and segmenter.prompt != "box":
-        return None
-    if selections is None:
-        band = segmenter.band
-        wanted = [(c + 1, band.seconds, band.hertz) for c in range(channels)]
-    else:
-        wanted = [(s.channel, (s.begin_s, s.end_s), (s.low_hz, s.high_hz)) for s in selections]
-    half = segmenter.settings.half_spectrum
-    boxes, unused = [], []
-    for channel, seconds, hertz in wanted:
-        hertz = (hertz[0], min(hertz[1], sr / 2))
-        try:
-            if channel > channels:
-                raise ValueError(f"channel {channel}, but the recording has {channels}")
-            extent = bsd.band_extent(seconds, hertz, sr, n_frames)
-        except ValueError as err:
-            unused.append(
-                f"box {seconds[0]:g}-{seconds[1]:g} s, {hertz[0]:g}-{hertz[1]:g} Hz: {err}"
-            )
-            continue
-        pixels = bsd.band_box(seconds, hertz, sr, n_frames, half)
-        boxes.append(_Box(channel - 1, pixels, extent))
-    if not boxes:
-        raise ValueError(f"{path}: no box prompt fits the recording ({unused[0]})")
-    result.warnings += [f"{path}: not used, {reason}" for reason in unused]
-    return boxes
 
 
 class _StreamedRun:
@@ -190,7 +158,7 @@ class _StreamedRun:
         n_samples: int,
         channels: int,
         gains: list[float],
-        boxes: list[_Box] | None,
+        boxes: list[BoxPrompt] | None,
         keep_png: bool,
     ) -> None:
         self.segmenter, self.sr, self.n_frames, self.n_samples = segmenter, sr, n_frames, n_samples
@@ -203,6 +171,7 @@ class _StreamedRun:
         self.margin = segmenter.rendering.margin_size(sr)[1]
         self.first = 0  # frames first ... held - 1 are held
         self.held = 0
+        self.most_frames_held = 0  # what memory depends on
         self.planes = [np.zeros((2, 0, N_BINS), np.float32) for _ in range(channels)]
         self.images = [np.zeros((N_BINS, 0), np.uint8) for _ in range(channels)]
         weight_rows = 1 if boxes is None else self.size
@@ -238,19 +207,37 @@ class _StreamedRun:
         self.stream, self.write, self.subtype = stream, write, subtype
         self.energies = [[0.0, 0.0] for _ in range(self.channels)]
         self.clipped = 0
-        jobs, batch = self.jobs(), self.segmenter.batch_size
         rendered = 0  # hops written: 0 ... rendered - 1
-        for first_job in range(0, len(jobs), batch):
-            self._segment(jobs[first_job : first_job + batch])
-            upcoming = jobs[first_job + batch][0] if first_job + batch < len(jobs) else None
-            final = self.n_frames if upcoming is None else upcoming
-            while final - self.margin - rendered >= chunk_frames:
-                rendered = self._render(rendered, rendered + chunk_frames)
-                self._release(min(final, rendered - 1 - self.margin))
-        while rendered <= self.n_frames:
-            rendered = self._render(rendered, min(self.n_frames + 1, rendered + chunk_frames))
-            self._release(rendered - 1 - self.margin)
+        for batch in self.batches():
+            # Frames before this batch's first tile are final: render them a block at a time.
+            rendered = self._render_final(rendered, batch[0][0], chunk_frames)
+            self._segment(batch)
+        self._render_final(rendered, self.n_frames + 1 + self.margin, chunk_frames, last=True)
         return self.energies, self.clipped
+
+    def batches(self) -> list[list[tuple[int, int, int]]]:
+        """:meth:`jobs` in batches of ``batch_size``, cut short where a job starts more than
+        ``batch_size`` tiles after its batch's first (sparse box prompts), so a batch never
+        holds more than that many tiles' frames."""
+        size, reach = self.segmenter.batch_size, self.segmenter.batch_size * self.tile_width
+        batches: list[list[tuple[int, int, int]]] = []
+        for job in self.jobs():
+            if not batches or len(batches[-1]) == size or job[0] - batches[-1][0][0] > reach:
+                batches.append([])
+            batches[-1].append(job)
+        return batches
+
+    def _render_final(
+        self, rendered: int, final: int, chunk_frames: int, last: bool = False
+    ) -> int:
+        """Render, a block of ``chunk_frames`` at a time, the hops whose frames (with the
+        margin's context) lie before frame ``final``, all of them when ``last``; forget
+        what no later step needs. Returns the hops rendered so far."""
+        stop = min(final - self.margin, self.n_frames + 1)
+        while stop - rendered >= chunk_frames or (last and rendered < stop):
+            rendered = self._render(rendered, min(stop, rendered + chunk_frames))
+            self._release(min(final, rendered - 1 - self.margin))
+        return rendered
 
     def _extend(self, stop: int) -> None:
         """Hold frames up to ``stop`` (planes, images, empty sums)."""
@@ -265,6 +252,7 @@ class _StreamedRun:
         pad = ((0, 0), (0, 0), (0, grow))
         self.sums, self.weights = np.pad(self.sums, pad), np.pad(self.weights, pad)
         self.held = stop
+        self.most_frames_held = max(self.most_frames_held, self.held - self.first)
 
     def _segment(self, chunk: list[tuple[int, int, int]]) -> None:
         """Run the model on a batch of tiles and blend their maps in."""
@@ -312,7 +300,7 @@ class _StreamedRun:
                                 where=weight > 0)  # fmt: skip
             # Bins 0 ... 512 for a half-spectrum model (the other half mirrors them), else all.
             probability = cv2.resize(blended, (f1 - f0, rows), interpolation=cv2.INTER_LINEAR)
-            gate = self._gate(c, f0, f1)
+            gate = None if self.boxes is None else box_gate(self.boxes, c, f0, f1, self.half)
             if gate is not None:
                 probability[~gate] = 0.0
             gains = self.segmenter.rendering.gains(probability, self.sr)
@@ -325,12 +313,12 @@ class _StreamedRun:
             hops = signal[(first_hop - g0) * HOP_LENGTH :][: s1 - s0]
             out[c, : len(hops)] = hops
             kept = slice(first_hop - f0, min(stop_hop, self.n_frames) - f0)
-            half = probability[:, kept] if self.half else probability[CENTER_ROW:, kept]
-            mask = half >= self.segmenter.threshold
+            mask = probability[:, kept] >= self.segmenter.threshold
             if mask.shape[1]:
-                self.trackers[c].add(first_hop, mask, half)
+                half = slice(None) if self.half else slice(CENTER_ROW, None)  # bins 0 ... 512
+                self.trackers[c].add(first_hop, mask[half], probability[half, kept])
                 if self.keep_png:
-                    self.png_masks[c].append(bsd.two_sided(mask))
+                    self.png_masks[c].append(bsd.two_sided(mask) if self.half else mask)
                     image = self.images[c][:, first_hop - self.first : stop_hop - self.first]
                     self.png_images[c].append(bsd.two_sided(image))
             self.energies[c][0] += float(np.sum(np.square(raw[c], dtype=np.float64)))
@@ -339,19 +327,6 @@ class _StreamedRun:
             self.clipped += int(np.count_nonzero(np.abs(out) >= PCM16_FULL_SCALE))
         self.write(out)
         return stop_hop
-
-    def _gate(self, channel: int, f0: int, f1: int) -> np.ndarray | None:
-        """Bool, the rows of the probabilities (bins 0 ... 512 for a half-spectrum model,
-        else the two-sided 1,024) by frames ``f0 ... f1 - 1``: the pixels inside a box
-        prompt of the channel (None for the whole-spectrogram prompt)."""
-        if self.boxes is None:
-            return None
-        half = np.zeros((N_BINS, f1 - f0), dtype=bool)
-        for box in self.boxes:
-            x0, x1, k0, k1 = box.extent
-            if box.channel == channel and x0 < f1 and x1 > f0:
-                half[k0 : k1 + 1, max(x0, f0) - f0 : min(x1, f1) - f0] = True
-        return half if self.half else bsd.two_sided(half)
 
     def _release(self, before_frame: int) -> None:
         """Forget the frames before ``before_frame`` (and their samples)."""
