@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -28,6 +29,7 @@ from utils.common.distributed import shard_by_weight
 from utils.data.image_io import read_mask_png
 from utils.data.inputs import RECORDING, LoadOptions, Source, load_views
 from utils.data.selection_table import Selection, read_selection_table, write_selection_table
+from utils.data.visualize import overlay
 from utils.inference import streaming
 from utils.inference.box_prompts import box_prompts
 from utils.inference.regions import RegionTracker
@@ -361,3 +363,16 @@ def test_a_full_spectrum_model_streams_the_masks_it_predicts(tmp_path):
         differ = streamed != (probability >= 0.5)
         assert np.all(np.abs(probability[differ] - 0.5) < 0.01) and np.mean(differ) < 1e-4
         assert np.any(streamed[:511] != streamed[:512:-1][:511])  # not mirrored
+
+
+def test_a_recordings_overlay_drawn_in_blocks_is_the_whole_overlay(tiny_checkpoint, tmp_path):
+    path = _recording(tmp_path / "clip.wav", 70.0, seed=9)  # 8,749 frames: two blocks
+    out = tmp_path / "out"
+    assert _infer("-i", str(path), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                  "--save_overlays", "--png_max_seconds", "100") == 0  # fmt: skip
+    mask = read_mask_png(out / "masks" / "clip.png")
+    (view,) = load_views(Source("clip", RECORDING, path), LoadOptions(None, True))
+    expected = np.round(overlay(view.image, mask) * 255).astype(np.uint8)
+    drawn = cv2.cvtColor(cv2.imread(str(out / "overlays" / "clip.png")), cv2.COLOR_BGR2RGB)
+    assert drawn.shape == (1024, num_frames(70 * SR), 3)
+    np.testing.assert_array_equal(drawn, expected)

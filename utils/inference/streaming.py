@@ -35,6 +35,7 @@ from utils.audio.stream import (
     resampled_length,
     scan_recording,
 )
+from utils.common.progress import Progress
 from utils.data.image_io import write_png
 from utils.data.inputs import LoadOptions, Source, channel_names
 from utils.data.preprocess import full_box
@@ -53,6 +54,7 @@ DEFAULT_PNG_MAX_SECONDS = 60.0
 # (2.9 min at 48 kHz; 128 MiB each, and 384 MiB for the overlay).
 PNG_MAX_FRAMES = 1 << 17
 OVERLAY_BLOCK_FRAMES = 1 << 13  # overlays are drawn this many frames at a time
+PROGRESS_MIN_SECONDS = 300  # a recording this long reports its own progress
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 PCM16_FULL_SCALE = 32767.5 / 32768  # from here on a sample is clipped in a 16-bit WAV
 
@@ -119,11 +121,16 @@ def denoise_recording(
                                f"{PNG_MAX_FRAMES} (see its selection table)")  # fmt: skip
     run = _StreamedRun(segmenter, sr, n_frames, scan.samples, info.channels, gains, boxes,
                        keep_png)  # fmt: skip
+    seconds = scan.samples // sr
+    if seconds >= PROGRESS_MIN_SECONDS:
+        run.progress = Progress(seconds, f"{source.name} (s of audio)", interval=seconds // 10)
     subtype = "FLOAT" if info.subtype in FLOAT_SUBTYPES else "PCM_16"
     with audio_writer(out / "denoised" / f"{source.name}.wav", sr, info.channels, subtype,
                       scan.samples) as write:  # fmt: skip
         energies, clipped = run.run(FrameStream(recording_blocks(source.path, sr)), write,
                                     chunk_frames, subtype)  # fmt: skip
+    if run.progress is not None:
+        run.progress.close()
     if clipped:
         result.warnings.append(f"{source.path}: {clipped} denoised samples reached full scale "
                                "and were clipped in the 16-bit WAV")  # fmt: skip
@@ -172,6 +179,7 @@ class _StreamedRun:
         self.first = 0  # frames first ... held - 1 are held
         self.held = 0
         self.most_frames_held = 0  # what memory depends on
+        self.progress: Progress | None = None
         self.planes = [np.zeros((2, 0, N_BINS), np.float32) for _ in range(channels)]
         self.images = [np.zeros((N_BINS, 0), np.uint8) for _ in range(channels)]
         weight_rows = 1 if boxes is None else self.size
@@ -326,6 +334,8 @@ class _StreamedRun:
         if self.subtype == "PCM_16":
             self.clipped += int(np.count_nonzero(np.abs(out) >= PCM16_FULL_SCALE))
         self.write(out)
+        if self.progress is not None:  # whole seconds of audio written
+            self.progress.update(s1 // self.sr - s0 // self.sr)
         return stop_hop
 
     def _release(self, before_frame: int) -> None:
