@@ -22,7 +22,7 @@ import budsam_infer as infer
 from tests.conftest import REPO_ROOT
 from utils.audio import bsd, kernel
 from utils.audio.conventions import num_frames
-from utils.audio.level import level_gain
+from utils.audio.level import MAX_FRAMES, level_gain
 from utils.audio.stream import scan_recording
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.distributed import shard_by_weight
@@ -376,3 +376,14 @@ def test_a_recordings_overlay_drawn_in_blocks_is_the_whole_overlay(tiny_checkpoi
     drawn = cv2.cvtColor(cv2.imread(str(out / "overlays" / "clip.png")), cv2.COLOR_BGR2RGB)
     assert drawn.shape == (1024, num_frames(70 * SR), 3)
     np.testing.assert_array_equal(drawn, expected)
+
+
+def test_a_length_the_header_understates_keeps_the_level_scan_bounded(tmp_path):
+    n = 64 * 130_000  # 130,000 frames, but announced as none: every frame would be picked
+    y = (0.05 * np.random.default_rng(3).standard_normal(n)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", y, SR, subtype="FLOAT")
+    told, untold = (scan_recording(tmp_path / "long.wav", SR, 1, e) for e in (n, 0))
+    assert untold.samples == n and told.measured_frames == 130_000 // 6 + 1
+    assert MAX_FRAMES < untold.measured_frames <= 2 * MAX_FRAMES
+    # Frames 0, 4, 8 ... instead of 0, 6, 12 ...: white noise has the same level either way.
+    assert untold.gains[0] == pytest.approx(told.gains[0], rel=0.01)

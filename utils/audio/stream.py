@@ -168,6 +168,7 @@ class RecordingScan:
     samples: int
     gains: list[float]
     peaks: list[float]
+    measured_frames: int = 0  # frames the level statistics were taken on, per channel
 
     @property
     def silent(self) -> list[bool]:
@@ -178,7 +179,9 @@ def scan_recording(path: str | Path, target_sr: int, channels: int, estimate: in
     """Read a recording at ``target_sr`` once (``estimate``: about how many samples it has
     there) for its length, peaks and level gains. The level statistics use frames
     ``0, s, 2 s ...`` with ``s = max(1, num_frames(estimate) // MAX_FRAMES)``, as
-    :func:`utils.audio.level.band_statistics` spaces them on a whole recording.
+    :func:`utils.audio.level.band_statistics` spaces them on a whole recording; ``s``
+    doubles whenever more than twice :data:`MAX_FRAMES` frames are picked (a header
+    that understates the length), so memory stays bounded.
 
     Raises:
         ValueError: as :func:`recording_blocks`, or naming the file when it is shorter
@@ -203,6 +206,10 @@ def scan_recording(path: str | Path, target_sr: int, channels: int, estimate: in
                 windows = np.lib.stride_tricks.sliding_window_view(carry[c], WINDOW_LENGTH)
                 picked[c].append(windows[offsets])
             next_pick += count * stride
+        if sum(map(len, picked[0])) > 2 * MAX_FRAMES:  # the header understated the length
+            picked = [[np.concatenate(windows)[::2]] for windows in picked]
+            next_pick += stride * ((next_pick // stride) % 2)  # onto the doubled grid
+            stride *= 2
         drop = min(next_pick - held, carry.shape[1])
         carry, held = carry[:, drop:], held + drop
     if total == 0:
@@ -215,4 +222,4 @@ def scan_recording(path: str | Path, target_sr: int, channels: int, estimate: in
     for c in range(channels):
         planes = frame_planes(np.concatenate(picked[c]))
         gains.append(gain_from_statistics(*band_statistics(planes, target_sr, step=1)))
-    return RecordingScan(total, gains, peaks)
+    return RecordingScan(total, gains, peaks, planes.shape[1])
