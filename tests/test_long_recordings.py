@@ -29,9 +29,10 @@ from utils.common.distributed import shard_by_weight
 from utils.data.image_io import read_mask_png
 from utils.data.inputs import RECORDING, LoadOptions, Source, load_views
 from utils.data.selection_table import Selection, read_selection_table, write_selection_table
+from utils.data.tiling import overlapping_tile_starts
 from utils.data.visualize import overlay
 from utils.inference import streaming
-from utils.inference.box_prompts import box_prompts
+from utils.inference.box_prompts import box_gate, box_prompts
 from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import RECORDING_RENDERING, Segmenter, load_model
 from utils.model.sam import build_sam
@@ -387,3 +388,33 @@ def test_a_length_the_header_understates_keeps_the_level_scan_bounded(tmp_path):
     assert MAX_FRAMES < untold.measured_frames <= 2 * MAX_FRAMES
     # Frames 0, 4, 8 ... instead of 0, 6, 12 ...: white noise has the same level either way.
     assert untold.gains[0] == pytest.approx(told.gains[0], rel=0.01)
+
+
+def test_thousands_of_selections_prompt_the_tiles_a_brute_force_search_finds(tiny_checkpoint):
+    """A detector's thousands of selections on a long recording: each box is matched to the
+    tiles around it, not to every tile."""
+    model, settings = load_model(str(tiny_checkpoint))
+    segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
+    sr, n_frames = SR, num_frames(3600 * SR)
+    rng = np.random.default_rng(4)
+    begins = np.sort(rng.uniform(0, 3590, 3000))
+    selections = [Selection(t, t + rng.uniform(0.1, 3), 500.0, 3000.0, 1 + int(t) % 2)
+                  for t in begins]  # fmt: skip
+    boxes, unused = box_prompts(Path("x.wav"), selections, sr, n_frames, 2, half_spectrum=True)
+    assert unused == []
+    run = streaming._StreamedRun(segmenter, sr, n_frames, 3600 * SR, 2, [1.0, 1.0], boxes, False)
+    start = time.perf_counter()
+    jobs = run.jobs()
+    assert time.perf_counter() - start < 10
+    starts = overlapping_tile_starts(n_frames, settings.tile_width, 0.25)
+    brute = [(s, box.channel, b) for s in starts for b, box in enumerate(boxes)
+             if box.pixels[0] < s + settings.tile_width and box.pixels[2] > s]  # fmt: skip
+    assert jobs == brute
+    gate = box_gate(boxes, 1, 4000, 12000, half_spectrum=True)
+    expected = np.zeros((513, 8000), dtype=bool)
+    for box in boxes:
+        x0, x1, k0, k1 = box.extent
+        if box.channel == 1:
+            expected[k0 : k1 + 1, max(x0 - 4000, 0) : max(x1 - 4000, 0)] = True
+    np.testing.assert_array_equal(gate, expected)
+    assert gate.any()

@@ -64,8 +64,9 @@ def box_gate(
     """Bool: the pixels of frames ``first ... stop - 1`` inside a box of ``channel``, as
     rows of bins 0 ... 512 (``half_spectrum``) or of the two-sided 1,024."""
     half = np.zeros((N_BINS, stop - first), dtype=bool)
-    for box in boxes:
-        x0, x1, k0, k1 = box.extent
-        if box.channel == channel and x0 < stop and x1 > first:
-            half[k0 : k1 + 1, max(x0, first) - first : min(x1, stop) - first] = True
+    extents = np.array([box.extent for box in boxes]).reshape(-1, 4)
+    channels = np.array([box.channel for box in boxes])
+    here = (channels == channel) & (extents[:, 0] < stop) & (extents[:, 1] > first)
+    for x0, x1, k0, k1 in extents[here]:  # only the boxes in these frames: thousands are fine
+        half[k0 : k1 + 1, max(x0, first) - first : min(x1, stop) - first] = True
     return half if half_spectrum else bsd.two_sided(half)

@@ -17,6 +17,7 @@ The mask of bird sound becomes Raven selections (:class:`RegionTracker`); mask P
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,12 +196,13 @@ class _StreamedRun:
         if self.boxes is None:
             return [(s, c, -1) for s in starts for c in range(self.channels)]
         shape = (N_BINS if self.half else N_FFT, self.tile_width)
-        return [
-            (s, box.channel, b)
-            for s in starts
-            for b, box in enumerate(self.boxes)
-            if tile_box(box.pixels, s, shape, self.half, self.size) is not None
-        ]
+        jobs = []
+        for b, box in enumerate(self.boxes):  # the tiles that overlap the box in time
+            first = bisect.bisect_right(starts, box.pixels[0] - self.tile_width)
+            for s in starts[first : bisect.bisect_left(starts, box.pixels[2])]:
+                if tile_box(box.pixels, s, shape, self.half, self.size) is not None:
+                    jobs.append((s, box.channel, b))
+        return sorted(jobs, key=lambda job: (job[0], job[2]))
 
     def run(
         self,
