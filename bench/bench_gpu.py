@@ -211,7 +211,7 @@ def inference_audio_per_second(args: argparse.Namespace, device: torch.device) -
             (out / "denoised").mkdir(parents=True)
             start = time.perf_counter()
             denoise_recording(Source("noise", RECORDING, path), segmenter, out,
-                              LoadOptions(sr, True), chunk_frames=sr * 10 // 64,
+                              LoadOptions(sr, True), chunk_seconds=10.0,
                               png_max_seconds=0.0)  # fmt: skip
             synchronize(device)
             if repeat:

@@ -332,7 +332,7 @@ def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_p
     monkeypatch.setattr(streaming, "_StreamedRun", keeping)
     result = streaming.denoise_recording(
         Source("ten_minutes", RECORDING, path), segmenter, tmp_path / "out",
-        LoadOptions(None, True), chunk_frames=chunk, png_max_seconds=1000.0,
+        LoadOptions(None, True), chunk_seconds=chunk * 64 / SR, png_max_seconds=1000.0,
         selections=far_apart,
     )  # fmt: skip
     n_frames = num_frames(600 * SR)

@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from utils.audio import io as audio_io
-from utils.audio.conventions import HOP_LENGTH
-from utils.audio.stream import recording_info
 from utils.common.progress import Progress
 from utils.data.image_io import write_png
 from utils.data.inputs import (
@@ -172,26 +170,18 @@ def denoise_one_recording(
     record, and return the record (a skipped file's says why)."""
     record = new_record(source)
     try:
-        info = recording_info(source.path)
-        sr = options.load.sample_rate or info.sr
-        trained_sr = segmenter.settings.sample_rate
-        if trained_sr and sr != trained_sr:
-            record["warnings"].append(
-                f"{source.path}: recorded at {sr} Hz and segmented at that rate, but the "
-                f"model was trained at {trained_sr} Hz: its calls lie on other image rows"
-            )
         prompts = None
         if options.selections is not None:
             prompts = selections_for_recording(options.selections, source.path)
             if not prompts:
                 raise ValueError(f"{source.path}: no selections for it in {options.selections}")
         result = denoise_recording(
-            source, segmenter, out, options.load, chunk_frames=_chunk_frames(options, sr),
+            source, segmenter, out, options.load, chunk_seconds=options.chunk_seconds,
             png_max_seconds=options.png_max_seconds, overlays=options.overlays, selections=prompts,
         )  # fmt: skip
         write_selection_table(out / "selections" / f"{source.name}{TABLE_SUFFIX}",
                               result.selections)  # fmt: skip
-        record["rows"], record["warnings"] = result.rows, record["warnings"] + result.warnings
+        record["rows"], record["warnings"] = result.rows, result.warnings
     except ValueError as err:
         record["skipped"].append(str(err))
     except MemoryError:
@@ -205,10 +195,6 @@ def denoise_one_recording(
         print(f"warning: {warning}", file=sys.stderr)
     records.write_record(out, source.name, record)
     return record
-
-
-def _chunk_frames(options: FolderOptions, sr: int) -> int:
-    return max(1, int(options.chunk_seconds * sr / HOP_LENGTH))
 
 
 def denoise_images(

@@ -6,8 +6,8 @@ frame block by frame block. Its time tiles (one grid over the whole recording, a
 in batches, in order; a frame's probabilities are final once every tile over it is
 blended, and a block of final frames is rendered (:class:`utils.audio.render.Rendering`,
 with the frames of context its margin needs), written to the denoised WAV, and
-forgotten. Memory depends on ``chunk_frames`` and the tile width, not on the
-recording's length, and the masks do not depend on ``chunk_frames``: the model sees
+forgotten. Memory depends on ``chunk_seconds`` and the tile width, not on the
+recording's length, and the masks do not depend on ``chunk_seconds``: the model sees
 the same batches, and every step after it works column by column or within the context
 kept.
 
@@ -76,7 +76,7 @@ def denoise_recording(
     out: Path,
     options: LoadOptions,
     *,
-    chunk_frames: int,
+    chunk_seconds: float,
     png_max_seconds: float = DEFAULT_PNG_MAX_SECONDS,
     overlays: bool = False,
     selections: list[Selection] | None = None,
@@ -97,10 +97,16 @@ def denoise_recording(
                          "recording has none")  # fmt: skip
     info = recording_info(source.path)
     sr = options.sample_rate or info.sr
+    result = RecordingResult([])
+    trained_sr = segmenter.settings.sample_rate
+    if trained_sr and sr != trained_sr:
+        result.warnings.append(
+            f"{source.path}: recorded at {sr} Hz and segmented at that rate, but the "
+            f"model was trained at {trained_sr} Hz: its calls lie on other image rows"
+        )
     estimate = resampled_length(info.samples, info.sr, sr)
     scan = scan_recording(source.path, sr, info.channels, estimate)
     names = channel_names(source.name, info.channels)
-    result = RecordingResult([])
     for name, silent in zip(names, scan.silent, strict=True):
         if silent:
             result.warnings.append(f"{source.path}: the audio of {name} is silent (all "
@@ -128,6 +134,7 @@ def denoise_recording(
     subtype = "FLOAT" if info.subtype in FLOAT_SUBTYPES else "PCM_16"
     with audio_writer(out / "denoised" / f"{source.name}.wav", sr, info.channels, subtype,
                       scan.samples) as write:  # fmt: skip
+        chunk_frames = max(1, int(chunk_seconds * sr / HOP_LENGTH))
         energies, clipped = run.run(FrameStream(recording_blocks(source.path, sr)), write,
                                     chunk_frames, subtype)  # fmt: skip
     if run.progress is not None:
