@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from utils.audio import align, bsd, conventions, kernel
 from utils.audio import io as audio_io
 from utils.audio.level import level_gain
+from utils.audio.stream import recording_info, resampled_length
 from utils.data.bsd_layout import (
     CLEAN_AUDIO_DIR,
     DENOISED_AUDIO_DIR,
@@ -205,13 +205,13 @@ def source_frames(source: Source, sample_rate: int | None = None) -> int:
     header cannot be read counts 0 (it is skipped later, with its reason)."""
     try:
         if source.kind == RECORDING:
-            info = sf.info(str(source.path))
-            rate = sample_rate or info.samplerate
-            return conventions.num_frames(int(info.frames * rate / info.samplerate))
+            info = recording_info(source.path)
+            samples = resampled_length(info.samples, info.sr, sample_rate or info.sr)
+            return conventions.num_frames(samples)
         with open(source.path, "rb") as handle:
             header = handle.read(24)  # PNG: signature, IHDR length and type, width, height
         return int.from_bytes(header[16:20], "big") if header[12:16] == b"IHDR" else 0
-    except (RuntimeError, sf.LibsndfileError, OSError, TypeError):
+    except (ValueError, OSError):
         return 0
 
 
