@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from utils.audio.render import BSD_RENDERING, parse_rendering
+from utils.common.cli import OneSpellingHelpFormatter
 from utils.common.cpu import cpu_threads, keep_freed_memory
 from utils.common.progress import Progress
 from utils.data.inputs import LoadOptions, discover, load_or_skip
@@ -51,7 +52,7 @@ RESULT_FILES = ("comparison.csv", "comparison.md", "comparison.png", "per_view.c
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Compare denoising methods on one split (IoU and SDR table).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=OneSpellingHelpFormatter,
     )
     p.add_argument("-i", "--input", required=True,
                    help="a BSD split or root, or any budsam_infer.py input")  # fmt: skip

@@ -44,18 +44,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.audio.render import BSD_RENDERING, KINDS, Rendering
+from utils.audio.render import KINDS
 from utils.common import distributed
+from utils.common.cli import OneSpellingHelpFormatter
 from utils.common.cpu import cpu_threads, keep_freed_memory
-from utils.data.inputs import LoadOptions, discover, source_frames
+from utils.data.inputs import discover, source_frames
 from utils.inference.folder_run import FolderOptions, denoise_all, prepare_output
+from utils.inference.options import SegmentOptions
 from utils.inference.segmenter import (
     DEFAULT_OVERLAP,
     RECORDING_RENDERING,
     RECORDING_SKIP_CONTRAST,
     RECORDING_TILE_WIDTH,
-    BandPrompt,
-    Segmenter,
     load_model,
     positive_int,
 )
@@ -67,7 +67,7 @@ from utils.scoring import reports
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Denoise bird recordings or BSD spectrograms with a BudSAM model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=OneSpellingHelpFormatter,
     )
     p.add_argument("-i", "--input", required=True, help="a BSD split or root, a folder of "
                    "spectrogram PNGs, or a folder (or file) of recordings")  # fmt: skip
@@ -167,16 +167,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--chunk_seconds must be above 0, got {args.chunk_seconds}")
     if not 0 <= args.node_rank < args.world_size:
         parser.error(f"--node_rank must be in [0, --world_size), got {args.node_rank}")
-    if args.box is not None:
-        t0, t1, f0, f1 = args.box
-        if not (0 <= t0 < t1 and 0 <= f0 < f1):
-            parser.error(f"--box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} {f0} {f1}")
     try:
-        choose_rendering(args, for_recordings=True)
+        SegmentOptions.from_args(args)  # the box, rendering and overlap
     except ValueError as err:
         parser.error(str(err))
-    if not 0 <= args.overlap < 1:
-        parser.error(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.io_thread and (args.threads or os.cpu_count() or 1) < 2:
         parser.error("--io_thread needs 2 or more --threads (1 for it, the rest for the model)")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -255,16 +249,8 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         if ctx.is_main:
             print(f"error: {errors[0]}", file=sys.stderr)
         return 2
-    band = None if args.box is None else BandPrompt(tuple(args.box[:2]), tuple(args.box[2:]))
-    segmenter = Segmenter(
-        model, settings, prompt="box" if band else args.prompt, band=band, default_sr=args.sr,
-        tile_width=args.tile_width or settings.tile_width
-        or (RECORDING_TILE_WIDTH if is_recordings else None),
-        overlap=args.overlap, threshold=args.threshold, batch_size=args.batch_size,
-        device=ctx.device, amp=args.amp, seed=args.seed,
-        rendering=choose_rendering(args, is_recordings and args.prompt != "gt_box"),
-        skip_contrast=args.skip_contrast if is_recordings and args.level != "bsd" else 0.0,
-    )  # fmt: skip
+    segment_options = SegmentOptions.from_args(args)
+    segmenter = segment_options.segmenter(model, settings, is_recordings, ctx.device)
     ctx.log(f"{found.root}: {found.layout}, {len(found.sources)} files; model "
             f"{settings.model_type} (loaded in {load_seconds:.1f} s); prompt "
             f"{'selections' if args.selections else segmenter.prompt}"
@@ -275,12 +261,12 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
     if ctx.is_main:
         for problem in found.problems:
             print(f"warning: {problem}", file=sys.stderr)
-    sample_rate = None if args.keep_rate or not is_recordings else settings.sample_rate
+    load = segment_options.load_options(settings, is_recordings)
+    sample_rate, normalize = load.sample_rate, load.normalize_level
     if is_recordings:
         ctx.log(recording_rate_note(settings.sample_rate, args.keep_rate))
-    normalize = args.level == "normalize" or (args.level == "auto" and is_recordings)
     options = FolderOptions(
-        overlays=args.save_overlays, io_thread=io_thread, load=LoadOptions(sample_rate, normalize),
+        overlays=args.save_overlays, io_thread=io_thread, load=load,
         chunk_seconds=args.chunk_seconds, png_max_seconds=args.png_max_seconds,
         selections=None if args.selections is None else Path(args.selections),
     )  # fmt: skip
@@ -335,20 +321,6 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
     reports.write_json(out / "summary.json", summary)
     print_summary(summary, out)
     return 0
-
-
-def choose_rendering(args: argparse.Namespace, for_recordings: bool) -> Rendering:
-    """The rendering the flags ask for: ``auto`` parts from :data:`RECORDING_RENDERING` for
-    recordings, and from the data set's binary mask otherwise (BSD images, the paper's
-    ground-truth box)."""
-    base = RECORDING_RENDERING if for_recordings else BSD_RENDERING
-    return Rendering(
-        kind=base.kind if args.render == "auto" else args.render,
-        floor_db=base.floor_db if args.floor_db is None else args.floor_db,
-        margin_hz=base.margin_hz if args.margin_hz is None else args.margin_hz,
-        margin_ms=base.margin_ms if args.margin_ms is None else args.margin_ms,
-        threshold=args.threshold,
-    )
 
 
 def recording_rate_note(trained_sr: int | None, keep_rate: bool) -> str:

@@ -1,5 +1,9 @@
 """BudSAM training: fine-tune SAM on BSD spectrogram/mask pairs under DDP.
 
+Check an install (tiny built-in data, 1 epoch, under 2 minutes; the run is then checked):
+
+    python budsam_train_multi.py --preset smoke
+
 The quick start (CPU, built-in synthetic data, 2 gloo processes, about 11 minutes on 2 cores):
 
     python budsam_train_multi.py -task_name quickstart --preset cpu_demo
@@ -28,6 +32,7 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -47,6 +52,8 @@ from utils.train.embedding_cache import build_embedders
 from utils.train.engine import NonFiniteLossError, Trainer, lr_schedule, train_one_epoch
 from utils.train.launcher import FORESEEN_EXIT_CODE, launch
 from utils.train.losses import DiceBCELoss
+from utils.train.smoke import smoke_problems, smoke_summary
+from utils.train.step_log import StepLog, peak_memory, reset_peak_memory
 from utils.train.validation import evaluate_both_prompts
 
 
@@ -59,7 +66,13 @@ def build_model(args: argparse.Namespace, device: torch.device) -> BudSAM:
 
 def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
     """One rank's whole run: build, train epoch by epoch (validate, keep latest and best),
-    then test the best weights."""
+    then test the best weights. Rank 0 logs each step (``steps.jsonl``, TensorBoard) and
+    closes its logs however the run ends."""
+    with ExitStack() as closing:
+        _train(ctx, args, stop, closing)
+
+
+def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop, closing) -> None:
     torch.manual_seed(args.seed + ctx.rank)
     if distributed.launched_by_torchrun() and ctx.is_main:
         prepare_synthetic_data(args)
@@ -82,6 +95,9 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
     ema = WeightEMA(model, args.ema_decay) if args.ema_decay > 0 else None
     checkpointer = Checkpointer(run_dir, ctx, args, model, optimizer, scaler, ema)
     state = checkpointer.restore(resumed)
+    step_log = None
+    if ctx.is_main:  # appends to a resumed run's steps.jsonl (steps past the checkpoint dropped)
+        step_log = closing.enter_context(StepLog(run_dir, state.step, args.tensorboard))
 
     ddp_model = model
     if ctx.distributed:
@@ -97,7 +113,7 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
         grad_acc_steps=args.grad_acc_steps, embedder=embedders["train"],
         lr_at=lr_schedule(args, len(datasets["train"]), ctx.world_size), ema=ema,
         max_nonfinite_steps=args.max_nonfinite_steps, log_interval=args.log_interval,
-        clip_grad=args.clip_grad,
+        clip_grad=args.clip_grad, step_log=step_log,
     )  # fmt: skip
     sampler = DistributedSampler(
         datasets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed
@@ -105,6 +121,7 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
 
     while state.epoch < args.num_epochs:
         epoch_start = time.perf_counter()
+        reset_peak_memory(ctx.device)
         loader = epoch_loader(datasets["train"], sampler, state, args)
         result = train_one_epoch(trainer, loader, state, stop)
         if result["stopped"]:
@@ -115,8 +132,10 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
             scores = evaluate_both_prompts(
                 model, datasets["valid"], ctx, args, embedders["valid"], "val"
             )
-        record = {"epoch": state.epoch, "step": state.step, "train_loss": result["train_loss"]}
+        record = {"epoch": state.epoch, "step": state.step, "train_loss": result["train_loss"],
+                  "train_samples_per_s": round(result["samples_per_s"], 2)}  # fmt: skip
         record.update(scores, seconds=round(time.perf_counter() - epoch_start, 2))
+        record.update(peak_memory(ctx.device))  # on CUDA: this epoch's, training and validation
         state.history.append(record)
         metric = scores[f"val_{args.val_prompt}_{args.val_metric}"]
         improved = metric > state.best_metric
@@ -126,6 +145,7 @@ def train(ctx: distributed.DistContext, args: argparse.Namespace, stop) -> None:
         if ctx.is_main:
             run_log.append_metrics(run_dir, record)
             run_log.plot_metrics(run_dir)
+            step_log.epoch(record)
         ctx.log(run_log.epoch_summary(record, args.val_prompt, improved, args.val_metric))
 
     checkpointer.load_best()
@@ -193,6 +213,7 @@ def worker(args: argparse.Namespace, local_rank: int = 0) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     args = parse_args(argv)
     torchrun = distributed.launched_by_torchrun()
     try:
@@ -204,15 +225,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return FORESEEN_EXIT_CODE
     if torchrun or args.nproc_per_node == 1:
-        return worker(args)
-    try:
-        return launch(
-            worker, (args,), world_size=args.world_size, nproc_per_node=args.nproc_per_node,
-            node_rank=args.node_rank, init_method=args.init_method,
-        )  # fmt: skip
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return FORESEEN_EXIT_CODE
+        code = worker(args)
+    else:
+        try:
+            code = launch(
+                worker, (args,), world_size=args.world_size, nproc_per_node=args.nproc_per_node,
+                node_rank=args.node_rank, init_method=args.init_method,
+            )  # fmt: skip
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return FORESEEN_EXIT_CODE
+    if code == 0 and args.preset == "smoke" and int(os.environ.get("RANK", "0")) == 0:
+        code = check_smoke_run(args, started)
+    return code
+
+
+def check_smoke_run(args: argparse.Namespace, started: float) -> int:
+    """``--preset smoke``: 0 and one line when the run it just made is sound, else 1."""
+    run_dir = run_log.latest_run_dir(args.work_dir, args.task_name)
+    if run_dir is None or (run_dir / run_log.LATEST).stat().st_mtime < started:
+        problems = [f"no run folder of {args.task_name!r} was written under {args.work_dir}"]
+    else:
+        problems = smoke_problems(run_dir, args.model_type)
+    if problems:
+        print(f"smoke check failed: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    print(f"smoke check passed in {time.time() - started:.0f} s: {smoke_summary(run_dir)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -106,6 +106,34 @@ def test_preprocessing_shapes_ranges_and_reference_path():
     assert small.dtype == bool and small[200:, :100].all() and not small[:100].any()
 
 
+def test_reference_path_equals_the_references_own_pil_and_scikit_image_calls(tmp_path):
+    from PIL import Image
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (1024, 700), dtype=np.uint8)
+    mask = np.zeros((1024, 700), dtype=np.uint8)
+    mask[300:420, 90:333] = 255
+    write_png(tmp_path / "image.png", image)
+    write_png(tmp_path / "mask.png", mask)
+    # The reference's loader: PIL nearest to 256, an RGB copy, scikit-image to the input size.
+    small = np.array(Image.open(tmp_path / "image.png").resize((256, 256), Image.NEAREST))
+    rgb = np.repeat(small[..., None], 3, axis=-1)
+    large = resize(
+        rgb, (512, 512), order=3, preserve_range=True, mode="constant", anti_aliasing=True
+    )
+    expected = (large - large.min()) / np.clip(large.max() - large.min(), 1e-8, None)
+    got = preprocess_image(read_gray_png(tmp_path / "image.png"), 512, reference=True)
+    np.testing.assert_allclose(got, expected.transpose(2, 0, 1), atol=1e-6)
+    mask_small = np.array(Image.open(tmp_path / "mask.png").resize((256, 256), Image.NEAREST))
+    expected_mask = resize(
+        mask_small, (512, 512), order=0, preserve_range=True, mode="constant", anti_aliasing=False
+    )
+    got_mask = preprocess_mask(read_gray_png(tmp_path / "mask.png"), 512, reference=True)
+    np.testing.assert_array_equal(got_mask, expected_mask > 0)
+    assert got_mask.any() and not got_mask.all()
+
+
 def test_box_prompt_jitters_outwards_within_the_image():
     mask = np.zeros((256, 256), dtype=bool)
     mask[100:150, 40:90] = True

@@ -41,7 +41,8 @@ def test_every_utils_module_sits_in_a_known_layer():
         p.name for p in (REPO_ROOT / "utils").iterdir() if p.is_dir() and p.name != "__pycache__"
     }
     assert packages == set(LAYERS)
-    assert [p.name for p in (REPO_ROOT / "utils").glob("*.py")] == ["__init__.py"]
+    # utils/api.py, the Python API, sits above every layer.
+    assert sorted(p.name for p in (REPO_ROOT / "utils").glob("*.py")) == ["__init__.py", "api.py"]
     assert not (REPO_ROOT / "segment_anything").exists()  # SAM comes from its PyPI package
 
 

@@ -6,12 +6,14 @@ cut), so a recording is never held whole. :class:`FrameStream` turns those block
 STFT planes for increasing ranges of frames, keeping only the samples still needed.
 :func:`scan_recording` reads a recording once for what must be known before it is
 segmented: its length, whether each channel is silent, its peak, and the level
-statistics of :mod:`utils.audio.level` on evenly spaced frames.
+statistics of :mod:`utils.audio.level` on evenly spaced frames. A recording is a file, or
+an :class:`AudioArray` held in memory, read the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +29,35 @@ BLOCK_SAMPLES = 1 << 16  # samples decoded per read
 RESAMPLE_QUALITY = "HQ"
 
 
+@dataclass(frozen=True, eq=False)
+class AudioArray:
+    """A recording in memory: float ``(channels, n)`` ``samples`` at ``sr`` Hz, read in blocks
+    as a file is (float32); ``label`` names it in messages, as a file's path does."""
+
+    samples: np.ndarray
+    sr: int
+    label: str = "<array>"
+
+    def __post_init__(self) -> None:
+        shape = self.samples.shape
+        if len(shape) != 2 or not shape[0] or not np.issubdtype(self.samples.dtype, np.floating):
+            raise ValueError(f"{self.label}: expected float (channels, samples), got "
+                             f"{self.samples.dtype} {shape}")  # fmt: skip
+        if not self.sr > 0:
+            raise ValueError(f"{self.label}: the sample rate must be above 0, got {self.sr}")
+
+    def __str__(self) -> str:
+        return self.label
+
+
+Recording = str | Path | AudioArray  # what the functions here read
+
+
 @dataclass(frozen=True)
 class RecordingInfo:
     """What a recording's header says: its rate, channels and length in samples."""
 
-    path: Path
+    path: Path | AudioArray
     sr: int
     channels: int
     samples: int
@@ -42,12 +68,15 @@ class RecordingInfo:
         return self.samples / self.sr if self.sr else 0.0
 
 
-def recording_info(path: str | Path) -> RecordingInfo:
-    """The header of a recording.
+def recording_info(path: Recording) -> RecordingInfo:
+    """The header of a recording (of an :class:`AudioArray`: its shape, subtype ``FLOAT``).
 
     Raises:
         ValueError: naming the file, when it is missing or not a readable recording.
     """
+    if isinstance(path, AudioArray):
+        channels, samples = path.samples.shape
+        return RecordingInfo(path, int(path.sr), channels, samples, "FLOAT")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: audio file not found")
@@ -65,7 +94,7 @@ def resampled_length(samples: int, sr: int, target_sr: int) -> int:
 
 
 def recording_blocks(
-    path: str | Path, target_sr: int | None = None, block: int = BLOCK_SAMPLES
+    path: Recording, target_sr: int | None = None, block: int = BLOCK_SAMPLES
 ) -> Iterator[np.ndarray]:
     """A recording's samples as float32 ``(channels, n)`` blocks, at ``target_sr`` when
     given (else its own rate). Blocks may differ in length; their concatenation does
@@ -85,9 +114,9 @@ def recording_blocks(
         )
     read = 0
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with _reader(path) as read_frames:
             while True:
-                data = handle.read(block, dtype="float32", always_2d=True)
+                data = read_frames(block)
                 last = len(data) < block
                 if not np.all(np.isfinite(data)):
                     bad = read + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
@@ -104,6 +133,25 @@ def recording_blocks(
                     return
     except (RuntimeError, sf.LibsndfileError, OSError, TypeError) as err:
         raise ValueError(f"{path}: cannot decode audio ({err})") from None
+
+
+@contextmanager
+def _reader(path: Recording) -> Iterator[Callable[[int], np.ndarray]]:
+    """A function that reads the next ``n`` samples of a recording as float32 ``(n, channels)``
+    (fewer at its end)."""
+    if not isinstance(path, AudioArray):
+        with sf.SoundFile(str(path)) as handle:
+            yield lambda n: handle.read(n, dtype="float32", always_2d=True)
+        return
+    position = 0
+
+    def read(n: int) -> np.ndarray:
+        nonlocal position
+        data = np.ascontiguousarray(path.samples[:, position : position + n].T, np.float32)
+        position += len(data)
+        return data
+
+    yield read
 
 
 class FrameStream:
@@ -175,7 +223,7 @@ class RecordingScan:
         return [peak == 0.0 for peak in self.peaks]
 
 
-def scan_recording(path: str | Path, target_sr: int, channels: int, estimate: int) -> RecordingScan:
+def scan_recording(path: Recording, target_sr: int, channels: int, estimate: int) -> RecordingScan:
     """Read a recording at ``target_sr`` once (``estimate``: about how many samples it has
     there) for its length, peaks and level gains. The level statistics use frames
     ``0, s, 2 s ...`` with ``s = max(1, num_frames(estimate) // MAX_FRAMES)``, as

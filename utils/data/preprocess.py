@@ -28,16 +28,36 @@ def area_resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.rint(means, out=means).astype(np.uint8)
 
 
+def reference_nearest(image: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W)`` -> ``(256, 256)`` as the reference loads it: ``PIL.Image.resize``
+    with nearest resampling."""
+    from PIL import Image  # imported here: only the reference path needs it
+
+    return np.asarray(
+        Image.fromarray(image).resize((REFERENCE_SIZE, REFERENCE_SIZE), Image.NEAREST)
+    )
+
+
+def reference_resize(image: np.ndarray, size: int, order: int) -> np.ndarray:
+    """``(256, 256)`` -> float64 ``(size, size)`` by ``skimage.transform.resize`` called as
+    the reference calls it: spline ``order`` 3 (images, anti-aliased) or 0 (masks)."""
+    from skimage.transform import resize  # imported here: a second of start-up otherwise
+
+    return resize(
+        image, (size, size), order=order, preserve_range=True, mode="constant",
+        anti_aliasing=order > 0,
+    )  # fmt: skip
+
+
 def preprocess_image(image: np.ndarray, size: int, reference: bool = False) -> np.ndarray:
     """Spectrogram ``(H, W)`` uint8 -> model input ``(3, size, size)`` float32 in [0, 1].
 
     Default: an area resize (anti-aliased, :func:`area_resize`) and division by 255.
-    ``reference``: the reference code's path (nearest resize to 256 x 256, bicubic
-    to ``size``, min-max scaling) for like-for-like comparison with the paper.
+    ``reference``: the reference code's path, with its libraries: PIL's nearest resize
+    to 256 x 256, scikit-image's cubic spline to ``size``, min-max scaling.
     """
     if reference:
-        small = cv2.resize(image, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_NEAREST)
-        large = cv2.resize(small.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+        large = reference_resize(reference_nearest(image), size, order=3)
         low, high = float(large.min()), float(large.max())
         scaled = (large - low) / max(high - low, 1e-8)
     else:
@@ -61,9 +81,7 @@ def preprocess_mask(
     if resize == "area":
         return cv2.resize(binary.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     if reference:
-        binary = cv2.resize(
-            binary, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_NEAREST
-        )
+        return reference_resize(reference_nearest(binary), size, order=0) > 0
     return cv2.resize(binary, (size, size), interpolation=cv2.INTER_NEAREST) > 0
 
 

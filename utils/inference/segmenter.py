@@ -34,9 +34,9 @@ PROMPTS = ("full", "gt_box", "box")
 RECORDING_TILE_WIDTH = 3032
 DEFAULT_OVERLAP = 0.25
 # How recordings' masks become audio unless told otherwise (BSD images: the binary mask).
-# Chosen on mixtures of the shared *_train folders (README, "Real field recordings"): of
-# the renderings whose SI-SDR improvement is at least noisereduce's, the one BirdNET
-# recognises best.
+# Chosen on mixtures of the shared *_train folders (docs/evaluation.md, "Real field
+# recordings"): of the renderings whose SI-SDR improvement is at least noisereduce's, the
+# one BirdNET recognises best.
 RECORDING_RENDERING = Rendering("soft", floor_db=-20.0, margin_hz=200.0, margin_ms=30.0)
 # Tiles of level-normalised recordings whose contrast is below this are not run: the highest
 # threshold that skipped no tile the quick-start model finds anything in, on the synthetic

@@ -12,7 +12,8 @@ the same batches, and every step after it works column by column or within the c
 kept.
 
 The mask of bird sound becomes Raven selections (:class:`RegionTracker`); mask PNGs
-(and overlays) are kept for recordings no longer than ``png_max_seconds``.
+(and overlays) are kept for recordings no longer than ``png_max_seconds``. A
+:class:`utils.inference.sinks.RecordingSink` may take the audio and masks instead of files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import numpy as np
 
 from utils.audio import bsd
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_BINS, N_FFT, num_frames
-from utils.audio.io import audio_writer
 from utils.audio.kernel import istft_planes
 from utils.audio.stream import (
     FrameStream,
@@ -37,26 +37,20 @@ from utils.audio.stream import (
     scan_recording,
 )
 from utils.common.progress import Progress
-from utils.data.image_io import write_png
 from utils.data.inputs import LoadOptions, Source, channel_names
 from utils.data.preprocess import full_box
 from utils.data.selection_table import Selection
 from utils.data.tiling import overlapping_tile_starts, tile_box
-from utils.data.visualize import overlay
 from utils.inference.box_prompts import BoxPrompt, box_gate, box_prompts
 from utils.inference.predict import blend_tile, tile_maps
 from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import Segmenter
+from utils.inference.sinks import FileSink, RecordingSink
 from utils.scoring.reports import recording_row
 
 DEFAULT_CHUNK_SECONDS = 10.0
 DEFAULT_PNG_MAX_SECONDS = 60.0
-# A recording's mask PNG is held whole, with its image for an overlay: at most 2^17 frames
-# (2.9 min at 48 kHz; 128 MiB each, and 384 MiB for the overlay).
-PNG_MAX_FRAMES = 1 << 17
-OVERLAY_BLOCK_FRAMES = 1 << 13  # overlays are drawn this many frames at a time
 PROGRESS_MIN_SECONDS = 300  # a recording this long reports its own progress
-FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 PCM16_FULL_SCALE = 32767.5 / 32768  # from here on a sample is clipped in a 16-bit WAV
 
 
@@ -73,20 +67,23 @@ class RecordingResult:
 def denoise_recording(
     source: Source,
     segmenter: Segmenter,
-    out: Path,
+    out: Path | None,
     options: LoadOptions,
     *,
     chunk_seconds: float,
     png_max_seconds: float = DEFAULT_PNG_MAX_SECONDS,
     overlays: bool = False,
     selections: list[Selection] | None = None,
+    sink: RecordingSink | None = None,
 ) -> RecordingResult:
     """Denoise ``source`` (a recording) into ``out/denoised/NAME.wav``, written block by
     block, and return its rows and regions (the caller writes the selection table).
 
     Prompts: ``segmenter.prompt`` ``full`` or ``box`` (its band on every channel), or one
     box per selection when ``selections`` is given. ``options`` as for
-    :func:`utils.data.inputs.load_views`.
+    :func:`utils.data.inputs.load_views`. ``sink`` takes the outputs instead (``out``,
+    ``png_max_seconds`` and ``overlays`` are then unused); ``source.path`` may be an
+    :class:`utils.audio.stream.AudioArray`.
 
     Raises:
         ValueError: naming the file, when it cannot be read or prompted (the denoised
@@ -95,6 +92,7 @@ def denoise_recording(
     if segmenter.prompt == "gt_box":
         raise ValueError(f"{source.path}: --prompt gt_box needs a ground-truth mask; a "
                          "recording has none")  # fmt: skip
+    sink = sink or FileSink(out, png_max_seconds, overlays)
     info = recording_info(source.path)
     sr = options.sample_rate or info.sr
     result = RecordingResult([])
@@ -121,19 +119,15 @@ def denoise_recording(
                                     segmenter.settings.half_spectrum)  # fmt: skip
         result.warnings += unused
     gains = scan.gains if options.normalize_level else [1.0] * info.channels
-    keep_png = scan.samples / sr <= png_max_seconds
-    if keep_png and n_frames > PNG_MAX_FRAMES:
-        keep_png = False
-        result.warnings.append(f"{source.path}: no mask PNG, {n_frames} frames is more than "
-                               f"{PNG_MAX_FRAMES} (see its selection table)")  # fmt: skip
+    keep_masks, notes = sink.wants_masks(source.path, scan.samples / sr, n_frames)
+    result.warnings += notes
     run = _StreamedRun(segmenter, sr, n_frames, scan.samples, info.channels, gains, boxes,
-                       keep_png)  # fmt: skip
+                       keep_masks, keep_masks and sink.keeps_images)  # fmt: skip
     seconds = scan.samples // sr
     if seconds >= PROGRESS_MIN_SECONDS:
         run.progress = Progress(seconds, f"{source.name} (s of audio)", interval=seconds // 10)
-    subtype = "FLOAT" if info.subtype in FLOAT_SUBTYPES else "PCM_16"
-    with audio_writer(out / "denoised" / f"{source.name}.wav", sr, info.channels, subtype,
-                      scan.samples) as write:  # fmt: skip
+    subtype = sink.subtype(info.subtype)
+    with sink.writer(source.name, sr, info.channels, subtype, scan.samples) as write:
         chunk_frames = max(1, int(chunk_seconds * sr / HOP_LENGTH))
         energies, clipped = run.run(FrameStream(recording_blocks(source.path, sr)), write,
                                     chunk_frames, subtype)  # fmt: skip
@@ -145,18 +139,8 @@ def denoise_recording(
     for c, name in enumerate(names):
         result.rows.append(recording_row(name, scan.samples / sr, *energies[c]))
         result.selections += run.trackers[c].finish()
-        if keep_png:
-            mask = np.concatenate(run.png_masks[c], axis=1)
-            write_png(out / "masks" / f"{name}.png", mask)
-            if overlays:
-                image = np.concatenate(run.png_images[c], axis=1)
-                blocks = range(0, mask.shape[1], OVERLAY_BLOCK_FRAMES)
-                rgb = np.concatenate([
-                    np.round(overlay(image[:, b : b + OVERLAY_BLOCK_FRAMES],
-                                     mask[:, b : b + OVERLAY_BLOCK_FRAMES]) * 255).astype(np.uint8)
-                    for b in blocks
-                ], axis=1)  # fmt: skip
-                write_png(out / "overlays" / f"{name}.png", rgb)
+        if keep_masks:
+            sink.mask(name, np.concatenate(run.png_masks[c], axis=1), run.png_images[c])
     result.selections.sort(key=lambda s: (s.begin_s, s.channel))
     return result
 
@@ -174,10 +158,12 @@ class _StreamedRun:
         channels: int,
         gains: list[float],
         boxes: list[BoxPrompt] | None,
-        keep_png: bool,
+        keep_masks: bool,
+        keep_images: bool = False,
     ) -> None:
         self.segmenter, self.sr, self.n_frames, self.n_samples = segmenter, sr, n_frames, n_samples
-        self.channels, self.gains, self.boxes, self.keep_png = channels, gains, boxes, keep_png
+        self.channels, self.gains, self.boxes = channels, gains, boxes
+        self.keep_masks, self.keep_images = keep_masks, keep_images
         self.size = segmenter.model.img_size
         self.half = segmenter.settings.half_spectrum
         self.tile_width = segmenter.tile_width
@@ -334,8 +320,9 @@ class _StreamedRun:
             if mask.shape[1]:
                 half = slice(None) if self.half else slice(CENTER_ROW, None)  # bins 0 ... 512
                 self.trackers[c].add(first_hop, mask[half], probability[half, kept])
-                if self.keep_png:
+                if self.keep_masks:
                     self.png_masks[c].append(bsd.two_sided(mask) if self.half else mask)
+                if self.keep_images:
                     image = self.images[c][:, first_hop - self.first : stop_hop - self.first]
                     self.png_images[c].append(bsd.two_sided(image))
             self.energies[c][0] += float(np.sum(np.square(raw[c], dtype=np.float64)))

@@ -15,6 +15,7 @@ import torch
 
 from utils.audio.conventions import N_FFT
 from utils.common import distributed
+from utils.common.cli import OneSpellingHelpFormatter
 from utils.data.bsd_layout import split_dir
 from utils.data.preprocess import MASK_RESIZES
 from utils.data.recordings import UserSounds
@@ -25,6 +26,7 @@ from utils.model.sam import MODEL_TYPES, sam_state_dict
 from utils.train import run_log
 from utils.train.checkpointer import check_resume
 from utils.train.losses import DICE_REDUCTIONS
+from utils.train.step_log import tensorboard_problem
 
 TRAIN_PARTS = ("image_encoder", "mask_decoder")
 PRESETS = {
@@ -49,6 +51,23 @@ PRESETS = {
         "val_metric": "whole_fg_iou",
         "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
     },
+    # Checks an install in under 2 minutes; budsam_train_multi.py then checks the run.
+    "smoke": {
+        "tr_path": "data/synthetic_smoke",
+        "task_name": "smoke",
+        "model_type": "vit_tiny",
+        "device": "cpu",
+        "world_size": 2,
+        "train_parts": "image_encoder,mask_decoder",
+        "num_epochs": 1,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "num_workers": 0,
+        "keep_in_memory": True,
+        "tile_width": 1024,
+        "half_spectrum": True,
+        "synthetic": {"train": 6, "valid": 2, "test": 2, "seed": 0},
+    },
 }
 
 
@@ -64,7 +83,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The reference's argument spellings, each with a double-dash twin."""
     p = OneLineErrorParser(
         description="Fine-tune SAM to segment clean bird sound in BSD spectrograms (DDP).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=OneSpellingHelpFormatter,
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a set of defaults")
     p.add_argument("-i", "--tr_path", default="data/BSD", help="BSD root holding the splits")
@@ -91,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument(
             flag, default=None,
             help=f"a folder of your {what}, mixed into half of the built-in synthetic "
-            "training recordings (with --preset cpu_demo; see README, 'Adapting to a site')",
+            "training recordings (with --preset cpu_demo; see docs/evaluation.md, 'Adapting "
+            "BudSAM to a site')",
         )  # fmt: skip
     p.add_argument(
         "--pixel_norm", choices=("auto", *PIXEL_NORMS), default="auto",
@@ -146,6 +166,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--eval_batch_size", type=int, default=None)
     p.add_argument("--log_interval", type=int, default=10, help="steps between plain log lines")
+    p.add_argument(
+        "--tensorboard", action="store_true",
+        help="also write TensorBoard scalars into <run folder>/tensorboard (needs the optional "
+        "package: pip install tensorboard); steps.jsonl is written in any case",
+    )  # fmt: skip
     p.add_argument("--max_nonfinite_steps", type=int, default=3,
                    help="stop after this many steps in a row with a NaN/inf loss")  # fmt: skip
     p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap, for smoke tests")
@@ -201,6 +226,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--clip_grad must be > 0, got {args.clip_grad}")
     if not 0.0 <= args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be within [0, 1), got {args.ema_decay}")
+    if args.tensorboard and (problem := tensorboard_problem()) is not None:
+        parser.error(problem)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     if args.nproc_per_node is None:

@@ -168,7 +168,7 @@ def build_embedders(
         "model_type": args.model_type,
         "encoder": module_fingerprint(model.image_encoder),
         "input_size": input_size(args.model_type),
-        "preprocess": "reference" if args.ref_preprocess else "area",
+        "preprocess": "reference-skimage" if args.ref_preprocess else "area",
         "pixel_norm": args.pixel_norm,
         "tile_width": args.tile_width,
         "half_spectrum": args.half_spectrum,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from utils.train.checkpointer import TrainState
 from utils.train.ema import WeightEMA
 from utils.train.embedding_cache import Embedder
 from utils.train.losses import DiceBCELoss
+from utils.train.step_log import StepLog
 
 
 def cosine_lr(base_lr: float, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -84,7 +86,8 @@ class Trainer:
     forward and backward run inside ``no_sync`` (no all-reduce) and gradients add
     up; the loss is divided by ``grad_acc_steps``; the optimizer steps and the
     gradients are zeroed once per ``grad_acc_steps`` micro-batches. ``lr_at`` sets the
-    learning rate of each step; ``ema`` is updated after each optimizer step.
+    learning rate of each step; ``ema`` is updated after each optimizer step; ``step_log``
+    (rank 0's, None on the others) gets each optimizer step's loss and learning rate.
     """
 
     model: nn.Module
@@ -100,6 +103,7 @@ class Trainer:
     max_nonfinite_steps: int = 3
     log_interval: int = 10
     clip_grad: float | None = None
+    step_log: StepLog | None = None
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -114,7 +118,8 @@ def train_one_epoch(
     stop: distributed.StopRequest | None = None,
 ) -> dict:
     """Train until the loader ends or a stop is requested on any rank (checked after each
-    optimizer step); returns ``{"train_loss", "stopped"}``.
+    optimizer step); returns ``{"train_loss", "samples_per_s", "stopped"}``
+    (``samples_per_s``: the items of all ranks trained on per second of this call).
 
     Trailing micro-batches that do not fill a whole step are ignored (the caller hands
     in whole steps only). ``state.step`` counts optimizer steps (the schedule's
@@ -131,8 +136,8 @@ def train_one_epoch(
     :class:`NonFiniteLossError` stops training.
 
     Host synchronisation: one per optimizer step (the all-reduced non-finite flag, with
-    the last loss for the progress line), and one small all-reduce per micro-batch only
-    in a process group (whether every rank has items).
+    the step's loss for the progress line and the step log), and one small all-reduce per
+    micro-batch only in a process group (whether every rank has items).
     """
     t, ctx, optimizer, scaler = trainer, trainer.ctx, trainer.optimizer, trainer.scaler
     t.model.train()
@@ -141,7 +146,9 @@ def train_one_epoch(
     # finite losses' sum and count, on the device so that no micro-batch waits for them
     loss_totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     nonfinite_in_step = torch.zeros((), dtype=torch.bool, device=ctx.device)
-    skipped, micro, nonfinite_in_a_row = 0, 0, 0
+    step_loss = torch.zeros((), dtype=torch.float64, device=ctx.device)  # summed micro-batches
+    skipped, micro, nonfinite_in_a_row, samples = 0, 0, 0, 0
+    start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     stopped = False
     for batch in loader:
@@ -149,6 +156,7 @@ def train_one_epoch(
         if distributed.any_rank("mask" not in batch, ctx.device):
             continue
         micro += 1
+        samples += len(batch["mask"])
         sync_now = micro % t.grad_acc_steps == 0
         no_sync = getattr(t.model, "no_sync", None)
         context = no_sync() if (no_sync is not None and not sync_now) else nullcontext()
@@ -160,45 +168,60 @@ def train_one_epoch(
         finite = torch.isfinite(loss)
         loss_totals += torch.stack([torch.where(finite, loss, 0.0), finite.double()])
         nonfinite_in_step |= ~finite
+        step_loss += loss
         if not sync_now:
             continue
         # Gradients are all-reduced by now, so every rank sees the same ones. With a
         # gradient scaler (fp16) infinite gradients are its business: it skips the step.
         if not scaler.is_enabled():
             nonfinite_in_step |= ~_gradients_finite(optimizer)
-        # The step's one host sync: any rank's non-finite flag, and the mean last loss.
-        status = distributed.all_reduce_sum(torch.stack([nonfinite_in_step.double(), loss]))
+        # The step's one host sync: any rank's non-finite flag, and the step's mean loss.
+        status = distributed.all_reduce_sum(torch.stack([nonfinite_in_step.double(), step_loss]))
         nonfinite_ranks, loss_value = status.tolist()
-        loss_value /= ctx.world_size
+        loss_value /= ctx.world_size * t.grad_acc_steps
         if nonfinite_ranks > 0:
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
             nonfinite_in_a_row += 1
+            _log_step(t, state, loss_value, "nonfinite")
             _report_nonfinite(ctx, state.step + 1, nonfinite_in_a_row, t.max_nonfinite_steps)
             state.step += 1
         else:
             nonfinite_in_a_row = 0
-            if _optimizer_step(optimizer, scaler, t.lr_at, state.step, t.clip_grad):
+            applied = _optimizer_step(optimizer, scaler, t.lr_at, state.step, t.clip_grad)
+            _log_step(t, state, loss_value, None if applied else "fp16_scaler")
+            if applied:
                 if t.ema is not None:
                     t.ema.update(t.unwrapped)
                 state.step += 1
         nonfinite_in_step.zero_()
+        step_loss.zero_()
         state.step_in_epoch += 1
         progress.update(loss=loss_value)
         if stop is not None and stop.agreed(ctx):
             stopped = True
             break
     progress.close()
-    skipped_items = torch.tensor([skipped], dtype=torch.float64, device=ctx.device)
-    loss_sum, loss_count, skipped = distributed.all_reduce_sum(
-        torch.cat([loss_totals, skipped_items])
+    seconds = max(time.perf_counter() - start, 1e-9)
+    counts = torch.tensor([skipped, samples], dtype=torch.float64, device=ctx.device)
+    loss_sum, loss_count, skipped, samples = distributed.all_reduce_sum(
+        torch.cat([loss_totals, counts])
     ).tolist()
     state.skipped_items += int(skipped)  # every rank's, so every rank agrees
     # With the part of the epoch run before a resume: every rank holds the same totals.
     state.epoch_loss_sum += loss_sum
     state.epoch_loss_count += int(loss_count)
     train_loss = state.epoch_loss_sum / max(state.epoch_loss_count, 1)
-    return {"train_loss": train_loss, "stopped": stopped}
+    return {"train_loss": train_loss, "samples_per_s": samples / seconds, "stopped": stopped}
+
+
+def _log_step(t: Trainer, state: TrainState, loss: float, skipped: str | None) -> None:
+    """Hand the optimizer step being taken (``state.step + 1``) to the step log, if any,
+    with the learning rate it is (or would have been) taken at."""
+    if t.step_log is None:
+        return
+    lr = t.lr_at(state.step) if t.lr_at is not None else t.optimizer.param_groups[0]["lr"]
+    t.step_log.step(state.epoch, state.step + 1, loss, lr, skipped)
 
 
 def _gradients_finite(optimizer: torch.optim.Optimizer) -> torch.Tensor:

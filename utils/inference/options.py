@@ -1,0 +1,114 @@
+"""The settings of an inference run that decide how its inputs are segmented and rendered,
+shared by ``budsam_infer.py`` and the Python API (:mod:`utils.api`): the command line's
+flags of the same names and defaults, and what ``auto`` and unset ones become for
+recordings and for spectrogram images."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+
+from utils.audio.render import BSD_RENDERING, Rendering
+from utils.data.inputs import LoadOptions
+from utils.inference.segmenter import (
+    DEFAULT_OVERLAP,
+    RECORDING_RENDERING,
+    RECORDING_SKIP_CONTRAST,
+    RECORDING_TILE_WIDTH,
+    BandPrompt,
+    ModelSettings,
+    Segmenter,
+)
+from utils.model.budsam import BudSAM
+
+LEVELS = ("auto", "normalize", "bsd")
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """``budsam_infer.py``'s flags of these names (see its ``--help``); ``box`` is its
+    ``--box T0 T1 F0 F1``: a time span in seconds and a band in Hz.
+
+    Raises:
+        ValueError: on construction, for a box, level, rendering or overlap out of range
+            (with the flag's name).
+    """
+
+    prompt: str = "full"
+    box: Sequence[float] | None = None
+    sr: int | None = None
+    keep_rate: bool = False
+    level: str = "auto"
+    render: str = "auto"
+    floor_db: float | None = None
+    margin_hz: float | None = None
+    margin_ms: float | None = None
+    tile_width: int | None = None
+    overlap: float = DEFAULT_OVERLAP
+    threshold: float = 0.5
+    batch_size: int = 8
+    amp: str = "none"
+    seed: int = 0
+    skip_contrast: float = RECORDING_SKIP_CONTRAST
+
+    def __post_init__(self) -> None:
+        if self.box is not None:
+            if len(self.box) != 4:
+                raise ValueError(f"--box needs 4 numbers, T0 T1 F0 F1; got {list(self.box)}")
+            t0, t1, f0, f1 = self.box
+            if not (0 <= t0 < t1 and 0 <= f0 < f1):
+                raise ValueError(f"--box needs 0 <= T0 < T1 and 0 <= F0 < F1, got {t0} {t1} "
+                                 f"{f0} {f1}")  # fmt: skip
+        if self.level not in LEVELS:
+            raise ValueError(f"--level must be one of {LEVELS}, got {self.level!r}")
+        self.rendering(for_recordings=True)
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"--overlap must be in [0, 1), got {self.overlap}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SegmentOptions:
+        """The options of ``budsam_infer.py``'s parsed arguments."""
+        return cls(**{field.name: getattr(args, field.name) for field in fields(cls)})
+
+    def rendering(self, for_recordings: bool) -> Rendering:
+        """The rendering asked for: ``auto`` parts from :data:`RECORDING_RENDERING` for
+        recordings, and from the data set's binary mask otherwise (BSD images, the paper's
+        ground-truth box)."""
+        base = RECORDING_RENDERING if for_recordings else BSD_RENDERING
+        return Rendering(
+            kind=base.kind if self.render == "auto" else self.render,
+            floor_db=base.floor_db if self.floor_db is None else self.floor_db,
+            margin_hz=base.margin_hz if self.margin_hz is None else self.margin_hz,
+            margin_ms=base.margin_ms if self.margin_ms is None else self.margin_ms,
+            threshold=self.threshold,
+        )
+
+    def load_options(self, settings: ModelSettings, recordings: bool) -> LoadOptions:
+        """How views are made: recordings at the model's training rate (unless
+        ``keep_rate``) and, at the ``auto`` level, normalised; images as they are."""
+        sample_rate = None if self.keep_rate or not recordings else settings.sample_rate
+        normalize = self.level == "normalize" or (self.level == "auto" and recordings)
+        return LoadOptions(sample_rate, normalize)
+
+    def segmenter(
+        self,
+        model: BudSAM,
+        settings: ModelSettings,
+        recordings: bool,
+        device: torch.device | None = None,
+    ) -> Segmenter:
+        """A :class:`Segmenter` for recordings or for spectrogram images, as asked."""
+        box = self.box
+        band = None if box is None else BandPrompt((box[0], box[1]), (box[2], box[3]))
+        return Segmenter(
+            model, settings, prompt="box" if band else self.prompt, band=band,
+            default_sr=self.sr, overlap=self.overlap, threshold=self.threshold,
+            tile_width=self.tile_width or settings.tile_width
+            or (RECORDING_TILE_WIDTH if recordings else None),
+            batch_size=self.batch_size, device=device, amp=self.amp, seed=self.seed,
+            rendering=self.rendering(recordings and self.prompt != "gt_box"),
+            skip_contrast=self.skip_contrast if recordings and self.level != "bsd" else 0.0,
+        )  # fmt: skip
