@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return FORESEEN_EXIT_CODE
-    if code == 0 and args.preset == "smoke" and int(os.environ.get("RANK", "0")) == 0:
+    first_node = args.node_rank == 0 and int(os.environ.get("RANK", "0")) == 0
+    if code == 0 and args.preset == "smoke" and first_node:
         code = check_smoke_run(args, started)
     return code
 

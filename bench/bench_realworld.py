@@ -4,7 +4,7 @@ bird clips and real noise, at recorder gain 1 and at a low gain.
 Builds the mixtures on first use (``utils.data.mixtures``: the ``birds_eval`` clips with
 the ``noise_eval`` recordings at 0 and -5 dB in the bird band, seed 0; the same scaled
 by ``--low_gain``), runs ``budsam_eval.py --recordings --birdnet`` on each (at gain 1
-with the renderings of the README's trade-off table too), and prints
+with the renderings of the trade-off table in docs/evaluation.md too), and prints
 per SNR: SI-SDR improvement and BirdNET confidence of BudSAM (full box, the recordings'
 default rendering), noisereduce's two modes and the noisy input, with the targets of the
 real-recordings issue checked.
@@ -31,7 +31,7 @@ from utils.inference.segmenter import RECORDING_RENDERING
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 NOISEREDUCE = ("noisereduce (stationary)", "noisereduce (non-stationary)")
 INPUT = "identity (no denoising)"
-# The renderings of the README's trade-off table (gain 1 only), beside the default.
+# The renderings of the trade-off table in docs/evaluation.md (gain 1 only), beside the default.
 TRADE_OFF = ("binary", "soft", "binary,floor=-20", "soft,floor=-20", "soft,floor=-10")
 
 

@@ -75,7 +75,7 @@ def main() -> None:
         tables = {}
         for name, folder in {**TUNING, **EVALUATION}.items():
             if not folder.is_dir():
-                print(f"{name}: {folder} missing, left out (see README: real-world evaluation)")
+                print(f"{name}: {folder} missing, left out (docs/evaluation.md)")
                 continue
             tables[name] = tile_table(model, settings, folder, args.max_files)
     tuned = [tables[name] for name in TUNING if name in tables]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import budsam_infer as infer
 from tests.test_long_recordings import SR, _recording
@@ -73,6 +74,15 @@ def test_an_array_needs_its_sample_rate_and_a_checkpoint_must_exist(denoiser, tm
     assert str(raised.value) == f"{missing}: checkpoint not found"
     with pytest.raises(TypeError, match="unknown options"):
         BudSAMDenoiser.from_checkpoint(missing, prompt="gt_box")
+    for samples in (np.zeros(SR, np.int64), np.zeros(SR, np.uint8)):  # not PCM as files hold it
+        with pytest.raises(ValueError, match="int16/int32 PCM"):
+            denoiser.denoise(samples, sr=SR)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
+def test_cuda_without_a_gpu_is_one_clear_error(tiny_checkpoint):
+    with pytest.raises(ValueError, match="no CUDA device is visible"):
+        BudSAMDenoiser.from_checkpoint(tiny_checkpoint, device="cuda")
 
 
 def test_a_stereo_array_gives_each_channel_its_audio_and_mask(denoiser):

@@ -129,9 +129,15 @@ def test_reference_path_equals_the_references_own_pil_and_scikit_image_calls(tmp
     expected_mask = resize(
         mask_small, (512, 512), order=0, preserve_range=True, mode="constant", anti_aliasing=False
     )
+    expected_mask = np.uint8(expected_mask)
+    expected_mask = (expected_mask - expected_mask.min()) / np.clip(
+        expected_mask.max() - expected_mask.min(), 1e-8, None
+    )
     got_mask = preprocess_mask(read_gray_png(tmp_path / "mask.png"), 512, reference=True)
     np.testing.assert_array_equal(got_mask, expected_mask > 0)
     assert got_mask.any() and not got_mask.all()
+    # The reference's min-max scaling empties a mask that is foreground everywhere.
+    assert not preprocess_mask(np.full((1024, 700), 255, np.uint8), 512, reference=True).any()
 
 
 def test_box_prompt_jitters_outwards_within_the_image():

@@ -30,7 +30,7 @@ def test_shards_cover_every_item_exactly_once():
 def test_ddp_ranks_stay_identical_and_accumulation_equals_a_larger_batch(tmp_path, ema_decay):
     """Also for the weight EMA, which is updated once per optimizer step. (With
     ``--dice batch`` the Dice term is pooled per micro-batch, so accumulation is not
-    the larger batch's Dice: see the README.)"""
+    the larger batch's Dice: see the README, "Differences from the original code".)"""
     for mode in ("acc", "plain"):
         args = (2, str(tmp_path), _free_init_method(), mode, ema_decay)
         mp.spawn(ddp_checks.run_steps, args=args, nprocs=2)

@@ -6,7 +6,7 @@ import ast
 
 from tests.conftest import REPO_ROOT
 
-# Layer of each utils subpackage (README, "Repository layout"); equal layers side by
+# Layer of each utils subpackage (docs/layout.md); equal layers side by
 # side never import each other.
 LAYERS = {
     "common": 0,

@@ -26,11 +26,10 @@ from utils.audio.level import MAX_FRAMES, level_gain
 from utils.audio.stream import scan_recording
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.distributed import shard_by_weight
-from utils.data.image_io import read_mask_png
+from utils.data.image_io import overlay, read_mask_png
 from utils.data.inputs import RECORDING, LoadOptions, Source, load_views
 from utils.data.selection_table import Selection, read_selection_table, write_selection_table
 from utils.data.tiling import overlapping_tile_starts
-from utils.data.visualize import overlay
 from utils.inference import streaming
 from utils.inference.box_prompts import box_gate, box_prompts
 from utils.inference.regions import RegionTracker

@@ -102,6 +102,19 @@ def test_requirements_txt_and_the_extras_hold_exactly_what_the_code_imports():
     assert optional <= imported, f"extras never imported: {sorted(optional - imported)}"
 
 
+def test_optional_packages_are_imported_only_where_they_are_used():
+    """An extra imported at a module's top level would break every install without it."""
+    optional = _optional_names()
+    for path in _code_files():
+        tree = ast.parse(path.read_text(), str(path))
+        top_level = ast.Module(
+            body=[n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)],
+            type_ignores=[],
+        )
+        found = {_distribution(module) for module in _imported_modules(top_level)}
+        assert not found & optional, f"{path.name} imports {sorted(found & optional)} at its top"
+
+
 def test_requirements_dev_holds_exactly_what_the_tests_add():
     imported = _distributions(list((ROOT / "tests").rglob("*.py")))
     required = _requirement_names(ROOT / "requirements.txt")

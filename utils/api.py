@@ -53,7 +53,8 @@ class Denoised:
     row 511 down to ``sr / 2`` at the last row; the rows above mirror bins 1 ... 511);
     None with ``mask=False``. ``regions``: the bird-sound regions of every channel, in time
     order (Raven selections, 1-based ``channel``, as ``selections/NAME.selections.txt``).
-    ``warnings``: what the command line would warn about (a silent channel...).
+    ``warnings``: what the command line would warn about (a silent channel...), but for
+    clipping to 16 bits: the audio here stays float.
     """
 
     audio: np.ndarray
@@ -99,7 +100,7 @@ class BudSAMDenoiser:
 
         Raises:
             ValueError: the command line's one line, for a missing, unreadable or wrong
-                checkpoint, or an option out of range.
+                checkpoint, or an option out of range; for ``device="cuda"`` without one.
             TypeError: for an unknown option.
         """
         unknown = sorted(set(options) - set(OPTIONS))
@@ -107,6 +108,8 @@ class BudSAMDenoiser:
             raise TypeError(f"unknown options {unknown}; expected some of {list(OPTIONS)}")
         segment_options = SegmentOptions(**options)
         device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda: no CUDA device is visible; use device='cpu'")
         model, settings = load_model(str(path), model_type, device)
         return cls(model, settings, segment_options, device, chunk_seconds)
 
@@ -162,8 +165,10 @@ def _source(audio_or_path: str | Path | np.ndarray, sr: int | None) -> tuple[Sou
     if samples.ndim == 2 and samples.shape[0] > samples.shape[1]:
         raise ValueError(f"expected (channels, samples), got shape {samples.shape} (more "
                          "channels than samples: pass audio.T?)")  # fmt: skip
-    if np.issubdtype(samples.dtype, np.signedinteger):  # PCM, as soundfile reads it
+    if samples.dtype in (np.int16, np.int32):  # PCM, scaled as soundfile reads it
         samples = samples / -float(np.iinfo(samples.dtype).min)
+    elif not np.issubdtype(samples.dtype, np.floating):
+        raise ValueError(f"expected float samples, or int16/int32 PCM; got {samples.dtype}")
     if int(sr) != sr:
         raise ValueError(f"the sample rate must be a whole number of Hz, got {sr}")
     recording = AudioArray(np.atleast_2d(samples), int(sr))

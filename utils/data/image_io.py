@@ -1,4 +1,4 @@
-"""Reading and writing the BSD spectrogram and mask PNGs (8-bit grayscale)."""
+"""Reading and writing the BSD spectrogram and mask PNGs (8-bit grayscale); mask overlays."""
 
 from __future__ import annotations
 
@@ -108,3 +108,10 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), image, params):
             raise ValueError(f"{path}: could not write the image")
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB float image: the grayscale spectrogram with the mask tinted red. ``(H, W, 3)``."""
+    gray = np.repeat((image.astype(np.float64) / 255.0)[..., None], 3, axis=2)
+    tint = np.array([1.0, 0.15, 0.1])
+    return np.where(mask[..., None], (1 - alpha) * gray + alpha * tint, gray)

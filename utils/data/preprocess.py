@@ -70,18 +70,21 @@ def preprocess_mask(
 ) -> np.ndarray:
     """Mask ``(H, W)`` -> ``(size, size)``.
 
-    ``resize="nearest"`` (the default, as the reference): bool, by nearest resizing
-    (via 256 for ``reference``). ``resize="area"``: float32 in [0, 1], each pixel the
+    ``resize="nearest"`` (the default, as the reference): bool, by nearest resizing.
+    With ``reference``, the reference's calls (PIL to 256, scikit-image to ``size``, then
+    min-max scaling and ``> 0``): a mask that is foreground everywhere comes out empty, as
+    there. ``resize="area"``: float32 in [0, 1], each pixel the
     foreground fraction of the input area it covers (a soft target that keeps thin
     structures nearest resizing drops or fattens; ``reference`` is ignored).
     """
     if resize not in MASK_RESIZES:
         raise ValueError(f"unknown mask resize {resize!r}; expected one of {MASK_RESIZES}")
+    if reference and resize == "nearest":  # foreground: above the resized mask's minimum
+        resized = reference_resize(reference_nearest(mask.astype(np.uint8)), size, order=0)
+        return resized > resized.min()
     binary = (mask > 0).astype(np.uint8)
     if resize == "area":
         return cv2.resize(binary.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    if reference:
-        return reference_resize(reference_nearest(binary), size, order=0) > 0
     return cv2.resize(binary, (size, size), interpolation=cv2.INTER_NEAREST) > 0
 
 

@@ -18,14 +18,7 @@ from utils.audio.io import (  # noqa: E402
 )
 from utils.common.files import atomic_path  # noqa: E402
 from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR, RAW_AUDIO_DIR  # noqa: E402
-from utils.data.image_io import read_gray_png, read_mask_png  # noqa: E402
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB float image: the grayscale spectrogram with the mask tinted red. ``(H, W, 3)``."""
-    gray = np.repeat((image.astype(np.float64) / 255.0)[..., None], 3, axis=2)
-    tint = np.array([1.0, 0.15, 0.1])
-    return np.where(mask[..., None], (1 - alpha) * gray + alpha * tint, gray)
+from utils.data.image_io import overlay, read_gray_png, read_mask_png  # noqa: E402
 
 
 def plot_examples(split_root: str | Path, out_png: str | Path, n: int = 4) -> Path:
@@ -51,7 +44,9 @@ def plot_examples(split_root: str | Path, out_png: str | Path, n: int = 4) -> Pa
         if len(examples) == n:
             break
     if not examples:
-        raise ValueError(f"{split_root}: no example with a non-empty mask to plot")
+        raise ValueError(
+            f"{split_root}: no example with a non-empty mask and its recording to plot"
+        )
     fig, axes = plt.subplots(len(examples), 3, figsize=(13, 2.8 * len(examples)), squeeze=False)
     for row, (name, sr) in zip(axes, examples, strict=True):
         image = read_gray_png(split_root / IMAGES_DIR / name)[CENTER_ROW:]  # DC first

@@ -19,7 +19,7 @@ import numpy as np
 
 from utils.audio import io as audio_io
 from utils.common.progress import Progress
-from utils.data.image_io import write_png
+from utils.data.image_io import overlay, write_png
 from utils.data.inputs import (
     AS_STORED,
     RECORDING,
@@ -33,7 +33,6 @@ from utils.data.selection_table import (
     selections_for_recording,
     write_selection_table,
 )
-from utils.data.visualize import overlay
 from utils.inference import records
 from utils.inference.segmenter import Segmenter
 from utils.inference.streaming import (

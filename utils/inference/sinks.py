@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.audio.io import audio_writer
-from utils.data.image_io import write_png
-from utils.data.visualize import overlay
+from utils.data.image_io import overlay, write_png
 
 # A recording's mask PNG is held whole, with its image for an overlay: at most 2^17 frames
 # (2.9 min at 48 kHz; 128 MiB each, and 384 MiB for the overlay).

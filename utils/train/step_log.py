@@ -52,10 +52,10 @@ def tensorboard_problem() -> str | None:
     try:
         import tensorboard  # noqa: F401
         import torch.utils.tensorboard  # noqa: F401
-    except ImportError as err:
+    except Exception as err:  # noqa: BLE001 - a broken install raises more than ImportError
         return (
             f"--tensorboard needs the optional package 'tensorboard', which could not be "
-            f"imported ({err}); install it with: {INSTALL_TENSORBOARD}"
+            f"imported ({type(err).__name__}: {err}); install it with: {INSTALL_TENSORBOARD}"
         )
     return None
 
@@ -129,7 +129,7 @@ class StepLog:
 
             self._writer = SummaryWriter(
                 str(Path(run_dir) / TENSORBOARD_DIR),
-                purge_step=last_step + 1 if last_step else None,
+                purge_step=last_step + 1,
                 flush_secs=30,
             )
 
