@@ -42,7 +42,7 @@ from utils.inference.segmenter import (
     load_model,
     positive_int,
 )
-from utils.model.sam import MODEL_TYPES
+from utils.model.factory import ALL_MODEL_TYPES, is_baseline
 from utils.scoring import reports
 
 METHOD_GROUPS = ("budsam", "noisereduce", "energy", "identity", "oracle")
@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="results/eval", help="output folder")
     p.add_argument("-checkpoint", "--checkpoint", nargs="*", default=[],
                    help="BudSAM (or official SAM) checkpoints to evaluate")  # fmt: skip
-    p.add_argument("-model_type", "--model_type", default=None, choices=MODEL_TYPES,
+    p.add_argument("-model_type", "--model_type", default=None, choices=ALL_MODEL_TYPES,
                    help="for official SAM checkpoints, which record none")  # fmt: skip
     p.add_argument("--split", default="test", help="the split to read when -i is a BSD root")
     p.add_argument("--methods", default=",".join(METHOD_GROUPS),
@@ -133,8 +133,9 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
         protocol = "recordings' level, binary" if args.recordings else "paper protocol"
         if args.recordings:
             common["tile_width"] = settings.tile_width or RECORDING_TILE_WIDTH
-        label = f"BudSAM {checkpoint_label(checkpoint)}"
-        if has_masks:
+        baseline = is_baseline(settings.model_type)  # no prompt: one row per rendering
+        label = f"{settings.model_type if baseline else 'BudSAM'} {checkpoint_label(checkpoint)}"
+        if has_masks and not baseline:
             methods.append(
                 comparison.ModelMethod(
                     f"{label}, ground-truth box ({protocol})",
@@ -146,7 +147,7 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
             rendered = "" if rendering.is_bsd else f", rendered {rendering.spec}"
             methods.append(
                 comparison.ModelMethod(
-                    f"{label}, full box (no ground truth){rendered}",
+                    f"{label}{'' if baseline else ', full box'} (no ground truth){rendered}",
                     Segmenter(model, settings, prompt="full", rendering=rendering, **common),
                 )
             )

@@ -60,7 +60,7 @@ from utils.inference.segmenter import (
     positive_int,
 )
 from utils.inference.streaming import DEFAULT_CHUNK_SECONDS, DEFAULT_PNG_MAX_SECONDS
-from utils.model.sam import MODEL_TYPES
+from utils.model.factory import ALL_MODEL_TYPES
 from utils.scoring import reports
 
 
@@ -74,7 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-checkpoint", "--checkpoint", required=True,
                    help="a BudSAM checkpoint or an official SAM checkpoint")  # fmt: skip
-    p.add_argument("-model_type", "--model_type", default=None, choices=MODEL_TYPES,
+    p.add_argument("-model_type", "--model_type", default=None, choices=ALL_MODEL_TYPES,
                    help="read from a BudSAM checkpoint; needed by official SAM files")  # fmt: skip
     p.add_argument("--split", default="test", help="the split to read when -i is a BSD root")
     p.add_argument("--prompt", choices=("full", "gt_box"), default="full",

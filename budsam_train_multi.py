@@ -35,14 +35,14 @@ import time
 from contextlib import ExitStack
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from utils.common import distributed
 from utils.common.cpu import keep_freed_memory
 from utils.common.files import write_text
-from utils.model.budsam import BudSAM
-from utils.model.sam import build_sam, input_size, require_weights
+from utils.model.factory import build_for_training, encoder_trained, require_pretrained
 from utils.train import run_log
 from utils.train.args import check_data, parse_args, prepare_synthetic_data
 from utils.train.checkpointer import Checkpointer, open_run_dir
@@ -51,16 +51,17 @@ from utils.train.ema import WeightEMA
 from utils.train.embedding_cache import build_embedders
 from utils.train.engine import NonFiniteLossError, Trainer, lr_schedule, train_one_epoch
 from utils.train.launcher import FORESEEN_EXIT_CODE, launch
-from utils.train.losses import DiceBCELoss
+from utils.train.losses import training_loss
 from utils.train.smoke import smoke_problems, smoke_summary
 from utils.train.step_log import StepLog, peak_memory, reset_peak_memory
 from utils.train.validation import evaluate_both_prompts
 
 
-def build_model(args: argparse.Namespace, device: torch.device) -> BudSAM:
-    sam = build_sam(args.model_type, args.checkpoint, seed=args.seed)
-    model = BudSAM(sam, pixel_norm=args.pixel_norm)
-    model.set_trainable(args.train_parts)
+def build_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    model = build_for_training(
+        args.model_type, args.checkpoint, size=args.input_size, seed=args.seed,
+        pixel_norm=args.pixel_norm, train_parts=args.train_parts,
+    )  # fmt: skip
     return model.to(device)
 
 
@@ -83,7 +84,7 @@ def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop, closing
 
     model = build_model(args, ctx.device)
     datasets = make_datasets(
-        ctx, args, input_size(args.model_type), "image_encoder" in args.train_parts
+        ctx, args, args.input_size, encoder_trained(args.model_type, args.train_parts)
     )
     embedders = build_embedders(model, datasets, ctx, args)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -109,7 +110,8 @@ def _train(ctx: distributed.DistContext, args: argparse.Namespace, stop, closing
             broadcast_buffers=False,  # SAM's buffers never change in training (tested)
         )
     trainer = Trainer(
-        ddp_model, optimizer, scaler, ctx, loss_fn=DiceBCELoss(args.dice), amp=args.amp,
+        ddp_model, optimizer, scaler, ctx, amp=args.amp,
+        loss_fn=training_loss(args.loss, args.dice),
         grad_acc_steps=args.grad_acc_steps, embedder=embedders["train"],
         lr_at=lr_schedule(args, len(datasets["train"]), ctx.world_size), ema=ema,
         max_nonfinite_steps=args.max_nonfinite_steps, log_interval=args.log_interval,
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torchrun = distributed.launched_by_torchrun()
     try:
-        require_weights(args.model_type, args.checkpoint)
+        require_pretrained(args.model_type, args.checkpoint)
         if not torchrun:  # under torchrun rank 0 writes the synthetic set, in train()
             prepare_synthetic_data(args)
             check_data(args)

@@ -303,7 +303,7 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
         ("-checkpoint", "other_model_type", "not a vit_tiny SAM checkpoint (0 missing, 0 unex"),
         ("--resume", "truncated", "cannot read checkpoint"),
         ("--resume", "text", "cannot read checkpoint (UnpicklingError"),
-        ("--resume", "other_model_type", "does not hold a vit_tiny SAM ("),
+        ("--resume", "other_model_type", "does not hold a vit_tiny model ("),
         ("--resume", "official_sam", "not a BudSAM training checkpoint (no model, optimizer"),
         ("--resume", "other_train_parts", "trained with --train_parts image_encoder,mask_deco"),
     ],

@@ -24,7 +24,8 @@ from utils.data.preprocess import scaled_box_shift
 from utils.data.tiling import overlapping_tile_starts
 from utils.inference.predict import predict_probabilities
 from utils.model.budsam import BudSAM
-from utils.model.sam import build_sam, checkpoint_args
+from utils.model.factory import load_trained
+from utils.model.sam import checkpoint_args
 
 PROMPTS = ("full", "gt_box", "box")
 
@@ -70,7 +71,8 @@ class ModelSettings:
 def load_model(
     checkpoint: str, model_type: str | None = None, device: torch.device | None = None
 ) -> tuple[BudSAM, ModelSettings]:
-    """A model in eval mode from a BudSAM or an official SAM checkpoint, and its settings.
+    """A model in eval mode from a BudSAM, baseline or official SAM checkpoint, and its
+    settings (a baseline's is a :class:`BaselineSegmenter`, called as a BudSAM is).
 
     ``model_type`` is read from a BudSAM checkpoint; an official SAM file records
     none, so it must be given.
@@ -92,11 +94,7 @@ def load_model(
             f"{checkpoint}: records no model type (an official SAM file?); pass "
             "-model_type vit_b, vit_l or vit_h"
         )
-    # A BudSAM checkpoint records how its encoder saw images (none before --pixel_norm
-    # existed); an official SAM file is used as SAM uses it.
-    pixel_norm = args.get("pixel_norm", "none") if args else "sam"
-    model = BudSAM(build_sam(model_type, checkpoint), pixel_norm=pixel_norm)
-    model = model.to(device or torch.device("cpu")).eval()
+    model = load_trained(checkpoint, model_type, args).to(device or torch.device("cpu"))
     settings = ModelSettings(
         model_type=model_type,
         tile_width=args.get("tile_width"),

@@ -22,34 +22,57 @@ from utils.data.recordings import UserSounds
 from utils.data.scan import scan_split
 from utils.data.synthetic import generate_dataset, is_generated, is_synthetic_set
 from utils.model.budsam import PIXEL_NORMS
-from utils.model.sam import MODEL_TYPES, sam_state_dict
+from utils.model.factory import (
+    ALL_MODEL_TYPES,
+    BASELINE_PARTS,
+    LOSSES,
+    check_weights,
+    default_loss,
+    is_baseline,
+    model_input_size,
+)
 from utils.train import run_log
 from utils.train.checkpointer import check_resume
 from utils.train.losses import DICE_REDUCTIONS
 from utils.train.step_log import tensorboard_problem
 
 TRAIN_PARTS = ("image_encoder", "mask_decoder")
+QUICK_START = {
+    "tr_path": "data/synthetic",
+    "model_type": "vit_tiny_p16x8",
+    "device": "cpu",
+    "world_size": 2,
+    "train_parts": "image_encoder,mask_decoder",
+    "num_epochs": 7,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "weight_decay": 1e-4,
+    "num_workers": 0,
+    "keep_in_memory": True,
+    "tile_width": 1024,
+    "half_spectrum": True,
+    "mask_resize": "area",
+    "dice": "batch",
+    "ema_decay": 0.99,
+    "val_metric": "whole_fg_iou",
+    "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
+}
 PRESETS = {
-    "cpu_demo": {
-        "tr_path": "data/synthetic",
-        "model_type": "vit_tiny_p16x8",
-        "device": "cpu",
-        "world_size": 2,
-        "train_parts": "image_encoder,mask_decoder",
-        "num_epochs": 7,
-        "batch_size": 4,
-        "lr": 1e-3,
-        "lr_schedule": "cosine",
-        "weight_decay": 1e-4,
-        "num_workers": 0,
-        "keep_in_memory": True,
-        "tile_width": 1024,
-        "half_spectrum": True,
-        "mask_resize": "area",
-        "dice": "batch",
-        "ema_decay": 0.99,
-        "val_metric": "whole_fg_iou",
-        "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
+    "cpu_demo": QUICK_START,
+    # The trained baselines at the quick start's budget (about the same minutes on 2 cores,
+    # on the same data and recipe): fewer optimizer steps per epoch, as their steps cost more.
+    **{
+        f"{model_type}_demo": {
+            **{key: value for key, value in QUICK_START.items() if key != "train_parts"},
+            "model_type": model_type,
+            **budget,
+        }
+        for model_type, budget in (
+            ("custom_cnn", {"input_size": 256, "num_epochs": 4, "max_steps_per_epoch": 40}),
+            ("unet", {"num_epochs": 3, "max_steps_per_epoch": 30}),
+            ("deeplabv3", {"num_epochs": 2, "max_steps_per_epoch": 17}),
+        )
     },
     # Checks an install in under 2 minutes; budsam_train_multi.py then checks the run.
     "smoke": {
@@ -88,7 +111,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a set of defaults")
     p.add_argument("-i", "--tr_path", default="data/BSD", help="BSD root holding the splits")
     p.add_argument("-task_name", "--task_name", default="BudSAM-ViT-B")
-    p.add_argument("-model_type", "--model_type", default="vit_b", choices=MODEL_TYPES)
+    p.add_argument("-model_type", "--model_type", default="vit_b", choices=ALL_MODEL_TYPES,
+                   help="a SAM (vit_*), or a baseline: custom_cnn, unet, deeplabv3")  # fmt: skip
     p.add_argument("-checkpoint", "--checkpoint", default=None, help="SAM or BudSAM weights")
     p.add_argument("-work_dir", "--work_dir", default="work_dir")
     p.add_argument("-num_epochs", "--num_epochs", type=int, default=100)
@@ -129,6 +153,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--mask_resize", choices=MASK_RESIZES, default="nearest",
         help="target masks at the input size: nearest ({0,1}, the reference) or area "
         "(soft: each pixel's foreground fraction)",
+    )  # fmt: skip
+    p.add_argument(
+        "--input_size", type=int, default=None,
+        help="the baselines' square input side (custom_cnn 512, unet and deeplabv3 256); "
+        "SAM's is fixed",
+    )  # fmt: skip
+    p.add_argument(
+        "--loss", choices=("auto", *LOSSES), default="auto",
+        help="dice_bce: Dice + BCE (the reference); bce: BCE alone (the custom CNN's paper); "
+        "auto: bce for custom_cnn, dice_bce otherwise",
     )  # fmt: skip
     p.add_argument(
         "--dice", choices=DICE_REDUCTIONS, default="sample",
@@ -218,6 +252,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     check_user_sounds(parser, args)
     if args.pixel_norm == "auto":
         args.pixel_norm = "none" if "image_encoder" in parts else "sam"
+    if is_baseline(args.model_type):  # trained whole, on [0, 1] grey images, no prompt
+        args.train_parts, args.pixel_norm = list(BASELINE_PARTS), "none"
+    try:
+        args.input_size = model_input_size(args.model_type, args.input_size)
+    except ValueError as err:
+        parser.error(f"--input_size: {err}")
+    if args.loss == "auto":
+        args.loss = default_loss(args.model_type)
+    if args.model_type == "deeplabv3" and args.batch_size < 2:
+        parser.error("deeplabv3 needs --batch_size >= 2 (its pooling branch's batch norm)")
     if not (args.lr > 0 and math.isfinite(args.lr)) or not args.weight_decay >= 0:
         parser.error(f"-lr must be > 0 and -weight_decay >= 0, got {args.lr}, {args.weight_decay}")
     if not 0.0 <= args.full_box_prob <= 1.0:
@@ -242,7 +286,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     args.eval_batch_size = args.eval_batch_size or args.batch_size
     file_checks = (
         ("-work_dir", run_log.check_work_dir, args.work_dir),
-        ("-checkpoint", partial(sam_state_dict, model_type=args.model_type), args.checkpoint),
+        (
+            "-checkpoint",
+            partial(check_weights, args.model_type, size=args.input_size),
+            args.checkpoint,
+        ),
         ("--resume", partial(check_resume, args), None if args.resume == "auto" else args.resume),
     )  # --resume auto is found, and checked, by resolve_resume
     for flag, check, path in file_checks:

@@ -22,7 +22,7 @@ from torch import nn
 from utils.common import distributed
 from utils.common.checkpoint_io import load_checkpoint, save_checkpoint
 from utils.common.distributed import DistContext
-from utils.model.sam import state_dict_mismatch
+from utils.model.factory import state_problem
 from utils.train import run_log
 from utils.train.ema import WeightEMA
 
@@ -198,12 +198,12 @@ def check_resume(args: Namespace, path: str | Path) -> None:
     if problem is not None:
         raise ValueError(f"{path}: {problem}")
     recorded = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else {}
-    mismatch = state_dict_mismatch(checkpoint["model"], args.model_type)
+    mismatch = state_problem(checkpoint["model"], args.model_type, args.input_size)
     if mismatch:
         trained = (
             f"; it was trained as {recorded['model_type']}" if "model_type" in recorded else ""
         )
-        raise ValueError(f"{path}: does not hold a {args.model_type} SAM ({mismatch}{trained})")
+        raise ValueError(f"{path}: does not hold a {args.model_type} model ({mismatch}{trained})")
     parts = recorded.get("train_parts")
     if isinstance(parts, str) and json.loads(parts) != args.train_parts:
         raise ValueError(

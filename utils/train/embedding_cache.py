@@ -31,7 +31,7 @@ from utils.common.files import atomic_path, write_text
 from utils.common.progress import Progress
 from utils.data.dataset import BSDSegmentation
 from utils.model.budsam import BudSAM
-from utils.model.sam import input_size
+from utils.model.factory import encoder_trained
 
 CACHE_VERSION = 2  # 2: images narrower than a tile padded, not stretched
 
@@ -162,12 +162,12 @@ def build_embedders(
     model: BudSAM, datasets: dict, ctx: distributed.DistContext, args: argparse.Namespace
 ) -> dict[str, Embedder | None]:
     """Cached-embedding sources per split when the encoder is frozen; None otherwise."""
-    if "image_encoder" in args.train_parts:
+    if encoder_trained(args.model_type, args.train_parts):
         return dict.fromkeys(datasets)
     key = {
         "model_type": args.model_type,
         "encoder": module_fingerprint(model.image_encoder),
-        "input_size": input_size(args.model_type),
+        "input_size": args.input_size,
         "preprocess": "reference-skimage" if args.ref_preprocess else "area",
         "pixel_norm": args.pixel_norm,
         "tile_width": args.tile_width,

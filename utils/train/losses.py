@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 DICE_REDUCTIONS = ("sample", "batch", "nonempty")
@@ -57,3 +58,20 @@ class DiceBCELoss(nn.Module):
         else:
             dice = dice.mean()
         return dice + self.bce(logits, target)
+
+
+class BCELoss(nn.Module):
+    """``BCEWithLogitsLoss(mean)`` alone, on logits ``(B, 1, H, W)`` and a target in [0, 1]."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+def training_loss(name: str, dice: str = "sample") -> nn.Module:
+    """The loss ``--loss`` names: ``dice_bce`` (:class:`DiceBCELoss` with the ``dice``
+    reduction) or ``bce`` (:class:`BCELoss`)."""
+    if name == "bce":
+        return BCELoss()
+    if name == "dice_bce":
+        return DiceBCELoss(dice)
+    raise ValueError(f"unknown loss {name!r}; expected dice_bce or bce")

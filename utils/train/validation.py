@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader, Subset
 from utils.common import distributed
 from utils.common.progress import Progress
 from utils.data.dataset import BSDSegmentation, collate_skipping_none
+from utils.model.factory import is_baseline
 from utils.scoring.metrics import confusion_counts, grouped_two_class_scores, scores_from_counts
 from utils.train.embedding_cache import Embedder
 from utils.train.engine import model_logits
-from utils.train.losses import DiceBCELoss
+from utils.train.losses import training_loss
 
 
 def source_images(dataset) -> list:
@@ -94,7 +95,7 @@ def evaluate(
     spectrogram instead (the counts of its tiles pooled, at the input resolution),
     averaged over spectrograms: what a full-size evaluation measures.
     """
-    loss_fn = loss_fn or DiceBCELoss()
+    loss_fn = loss_fn or training_loss("dice_bce")
     model.eval()
     shard = Subset(dataset, distributed.shard_indices(len(dataset), ctx.rank, ctx.world_size))
     loader = DataLoader(
@@ -161,14 +162,17 @@ def evaluate_both_prompts(
 ) -> dict:
     """:func:`evaluate` under the whole-image box and the ground-truth box, as
     ``{prefix}_{full|gt_box}_{score}`` entries; the images are decoded by
-    ``--num_workers`` loader workers."""
+    ``--num_workers`` loader workers. A baseline takes no prompt: it is evaluated once,
+    and both entries hold those scores."""
     results = {}
-    for prompt in ("full", "gt_box"):
+    prompts = ("full",) if is_baseline(args.model_type) else ("full", "gt_box")
+    for prompt in prompts:
         dataset.prompt = prompt
         scores = evaluate(
             model, dataset, ctx, batch_size=args.eval_batch_size, amp=args.amp,
             embedder=embedder, num_workers=args.num_workers, desc=f"{prefix} ({prompt} box)",
-            loss_fn=DiceBCELoss(args.dice),
+            loss_fn=training_loss(args.loss, args.dice),
         )  # fmt: skip
-        results.update({f"{prefix}_{prompt}_{k}": v for k, v in scores.items()})
+        for entry_prompt in ("full", "gt_box") if len(prompts) == 1 else (prompt,):
+            results.update({f"{prefix}_{entry_prompt}_{k}": v for k, v in scores.items()})
     return results
