@@ -11,6 +11,7 @@ checkpoint with a broken one.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,29 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def state_mismatch(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor]) -> str | None:
+    """How ``state`` differs from ``expected`` (a state dict, or its keys and shapes), in
+    one line: counts of missing and unexpected keys and of shape mismatches, with one
+    example of each; None when every key and shape fits."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {_shape(state[k])} vs {_shape(v)}"
+        for k, v in expected.items()
+        if k in state and not (isinstance(state[k], torch.Tensor) and state[k].shape == v.shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return None
+    examples = [f"missing {k}" for k in missing[:1]]
+    examples += [f"unexpected {k}" for k in unexpected[:1]]
+    examples += mismatched[:1]
+    return (
+        f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} shape "
+        f"mismatches; e.g. {', '.join(examples)}"
+    )

@@ -26,7 +26,7 @@ import torch
 import torchvision
 from torch import nn
 
-from utils.common.checkpoint_io import read_checkpoint
+from utils.common.checkpoint_io import read_checkpoint, state_mismatch
 
 BASELINE_TYPES = ("custom_cnn", "unet", "deeplabv3")
 # Side S of the square input each type is trained on by default.
@@ -186,10 +186,6 @@ class BaselineSegmenter(nn.Module):
         return self.network(images)
 
 
-def _shape(value: Any) -> str:
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
 def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     """``state`` with any leading DDP ``module.`` prefixes removed from its keys."""
     out = {}
@@ -199,26 +195,6 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
             key = key[len(_DDP_PREFIX) :]
         out[key] = value
     return out
-
-
-def _mismatch(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor]) -> str | None:
-    """How ``state`` differs from ``expected`` in keys and shapes, in one line; None if
-    every key and shape fits."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {_shape(state[k])} vs {_shape(v)}"
-        for k, v in expected.items()
-        if k in state and not (isinstance(state[k], torch.Tensor) and state[k].shape == v.shape)
-    ]
-    if not (missing or unexpected or mismatched):
-        return None
-    parts = [
-        f"{len(missing)} missing keys" + (f" (e.g. {missing[0]})" if missing else ""),
-        f"{len(unexpected)} unexpected" + (f" (e.g. {unexpected[0]})" if unexpected else ""),
-        f"{len(mismatched)} shape mismatches" + (f" (e.g. {mismatched[0]})" if mismatched else ""),
-    ]
-    return ", ".join(parts)
 
 
 def _backbone(network: nn.Module, model_type: str) -> nn.Module:
@@ -251,7 +227,7 @@ def load_backbone(network: nn.Module, model_type: str, path: str | Path) -> None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a {what} (holds a {type(obj).__name__})")
     state = {k: v for k, v in _strip_prefix(obj).items() if not k.startswith("fc.")}
-    mismatch = _mismatch(state, target.state_dict())
+    mismatch = state_mismatch(state, target.state_dict())
     if mismatch:
         raise ValueError(f"{path}: not a {what}: {mismatch}")
     target.load_state_dict(state, strict=True)
@@ -320,7 +296,7 @@ def load_baseline_state(model: BaselineSegmenter, state: Mapping[str, Any], sour
             f"{source}: not a {model.model_type} state dict (holds a {type(state).__name__})"
         )
     state = _strip_prefix(state)
-    mismatch = _mismatch(state, model.state_dict())
+    mismatch = state_mismatch(state, model.state_dict())
     if mismatch:
         raise ValueError(f"{source}: not a {model.model_type} baseline state dict: {mismatch}")
     model.load_state_dict(state, strict=True)

@@ -32,7 +32,7 @@ from segment_anything.modeling import (
 from segment_anything.modeling.image_encoder import Block, PatchEmbed
 from torch import nn
 
-from utils.common.checkpoint_io import read_checkpoint
+from utils.common.checkpoint_io import read_checkpoint, state_mismatch
 
 MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
 TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8")
@@ -209,10 +209,6 @@ def checkpoint_args(checkpoint: str | Path) -> dict:
     return dict(args) if isinstance(args, dict) else {}
 
 
-def _shape(value: Any) -> str:
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
 @cache
 def _expected_state(model_type: str) -> dict[str, torch.Tensor]:
     """A ``model_type`` SAM's state dict on the meta device: keys and shapes, no memory."""
@@ -233,23 +229,7 @@ def state_dict_mismatch(state: Mapping[str, Any], model_type: str) -> str | None
     missing and unexpected keys and of shape mismatches, with one example of each), or
     None when every key and shape fits."""
     _check_model_type(model_type)
-    expected = _expected_state(model_type)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {_shape(state[k])} vs {_shape(v)}"
-        for k, v in expected.items()
-        if k in state and not (isinstance(state[k], torch.Tensor) and state[k].shape == v.shape)
-    ]
-    if not (missing or unexpected or mismatched):
-        return None
-    examples = [f"missing {k}" for k in missing[:1]]
-    examples += [f"unexpected {k}" for k in unexpected[:1]]
-    examples += mismatched[:1]
-    return (
-        f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} shape "
-        f"mismatches; e.g. {', '.join(examples)}"
-    )
+    return state_mismatch(state, _expected_state(model_type))
 
 
 def sam_state_dict(checkpoint: str | Path, model_type: str) -> dict[str, torch.Tensor]:
