@@ -92,3 +92,14 @@ def state_mismatch(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor
         f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} shape "
         f"mismatches; e.g. {', '.join(examples)}"
     )
+
+
+def without_ddp_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with every leading DDP ``module.`` prefix removed from its keys."""
+    out = {}
+    for key, value in state.items():
+        key = str(key)
+        while key.startswith("module."):
+            key = key.removeprefix("module.")
+        out[key] = value
+    return out

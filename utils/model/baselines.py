@@ -26,7 +26,7 @@ import torch
 import torchvision
 from torch import nn
 
-from utils.common.checkpoint_io import read_checkpoint, state_mismatch
+from utils.common.checkpoint_io import read_checkpoint, state_mismatch, without_ddp_prefix
 
 BASELINE_TYPES = ("custom_cnn", "unet", "deeplabv3")
 # Side S of the square input each type is trained on by default.
@@ -36,7 +36,6 @@ DEFAULT_LOSS = {"custom_cnn": "bce", "unet": "dice_bce", "deeplabv3": "dice_bce"
 # Every input side must be a multiple of this (the deepest stride of the networks).
 SIZE_MULTIPLE = 32
 
-_DDP_PREFIX = "module."
 _BACKBONE_NAMES = {"custom_cnn": "ResNet-34", "deeplabv3": "ResNet-50"}
 
 
@@ -186,17 +185,6 @@ class BaselineSegmenter(nn.Module):
         return self.network(images)
 
 
-def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-    """``state`` with any leading DDP ``module.`` prefixes removed from its keys."""
-    out = {}
-    for key, value in state.items():
-        key = str(key)
-        while key.startswith(_DDP_PREFIX):
-            key = key[len(_DDP_PREFIX) :]
-        out[key] = value
-    return out
-
-
 def _backbone(network: nn.Module, model_type: str) -> nn.Module:
     """The ImageNet-initialisable part of ``network``: its ResNet encoder or backbone."""
     if model_type == "custom_cnn":
@@ -226,7 +214,7 @@ def load_backbone(network: nn.Module, model_type: str, path: str | Path) -> None
                 break
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a {what} (holds a {type(obj).__name__})")
-    state = {k: v for k, v in _strip_prefix(obj).items() if not k.startswith("fc.")}
+    state = {k: v for k, v in without_ddp_prefix(obj).items() if not k.startswith("fc.")}
     mismatch = state_mismatch(state, target.state_dict())
     if mismatch:
         raise ValueError(f"{path}: not a {what}: {mismatch}")
@@ -295,7 +283,7 @@ def load_baseline_state(model: BaselineSegmenter, state: Mapping[str, Any], sour
         raise ValueError(
             f"{source}: not a {model.model_type} state dict (holds a {type(state).__name__})"
         )
-    state = _strip_prefix(state)
+    state = without_ddp_prefix(state)
     mismatch = state_mismatch(state, model.state_dict())
     if mismatch:
         raise ValueError(f"{source}: not a {model.model_type} baseline state dict: {mismatch}")

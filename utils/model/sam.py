@@ -32,7 +32,7 @@ from segment_anything.modeling import (
 from segment_anything.modeling.image_encoder import Block, PatchEmbed
 from torch import nn
 
-from utils.common.checkpoint_io import read_checkpoint, state_mismatch
+from utils.common.checkpoint_io import read_checkpoint, state_mismatch, without_ddp_prefix
 
 MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
 TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8")
@@ -71,7 +71,6 @@ TINY_VARIANTS = {
 
 # Buffers of Sam that are not persistent (never in its state dict); tolerated if present.
 _IGNORED_KEYS = ("pixel_mean", "pixel_std")
-_DDP_PREFIX = "module."
 
 
 def _check_model_type(model_type: str) -> None:
@@ -258,13 +257,7 @@ def sam_state_dict(checkpoint: str | Path, model_type: str) -> dict[str, torch.T
             f"{path}: not a {model_type} SAM checkpoint (holds a {type(obj).__name__}, "
             "not a state dict)"
         )
-    state = {}
-    for key, value in obj.items():
-        key = str(key)
-        while key.startswith(_DDP_PREFIX):
-            key = key[len(_DDP_PREFIX) :]
-        if key not in _IGNORED_KEYS:
-            state[key] = value
+    state = {k: v for k, v in without_ddp_prefix(obj).items() if k not in _IGNORED_KEYS}
     mismatch = state_dict_mismatch(state, model_type)
     if mismatch:
         note = f"; it records model_type {recorded!r}" if recorded else ""
