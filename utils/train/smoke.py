@@ -25,7 +25,10 @@ def smoke_problems(run_dir: Path, model_type: str) -> list[str]:
             build_sam(model_type, run_dir / name)
         except (ValueError, OSError) as err:
             problems.append(f"{name} does not load: {err}")
-    epochs = _json_lines(run_dir / run_log.METRICS_JSONL)
+    try:
+        epochs = run_log.read_metrics(run_dir)
+    except (OSError, ValueError):  # a damaged file: reported as holding no epoch
+        epochs = []
     if not epochs:
         problems.append(f"{run_log.METRICS_JSONL} holds no epoch")
     elif not all(math.isfinite(epoch.get("train_loss", math.nan)) for epoch in epochs):
@@ -50,10 +53,3 @@ def smoke_summary(run_dir: Path) -> str:
     score = json.loads((run_dir / "test_metrics.json").read_text())[TEST_SCORE]
     steps = len(read_steps(run_dir))
     return f"{run_dir}: {steps} optimizer steps, test fg IoU {score:.3f} (full box)"
-
-
-def _json_lines(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
