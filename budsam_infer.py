@@ -94,10 +94,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "normalize for recordings, bsd for BSD images")  # fmt: skip
     p.add_argument("--render", choices=("auto", *KINDS), default="auto",
                    help="how the mask becomes audio: binary keeps or drops each bin (the data "
-                   "set); soft scales each bin by its probability; auto: "
+                   "set); soft scales each bin by its probability; gated scales each bin of a "
+                   "finer STFT by its probability times a noise gate; auto: "
                    f"{RECORDING_RENDERING.spec} for recordings, binary otherwise")  # fmt: skip
     p.add_argument("--floor_db", type=float, default=None,
-                   help="least gain of any bin, e.g. -20 (attenuate rather than cut)")  # fmt: skip
+                   help="least gain of any bin, e.g. -20 (attenuate rather than cut); gated: "
+                   "near what the mask keeps")  # fmt: skip
+    p.add_argument("--far_floor_db", type=float, default=None,
+                   help="gated: least gain of bins far from what the mask keeps")  # fmt: skip
+    p.add_argument("--gate_alpha", type=float, default=None,
+                   help="gated: how much the noise gate over-estimates the noise (higher: "
+                   "quieter, and more of faint calls lost)")  # fmt: skip
     p.add_argument("--margin_hz", type=float, default=None,
                    help="also keep this much above and below what the mask keeps")  # fmt: skip
     p.add_argument("--margin_ms", type=float, default=None,
@@ -198,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
 RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
-                "render", "floor_db", "margin_hz", "margin_ms", "tile_width", "overlap",
-                "threshold", "amp", "seed", "save_overlays", "png_max_seconds",
-                "skip_contrast")  # fmt: skip
+                "render", "floor_db", "far_floor_db", "gate_alpha", "margin_hz", "margin_ms",
+                "tile_width", "overlap", "threshold", "amp", "seed", "save_overlays",
+                "png_max_seconds", "skip_contrast")  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace) -> dict:

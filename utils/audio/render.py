@@ -11,6 +11,10 @@ A :class:`Rendering` turns a two-sided ``(1024, T)`` probability map into gains 
 3. a floor of ``floor_db`` (e.g. -20 dB) is the least gain any bin gets: the noise is
    attenuated rather than cut out.
 
+``gated`` works in a finer STFT instead (:mod:`utils.audio.gated`): the soft mask with its
+margin, times a noise gate, with ``floor_db`` near what the model keeps and
+``far_floor_db`` elsewhere. Its gains are a :class:`utils.audio.gated.FineGains`.
+
 The default, ``binary`` without margin or floor, is the BSD binary mask exactly. A floor
 of 0 dB returns the input.
 """
@@ -24,10 +28,11 @@ import cv2
 import numpy as np
 
 from utils.audio.bsd import kept_bin_counts
-from utils.audio.conventions import HOP_LENGTH, N_FFT
+from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_FFT
+from utils.audio.gated import FineGains, GateSettings, block_gains, context_samples
 from utils.audio.kernel import istft_planes, stft_planes
 
-KINDS = ("binary", "soft")
+KINDS = ("binary", "soft", "gated")
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,19 @@ class Rendering:
     margin_hz: float = 0.0
     margin_ms: float = 0.0
     threshold: float = 0.5
+    far_floor_db: float | None = None  # gated only: far from what is kept (None: floor_db)
+    alpha: float = 2.0  # gated only: the gate's noise over-estimate
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown rendering {self.kind!r}; expected one of {KINDS}")
         if not self.floor_db <= 0.0:
             raise ValueError(f"the floor must be at most 0 dB, got {self.floor_db}")
+        if self.far_floor_db is not None and not self.far_floor_db <= self.floor_db:
+            raise ValueError(f"the far floor must be at most the floor ({self.floor_db} dB), "
+                             f"got {self.far_floor_db}")  # fmt: skip
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"the gate's alpha must be positive, got {self.alpha}")
         margins = (self.margin_hz, self.margin_ms)
         if not all(math.isfinite(m) and m >= 0 for m in margins):
             raise ValueError(f"margins must be finite and >= 0, got {margins}")
@@ -63,7 +75,24 @@ class Rendering:
             parts.append(f"floor={self.floor_db:g}")
         if self.margin_hz or self.margin_ms:
             parts.append(f"margin={self.margin_hz:g}:{self.margin_ms:g}")
+        if self.kind == "gated" and self.far_floor_db is not None:
+            parts.append(f"far={self.far_floor_db:g}")
+        if self.kind == "gated":
+            parts.append(f"alpha={self.alpha:g}")
         return ",".join(parts)
+
+    @property
+    def gate(self) -> GateSettings:
+        """The ``gated`` rendering's parameters."""
+        far = self.floor_db if self.far_floor_db is None else self.far_floor_db
+        return GateSettings(self.floor_db, far, self.alpha, self.margin_hz, self.margin_ms,
+                            self.threshold)  # fmt: skip
+
+    def context_frames(self, sr: int) -> int:
+        """BSD frames either side of a block of frames that its rendering depends on."""
+        if self.kind == "gated":
+            return context_samples(self.gate, sr) // HOP_LENGTH + 2
+        return self.margin_size(sr)[1]
 
     def margin_size(self, sr: int) -> tuple[int, int]:
         """The margin in (bins, frames) at sample rate ``sr``."""
@@ -72,7 +101,10 @@ class Rendering:
         return bins, frames
 
     def gains(self, probabilities: np.ndarray, sr: int) -> np.ndarray:
-        """Float32 gains in [0, 1] of the shape of ``probabilities`` (a two-sided map)."""
+        """Float32 gains in [0, 1] of the shape of ``probabilities`` (a two-sided map, or
+        bins 0 ... 512); not for ``gated`` (see :meth:`signal_gains`)."""
+        if self.kind == "gated":
+            raise ValueError("the gated rendering's gains are on its own STFT: use signal_gains")
         if self.kind == "binary":
             base = (probabilities >= self.threshold).astype(np.float32)
         else:
@@ -87,13 +119,31 @@ class Rendering:
             base += floor
         return base
 
+    def signal_gains(
+        self,
+        y: np.ndarray,
+        probabilities: np.ndarray,
+        sr: int,
+        region: np.ndarray | None = None,
+    ) -> np.ndarray | FineGains:
+        """The gains for the whole signal ``y`` given its two-sided ``(1024, T)``
+        probabilities, zero outside ``region`` (bool, the same shape) when given: a BSD-grid
+        map for ``binary``/``soft``, a :class:`FineGains` for ``gated``."""
+        if self.kind != "gated":
+            gains = self.gains(probabilities, sr)
+            return gains if region is None else gains * region
+        half = None if region is None else region[CENTER_ROW:]
+        return block_gains(y, 0, probabilities[CENTER_ROW:], 0, sr, self.gate, (0, len(y)),
+                           len(y), half)  # fmt: skip
+
 
 BSD_RENDERING = Rendering()  # the data set's binary mask
 
 
 def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
-    """A :class:`Rendering` from ``KIND[,floor=DB][,margin=HZ:MS]``, e.g.
-    ``soft,floor=-20`` or ``binary,margin=300:40,floor=-20``.
+    """A :class:`Rendering` from ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A]``,
+    e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
+    ``gated,floor=-20,far=-50,alpha=2,margin=200:30``.
 
     Raises:
         ValueError: naming the part that cannot be read.
@@ -108,19 +158,29 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
             elif name == "margin":
                 hz, _, ms = value.partition(":")
                 values["margin_hz"], values["margin_ms"] = float(hz), float(ms or 0)
+            elif name == "far":
+                values["far_floor_db"] = float(value)
+            elif name == "alpha":
+                values["alpha"] = float(value)
             else:
                 raise ValueError
         except ValueError:
             raise ValueError(
-                f"rendering {spec!r}: cannot read {option!r}; expected floor=DB or margin=HZ:MS"
+                f"rendering {spec!r}: cannot read {option!r}; expected floor=DB, "
+                "margin=HZ:MS, far=DB or alpha=A"
             ) from None
     return Rendering(**values)
 
 
-def apply_gains(y: np.ndarray, gains: np.ndarray, planes: np.ndarray | None = None) -> np.ndarray:
+def apply_gains(
+    y: np.ndarray, gains: np.ndarray | FineGains, planes: np.ndarray | None = None
+) -> np.ndarray:
     """``y`` with each STFT bin scaled by its two-sided ``(1024, T)`` gain, inverted by
     weighted overlap-add (the real part, as the dataset's image2audio); ``len(y)`` samples.
-    A {0, 1} gain map gives :func:`utils.audio.bsd.mask_to_audio`'s result."""
+    A {0, 1} gain map gives :func:`utils.audio.bsd.mask_to_audio`'s result. ``FineGains``
+    (the gated rendering's) apply on their own STFT."""
+    if isinstance(gains, FineGains):
+        return gains.apply(np.asarray(y, np.float32)).astype(np.float64)
     planes = stft_planes(y) if planes is None else planes
     if gains.shape != (N_FFT, planes.shape[1]):
         raise ValueError(f"gains must be ({N_FFT}, {planes.shape[1]}), got {gains.shape}")

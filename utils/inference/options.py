@@ -6,6 +6,7 @@ recordings and for spectrogram images."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -44,6 +45,8 @@ class SegmentOptions:
     level: str = "auto"
     render: str = "auto"
     floor_db: float | None = None
+    far_floor_db: float | None = None
+    gate_alpha: float | None = None
     margin_hz: float | None = None
     margin_ms: float | None = None
     tile_width: int | None = None
@@ -78,13 +81,16 @@ class SegmentOptions:
         recordings, and from the data set's binary mask otherwise (BSD images, the paper's
         ground-truth box)."""
         base = RECORDING_RENDERING if for_recordings else BSD_RENDERING
-        return Rendering(
-            kind=base.kind if self.render == "auto" else self.render,
-            floor_db=base.floor_db if self.floor_db is None else self.floor_db,
-            margin_hz=base.margin_hz if self.margin_hz is None else self.margin_hz,
-            margin_ms=base.margin_ms if self.margin_ms is None else self.margin_ms,
-            threshold=self.threshold,
-        )
+        asked = {
+            "kind": None if self.render == "auto" else self.render,
+            "floor_db": self.floor_db,
+            "far_floor_db": self.far_floor_db,
+            "alpha": self.gate_alpha,
+            "margin_hz": self.margin_hz,
+            "margin_ms": self.margin_ms,
+        }
+        given = {name: value for name, value in asked.items() if value is not None}
+        return dataclasses.replace(base, threshold=self.threshold, **given)
 
     def load_options(self, settings: ModelSettings, recordings: bool) -> LoadOptions:
         """How views are made: recordings at the model's training rate (unless

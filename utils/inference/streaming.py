@@ -28,6 +28,7 @@ import numpy as np
 
 from utils.audio import bsd
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_BINS, N_FFT, num_frames
+from utils.audio.gated import render_block
 from utils.audio.kernel import istft_planes
 from utils.audio.stream import (
     FrameStream,
@@ -169,7 +170,7 @@ class _StreamedRun:
         self.tile_width = segmenter.tile_width
         if not self.tile_width:
             raise ValueError("a recording is segmented in time tiles: give a tile width")
-        self.margin = segmenter.rendering.margin_size(sr)[1]
+        self.margin = segmenter.rendering.context_frames(sr)  # frames rendering looks across
         self.first = 0  # frames first ... held - 1 are held
         self.held = 0
         self.most_frames_held = 0  # what memory depends on
@@ -306,14 +307,18 @@ class _StreamedRun:
             gate = None if self.boxes is None else box_gate(self.boxes, c, f0, f1, self.half)
             if gate is not None:
                 probability[~gate] = 0.0
-            gains = self.segmenter.rendering.gains(probability, self.sr)
-            if gate is not None:
-                gains *= gate
-            gains = gains[:, g0 - f0 : g1 - f0]
-            weights = 2.0 * cv2.transpose(gains) if self.half else bsd.kept_bin_counts(gains)
-            signal = 0.5 * istft_planes(self.planes[c][:, g0 - self.first : g1 - self.first],
-                                        weights=weights)  # fmt: skip
-            hops = signal[(first_hop - g0) * HOP_LENGTH :][: s1 - s0]
+            if self.segmenter.rendering.kind == "gated":
+                hops = self._gated(c, probability, gate, f0, (s0, s1))
+            else:
+                gains = self.segmenter.rendering.gains(probability, self.sr)
+                if gate is not None:
+                    gains *= gate
+                gains = gains[:, g0 - f0 : g1 - f0]
+                weights = 2.0 * cv2.transpose(gains) if self.half else bsd.kept_bin_counts(gains)
+                signal = 0.5 * istft_planes(
+                    self.planes[c][:, g0 - self.first : g1 - self.first], weights=weights
+                )
+                hops = signal[(first_hop - g0) * HOP_LENGTH :][: s1 - s0]
             out[c, : len(hops)] = hops
             kept = slice(first_hop - f0, min(stop_hop, self.n_frames) - f0)
             mask = probability[:, kept] >= self.segmenter.threshold
@@ -333,6 +338,25 @@ class _StreamedRun:
         if self.progress is not None:  # whole seconds of audio written
             self.progress.update(s1 // self.sr - s0 // self.sr)
         return stop_hop
+
+    def _gated(
+        self,
+        channel: int,
+        probability: np.ndarray,
+        gate: np.ndarray | None,
+        f0: int,
+        keep: tuple[int, int],
+    ) -> np.ndarray:
+        """Samples ``keep`` of a channel under the gated rendering (:mod:`utils.audio.gated`),
+        from the probabilities of frames ``f0 ...`` (their context included)."""
+        half = slice(None) if self.half else slice(CENTER_ROW, None)  # bins 0 ... 512
+        region = None if gate is None else gate[half]
+        first_sample = f0 * HOP_LENGTH
+        stop = keep[1] + self.margin * HOP_LENGTH
+        samples = self.stream.samples(first_sample, stop)[channel]
+        return render_block(samples, first_sample, probability[half], f0, self.sr,
+                            self.segmenter.rendering.gate, keep, self.n_samples,
+                            region)  # fmt: skip
 
     def _release(self, before_frame: int) -> None:
         """Forget the frames before ``before_frame`` (and their samples)."""
