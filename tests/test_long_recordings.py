@@ -96,8 +96,12 @@ def test_chunked_masks_equal_unchunked_and_the_in_memory_segmenter(tiny_checkpoi
     model, settings = load_model(str(tiny_checkpoint))
     segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
     views = load_views(Source("three_minutes", RECORDING, path), LoadOptions(None, True))
-    in_memory = segmenter.probabilities(views)[0] >= 0.5
-    assert np.mean(in_memory != chunked) < 1e-5
+    probabilities = segmenter.probabilities(views)[0]
+    assert np.mean((probabilities >= 0.5) != chunked) < 1e-5
+    # The gated rendering, at once in memory, gives the streamed audio.
+    _, audio, _ = segmenter.render(views[0], probabilities)
+    assert RECORDING_RENDERING.kind == "gated"
+    np.testing.assert_allclose(audio, y_whole, atol=2 / 32768)
 
 
 def test_memory_does_not_grow_with_the_recordings_length(wide_checkpoint, tmp_path):
