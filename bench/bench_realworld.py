@@ -32,9 +32,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 NOISEREDUCE = ("noisereduce (stationary)", "noisereduce (non-stationary)")
 INPUT = "identity (no denoising)"
 # The renderings of the trade-off table in docs/evaluation.md (gain 1 only), beside the default.
-TRADE_OFF = ("binary", "soft", "soft,floor=-20", "soft,floor=-10", "soft,floor=-20,margin=200:30",
-             "gated,floor=-20,margin=200:30,far=-50,alpha=1",
-             "gated,floor=-10,margin=200:30,far=-50,alpha=2")
+TRADE_OFF = (
+    "binary",
+    "soft",
+    "soft,floor=-20",
+    "soft,floor=-10",
+    "soft,floor=-20,margin=200:30",
+    "gated,floor=-20,margin=200:30,far=-50,alpha=1",
+    "gated,floor=-10,margin=200:30,far=-50,alpha=2",
+)
 
 
 def ensure_mixtures(out: Path, gain: float) -> Path:

@@ -200,18 +200,17 @@ def _on_fine_grid(
     values: np.ndarray, first_frame: int, centres: np.ndarray, n_fft: int
 ) -> np.ndarray:
     """``(len(centres), n_fft / 2 + 1)`` float32: ``values`` (bins 0 ... 512 of BSD frames
-    from ``first_frame``) linearly interpolated at the fine frames' centre samples and
-    the fine bins' frequencies."""
-    columns = np.clip((centres - HOP_LENGTH) / HOP_LENGTH - first_frame, 0, values.shape[1] - 1)
-    left = np.minimum(columns.astype(np.int64), values.shape[1] - 2).clip(0)
-    right_weight = (columns - left).astype(np.float32)
-    right = np.minimum(left + 1, values.shape[1] - 1)
-    in_time = values[:, left] * (1 - right_weight) + values[:, right] * right_weight
+    from ``first_frame``) at the BSD frames centred on the fine frames' centre samples
+    (whole frames: a fine hop is a whole number of BSD hops), linearly interpolated at the
+    fine bins' frequencies."""
+    columns = (centres - HOP_LENGTH) // HOP_LENGTH - first_frame
+    in_time = values[:, np.clip(columns, 0, values.shape[1] - 1)].T  # (frames, 513)
     rows = np.minimum(np.arange(n_fft // 2 + 1) * (N_FFT / n_fft), N_BINS - 1)
     below = np.minimum(rows.astype(np.int64), N_BINS - 2)
-    up_weight = (rows - below).astype(np.float32)[:, None]
-    fine = in_time[below] * (1 - up_weight) + in_time[below + 1] * up_weight
-    return np.ascontiguousarray(fine.T, dtype=np.float32)
+    up_weight = (rows - below).astype(np.float32)
+    fine = in_time[:, below] * (1 - up_weight)
+    fine += in_time[:, below + 1] * up_weight
+    return fine.astype(np.float32, copy=False)
 
 
 def _widen(values: np.ndarray, frames: int, bins: int) -> np.ndarray:
@@ -233,12 +232,11 @@ def _noise_power(
 
 
 def _window_sums(values: np.ndarray, half_width: int, inner: slice) -> np.ndarray:
-    cumulative = np.zeros((values.shape[0] + 1, values.shape[1]), np.float64)
-    np.cumsum(values, axis=0, out=cumulative[1:])
-    rows = np.arange(inner.start, inner.stop)
-    upper = np.minimum(rows + half_width + 1, values.shape[0])
-    lower = np.maximum(rows - half_width, 0)
-    return cumulative[upper] - cumulative[lower]
+    """Sums of ``values`` (float32 ``(frames, bins)``) over ``half_width`` frames either
+    side of each of the ``inner`` frames (frames outside the array count as zero)."""
+    sums = cv2.boxFilter(values, cv2.CV_32F, (1, 2 * half_width + 1), normalize=False,
+                         borderType=cv2.BORDER_CONSTANT)  # fmt: skip
+    return sums[inner]
 
 
 def _overlap_add(

@@ -175,6 +175,8 @@ class _StreamedRun:
         self.held = 0
         self.most_frames_held = 0  # what memory depends on
         self.progress: Progress | None = None
+        # The gated rendering reads samples, not the BSD STFT: its planes need not be held.
+        self.keep_planes = segmenter.rendering.kind != "gated"
         self.planes = [np.zeros((2, 0, N_BINS), np.float32) for _ in range(channels)]
         self.images = [np.zeros((N_BINS, 0), np.uint8) for _ in range(channels)]
         weight_rows = 1 if boxes is None else self.size
@@ -249,7 +251,8 @@ class _StreamedRun:
             return
         new_planes = self.stream.planes(self.held, stop)
         for c, planes in enumerate(new_planes):
-            self.planes[c] = np.concatenate([self.planes[c], planes], axis=1)
+            if self.keep_planes:
+                self.planes[c] = np.concatenate([self.planes[c], planes], axis=1)
             image = bsd.planes_to_half_image(planes, self.gains[c])
             self.images[c] = np.concatenate([self.images[c], image], axis=1)
         grow = stop - self.held
@@ -364,7 +367,8 @@ class _StreamedRun:
         if drop <= 0:
             return
         for c in range(self.channels):
-            self.planes[c] = self.planes[c][:, drop:].copy()
+            if self.keep_planes:
+                self.planes[c] = self.planes[c][:, drop:].copy()
             self.images[c] = self.images[c][:, drop:].copy()
         self.sums = self.sums[:, :, drop:].copy()
         self.weights = self.weights[:, :, drop:].copy()
