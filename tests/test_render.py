@@ -172,7 +172,7 @@ def gains_hop(sr: int) -> int:
 
 
 def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole():
-    from utils.audio.gated import context_samples, render_block
+    from utils.audio.gated import block_gains, context_samples
 
     _, noisy, probability = _tone_in_noise(seconds=14.0, seed=2)
     gated = parse_rendering("gated,floor=-20,far=-50,alpha=2,margin=200:30")
@@ -186,11 +186,11 @@ def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole():
         samples = noisy[first : keep[1] + context]
         frame0 = max(0, first // 64 - 1)
         frames = probability[:, frame0 : (keep[1] + context) // 64 + 2]
-        blocks.append(render_block(samples, first, frames, frame0, SR, gated.gate, keep,
-                                   len(noisy)))  # fmt: skip
+        gains = block_gains(samples, first, frames, frame0, SR, gated.gate, keep, len(noisy))
+        blocks.append(gains.apply(samples, first))
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-6)
     with pytest.raises(ValueError, match="do not cover"):
-        render_block(noisy[SR:], SR, probability, 0, SR, gated.gate, (SR, 2 * SR), len(noisy))
+        block_gains(noisy[SR:], SR, probability, 0, SR, gated.gate, (SR, 2 * SR), len(noisy))
 
 
 def test_gated_renderings_read_back_and_check_their_floors():

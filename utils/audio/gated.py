@@ -17,7 +17,7 @@ window's hop, and each of its bins gets the gain
   :data:`NEAR_MS` of a bin at or above the threshold), ``far_floor_db`` elsewhere.
 
 Everything is local in time: the output samples of a block depend only on the samples and
-probabilities within :func:`context_samples` of it, so :func:`render_block` gives the same
+probabilities within :func:`context_samples` of it, so :func:`block_gains` gives the same
 audio whether a recording is rendered at once or a block at a time.
 """
 
@@ -80,7 +80,7 @@ def _context_frames(settings: GateSettings, sr: int) -> tuple[int, int, int, int
 
 def context_samples(settings: GateSettings, sr: int) -> int:
     """How many samples (and BSD frames' worth of probabilities) either side of a block
-    :func:`render_block` needs to render it as a whole recording's rendering would."""
+    :func:`block_gains` needs to render it as a whole recording's rendering would."""
     n_fft, hop = fine_grid(sr)
     margin_t, near_t, noise_t, _, _ = _context_frames(settings, sr)
     frames = max(noise_t + margin_t, near_t) + 1
@@ -119,7 +119,7 @@ def block_gains(
     region: np.ndarray | None = None,
 ) -> FineGains:
     """The gains that render samples ``keep[0] ... keep[1] - 1`` of a recording of ``total``
-    samples (apply them with :meth:`FineGains.apply`, or use :func:`render_block`).
+    samples: ``block_gains(samples, start, ...).apply(samples, start)`` is that rendering.
 
     Args:
         samples: the recording's samples ``start ... start + len - 1``; they must cover
@@ -152,24 +152,6 @@ def block_gains(
     if region is not None:
         gains *= _on_fine_grid(region.astype(np.float32), first_frame, centres[inner], n_fft) > 0.5
     return FineGains(gains.astype(np.float32), kept_first, sr, keep, total)
-
-
-def render_block(
-    samples: np.ndarray,
-    start: int,
-    probability: np.ndarray,
-    first_frame: int,
-    sr: int,
-    settings: GateSettings,
-    keep: tuple[int, int],
-    total: int,
-    region: np.ndarray | None = None,
-) -> np.ndarray:
-    """Rendered samples ``keep[0] ... keep[1] - 1`` (float32); arguments as
-    :func:`block_gains`."""
-    gains = block_gains(samples, start, probability, first_frame, sr, settings, keep, total,
-                        region)  # fmt: skip
-    return gains.apply(samples, start)
 
 
 def _amplitude(db: float) -> np.float32:

@@ -28,7 +28,7 @@ import numpy as np
 
 from utils.audio import bsd
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_BINS, N_FFT, num_frames
-from utils.audio.gated import render_block
+from utils.audio.gated import block_gains
 from utils.audio.kernel import istft_planes
 from utils.audio.stream import (
     FrameStream,
@@ -357,9 +357,10 @@ class _StreamedRun:
         first_sample = f0 * HOP_LENGTH
         stop = keep[1] + self.margin * HOP_LENGTH
         samples = self.stream.samples(first_sample, stop)[channel]
-        return render_block(samples, first_sample, probability[half], f0, self.sr,
+        gains = block_gains(samples, first_sample, probability[half], f0, self.sr,
                             self.segmenter.rendering.gate, keep, self.n_samples,
                             region)  # fmt: skip
+        return gains.apply(samples, first_sample)
 
     def _release(self, before_frame: int) -> None:
         """Forget the frames before ``before_frame`` (and their samples)."""
