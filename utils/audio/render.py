@@ -52,9 +52,10 @@ class Rendering:
             raise ValueError(f"unknown rendering {self.kind!r}; expected one of {KINDS}")
         if not self.floor_db <= 0.0:
             raise ValueError(f"the floor must be at most 0 dB, got {self.floor_db}")
-        if self.far_floor_db is not None and not self.far_floor_db <= self.floor_db:
+        far = self.far_floor_db
+        if self.kind == "gated" and far is not None and not far <= self.floor_db:
             raise ValueError(f"the far floor must be at most the floor ({self.floor_db} dB), "
-                             f"got {self.far_floor_db}")  # fmt: skip
+                             f"got {far} (set --far_floor_db too)")  # fmt: skip
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"the gate's alpha must be positive, got {self.alpha}")
         margins = (self.margin_hz, self.margin_ms)
