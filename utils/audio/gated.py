@@ -1,10 +1,10 @@
 """The ``gated`` rendering of recordings: the model's soft mask and a noise gate, applied in
 a finer STFT than the data set's.
 
-The BSD STFT's 128-sample window blurs a bird's harmonics into their noise (375 Hz wide at
-48 kHz). Here the model's probabilities (on the BSD grid) are interpolated onto a Hann STFT
-of about 43 ms windows (2,048 samples at 48 kHz, see :func:`fine_grid`) with a quarter
-window's hop, and each of its bins gets the gain
+The BSD STFT's 128-sample window resolves frequencies only about 375 Hz apart at 48 kHz,
+so a bird's harmonics share their bins with much noise. Here the model's probabilities (on
+the BSD grid) are carried onto a Hann STFT of about 43 ms windows (2,048 samples at 48 kHz,
+see :func:`fine_grid`) with a quarter window's hop, and each of its bins gets the gain
 
     floor + (1 - floor) * clip(P * G, 0, 1)
 
@@ -78,13 +78,17 @@ def _context_frames(settings: GateSettings, sr: int) -> tuple[int, int, int, int
     )
 
 
+def _reach(settings: GateSettings, sr: int) -> int:
+    """Fine frames either side of a frame that its gain depends on (plus one)."""
+    margin_t, near_t, noise_t, _, _ = _context_frames(settings, sr)
+    return max(noise_t + margin_t, near_t) + 1
+
+
 def context_samples(settings: GateSettings, sr: int) -> int:
     """How many samples (and BSD frames' worth of probabilities) either side of a block
     :func:`block_gains` needs to render it as a whole recording's rendering would."""
     n_fft, hop = fine_grid(sr)
-    margin_t, near_t, noise_t, _, _ = _context_frames(settings, sr)
-    frames = max(noise_t + margin_t, near_t) + 1
-    return frames * hop + n_fft + hop
+    return _reach(settings, sr) * hop + n_fft + hop
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def block_gains(
     """
     n_fft, hop = fine_grid(sr)
     margin_t, near_t, noise_t, margin_b, near_b = _context_frames(settings, sr)
-    context = max(noise_t + margin_t, near_t) + 1
+    context = _reach(settings, sr)
     n_frames = -(-(total + n_fft - hop) // hop)  # frame j covers j hop - (n_fft - hop) ...
     kept_first = keep[0] // hop
     kept_last = min(n_frames - 1, (keep[1] - 1) // hop + n_fft // hop - 1)
