@@ -222,3 +222,13 @@ def test_a_box_prompt_lets_nothing_outside_the_box_through_the_gated_rendering()
     after = np.hypot(*stft_planes(audio.astype(np.float32))).T
     before = np.hypot(*planes).T
     assert after[outside].mean() < 0.02 * before[outside].mean()
+
+
+def test_recordings_default_to_gated_and_render_soft_gives_the_previous_default():
+    from utils.inference.options import SegmentOptions
+
+    assert SegmentOptions().rendering(True).spec == "gated,floor=-20,margin=200:30,far=-50,alpha=2"
+    assert SegmentOptions(render="soft").rendering(True).spec == "soft,floor=-20,margin=200:30"
+    assert SegmentOptions().rendering(False).is_bsd  # BSD images keep the data set's mask
+    with pytest.raises(ValueError, match="set --far_floor_db too"):
+        SegmentOptions(floor_db=-60.0)
