@@ -24,7 +24,7 @@ audio whether a recording is rendered at once or a block at a time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -101,6 +101,13 @@ class FineGains:
     sr: int
     keep: tuple[int, int]
     total: int
+    spectrum: np.ndarray = field(repr=False)  # the same frames of the signal they came from
+
+    def rendered(self) -> np.ndarray:
+        """The signal these gains were computed from, rendered: float32 samples
+        ``keep[0] ... keep[1] - 1`` (as :meth:`apply` of that signal, without its STFT)."""
+        n_fft, hop = fine_grid(self.sr)
+        return _overlap_add(self.spectrum * self.gains, self.first, n_fft, hop, self.keep)
 
     def apply(self, samples: np.ndarray, start: int = 0) -> np.ndarray:
         """``samples`` (from sample ``start``, covering ``keep``'s frames) with these gains:
@@ -123,7 +130,8 @@ def block_gains(
     region: np.ndarray | None = None,
 ) -> FineGains:
     """The gains that render samples ``keep[0] ... keep[1] - 1`` of a recording of ``total``
-    samples: ``block_gains(samples, start, ...).apply(samples, start)`` is that rendering.
+    samples: ``block_gains(samples, start, ...).rendered()`` is that rendering, and
+    :meth:`FineGains.apply` renders another signal (e.g. its noise) with the same gains.
 
     Args:
         samples: the recording's samples ``start ... start + len - 1``; they must cover
@@ -155,7 +163,7 @@ def block_gains(
     gains = floor + (1.0 - floor) * np.clip(widened[inner] * gate, 0.0, 1.0)
     if region is not None:
         gains *= _on_fine_grid(region.astype(np.float32), first_frame, centres[inner], n_fft) > 0.5
-    return FineGains(gains.astype(np.float32), kept_first, sr, keep, total)
+    return FineGains(gains.astype(np.float32), kept_first, sr, keep, total, spectrum[inner])
 
 
 def _amplitude(db: float) -> np.float32:

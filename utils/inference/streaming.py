@@ -360,7 +360,7 @@ class _StreamedRun:
         gains = block_gains(samples, first_sample, probability[half], f0, self.sr,
                             self.segmenter.rendering.gate, keep, self.n_samples,
                             region)  # fmt: skip
-        return gains.apply(samples, first_sample)
+        return gains.rendered()
 
     def _release(self, before_frame: int) -> None:
         """Forget the frames before ``before_frame`` (and their samples)."""
