@@ -128,8 +128,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="spectrogram images: read and write files on a background thread while the model "
         "runs on the other threads (faster where reading and writing cost about as much as "
-        "the model: vit_tiny on whole images; needs 2 or more threads; recordings are "
-        "streamed on one)",
+        "the model: vit_tiny on whole images); recordings: run the model on a background "
+        "thread while the recording is read, transformed, rendered and written (always on "
+        "a GPU). Needs 2 or more threads",
     )
     p.add_argument("--selections", default=None,
                    help="a Raven selection table, or a folder of them matched by recording "
@@ -258,6 +259,7 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         return 2
     segment_options = SegmentOptions.from_args(args)
     segmenter = segment_options.segmenter(model, settings, is_recordings, ctx.device)
+    segmenter.background_model |= io_thread
     ctx.log(f"{found.root}: {found.layout}, {len(found.sources)} files; model "
             f"{settings.model_type} (loaded in {load_seconds:.1f} s); prompt "
             f"{'selections' if args.selections else segmenter.prompt}"

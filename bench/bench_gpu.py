@@ -19,7 +19,8 @@ Inference runs ``budsam_infer.py``'s streaming path (:func:`denoise_recording`: 
 STFT, the model on 1,024-frame half-spectrum tiles as the quick-start preset, rendering,
 writing) on ``--inference_seconds`` of 48 kHz noise, ``--encoder_batch`` tiles per model
 call; every tile is run (no quiet-tile skipping), so the figure does not depend on
-the content.
+the content. It is timed twice: with the model on a background thread while reading,
+the STFT, rendering and writing go on (the default on a GPU), and in turn with them.
 
 ``--engine`` also times whole epochs as training runs them: ``train_one_epoch`` (one
 host sync per optimizer step) over a DataLoader of CPU items in pinned memory, copied
@@ -193,14 +194,18 @@ def encoder_images_per_second(args: argparse.Namespace, device: torch.device) ->
 
 
 @torch.no_grad()
-def inference_audio_per_second(args: argparse.Namespace, device: torch.device) -> list[float]:
-    """Seconds of audio per second through the streaming inference path, per repeat."""
+def inference_audio_per_second(
+    args: argparse.Namespace, device: torch.device, background: bool
+) -> list[float]:
+    """Seconds of audio per second through the streaming inference path, per repeat, with
+    the model on a ``background`` thread or in turn with the rest."""
     sr, tile_width = 48000, 1024
     model = make_model(args.model_type, DECODER_ONLY).eval().to(device)
     settings = ModelSettings(args.model_type, tile_width=tile_width, half_spectrum=True,
                              sample_rate=sr)  # fmt: skip
     segmenter = Segmenter(model, settings, device=device, amp=args.amp, overlap=0.25,
-                          batch_size=args.encoder_batch, rendering=RECORDING_RENDERING)  # fmt: skip
+                          batch_size=args.encoder_batch, rendering=RECORDING_RENDERING,
+                          background_model=background)  # fmt: skip
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "noise.wav"
@@ -238,11 +243,15 @@ def main(argv: list[str] | None = None) -> dict:
               f"peak memory {row['peak_mib']:.0f} MiB")  # fmt: skip
     encoder = encoder_images_per_second(args, device)
     print(f"image encoder, batch {args.encoder_batch}: {spread(encoder, 2)} images/s")
-    inference = inference_audio_per_second(args, device)
-    print(f"inference (streamed recording, batch {args.encoder_batch}): {spread(inference, 1)} "
-          "s of audio per s")  # fmt: skip
+    inference = {}
+    for background in (True, False):
+        inference[background] = inference_audio_per_second(args, device, background)
+        model_runs = "on a background thread" if background else "in turn with the rest"
+        print(f"inference (streamed recording, batch {args.encoder_batch}, model {model_runs}): "
+              f"{spread(inference[background], 1)} s of audio per s")  # fmt: skip
     figures = {"training": rows, "encoder_images_per_s": encoder,
-               "inference_audio_per_s": inference}  # fmt: skip
+               "inference_audio_per_s": inference[True],
+               "inference_audio_per_s_in_turn": inference[False]}  # fmt: skip
     if args.engine:
         tf32_settings = (False, True) if args.amp == "none" else (False,)
         figures["engine"] = [

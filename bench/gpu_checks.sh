@@ -24,4 +24,4 @@ timeout 300 python3 -m torch.distributed.run --nproc_per_node 1 budsam_infer.py 
     -o /tmp/budsam_gpu_infer -checkpoint /tmp/random_vit_b.pth -model_type vit_b --amp bf16 \
     > "$out/infer.log" 2>&1
 echo "inference under torchrun: exit $?"; tail -n 3 "$out/infer.log"
-timeout 240 python3 -m bench.bench_gpu --engine 2>&1 | tee "$out/bench_gpu.log"
+timeout 360 python3 -m bench.bench_gpu --engine 2>&1 | tee "$out/bench_gpu.log"

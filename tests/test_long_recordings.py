@@ -186,6 +186,40 @@ def test_raven_table_round_trip_gives_back_the_boxes_that_made_it(tmp_path):
         np.testing.assert_allclose(box.pixels, expected)
 
 
+@pytest.mark.parametrize("prompted", [False, True])
+def test_a_background_model_gives_what_the_sequential_run_gives(tiny_checkpoint, tmp_path,
+                                                               prompted):  # fmt: skip
+    path = _recording(tmp_path / "stereo.wav", 40.0, seed=8, channels=2)
+    model, settings = load_model(str(tiny_checkpoint))
+    calls = [Selection(3.0, 9.0, 800.0, 3000.0, 1), Selection(20.0, 33.0, 500.0, 2500.0, 2)]
+    outputs = {}
+    for background in (False, True):
+        out = tmp_path / f"background_{background}"
+        for folder in ("denoised", "masks"):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+        segmenter = Segmenter(
+            model,
+            settings,
+            overlap=0.25,
+            batch_size=2,
+            background_model=background,
+            rendering=RECORDING_RENDERING,
+        )
+        result = streaming.denoise_recording(
+            Source("stereo", RECORDING, path), segmenter, out, LoadOptions(None, True),
+            chunk_seconds=3.0, png_max_seconds=100.0, selections=calls if prompted else None,
+        )  # fmt: skip
+        audio, _ = sf.read(out / "denoised" / "stereo.wav")
+        masks = [read_mask_png(out / "masks" / f"stereo_{side}.png") for side in ("left", "right")]
+        outputs[background] = (audio, masks, result.selections)
+    audio, masks, selections = outputs[False]
+    assert np.abs(audio).max() > 0 and any(mask.any() for mask in masks)
+    np.testing.assert_array_equal(outputs[True][0], audio)
+    for background_mask, mask in zip(outputs[True][1], masks, strict=True):
+        np.testing.assert_array_equal(background_mask, mask)
+    assert outputs[True][2] == selections
+
+
 def test_selections_prompt_each_recording_and_nothing_passes_outside_them(
     tiny_checkpoint, tmp_path
 ):

@@ -3,14 +3,16 @@ of Raven tables) as image boxes, and the pixels they let through."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from utils.audio import bsd
-from utils.audio.conventions import N_BINS
+from utils.audio.conventions import N_BINS, N_FFT
 from utils.data.selection_table import Selection
+from utils.data.tiling import tile_box
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,29 @@ def box_gate(
     for x0, x1, k0, k1 in extents[here]:  # only the boxes in these frames: thousands are fine
         half[k0 : k1 + 1, max(x0, first) - first : min(x1, stop) - first] = True
     return half if half_spectrum else bsd.two_sided(half)
+
+
+def prompt_region(prompt: np.ndarray, size: int, tile_width: int, width: int) -> np.ndarray:
+    """Bool ``(S, width)``: where a box prompt (model input pixels) lies in a tile's map
+    resized to ``tile_width`` columns."""
+    x0, y0, x1, y1 = (float(v) for v in prompt)
+    region = np.zeros((size, width), dtype=bool)
+    scale = tile_width / size
+    columns = slice(int(np.floor(x0 * scale)), int(np.ceil(x1 * scale)))
+    region[int(np.floor(y0)) : int(np.ceil(y1)), columns] = True
+    return region
+
+
+def tiles_under_boxes(
+    boxes: list[BoxPrompt], starts: list[int], tile_width: int, half_spectrum: bool, size: int
+) -> list[tuple[int, int, int]]:
+    """``(tile start, channel, box index)`` of every tile (of those starting at ``starts``)
+    that a box reaches, ordered by start, then box."""
+    shape = (N_BINS if half_spectrum else N_FFT, tile_width)
+    jobs = []
+    for b, box in enumerate(boxes):  # the tiles that overlap the box in time
+        first = bisect.bisect_right(starts, box.pixels[0] - tile_width)
+        for start in starts[first : bisect.bisect_left(starts, box.pixels[2])]:
+            if tile_box(box.pixels, start, shape, half_spectrum, size) is not None:
+                jobs.append((start, box.channel, b))
+    return sorted(jobs, key=lambda job: (job[0], job[2]))

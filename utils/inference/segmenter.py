@@ -134,6 +134,8 @@ class Segmenter:
         skip_contrast: with the ``full`` prompt, tiles whose
             :func:`utils.inference.predict.tile_contrast` is below it are not run (their
             probabilities are 0); 0 runs every tile.
+        background_model: streamed recordings run the model in a background thread while
+            the recording is read, transformed, rendered and written; None: on a GPU only.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class Segmenter:
         seed: int = 0,
         rendering: Rendering = BSD_RENDERING,
         skip_contrast: float = 0.0,
+        background_model: bool | None = None,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
@@ -165,6 +168,8 @@ class Segmenter:
         self.batch_size, self.device, self.amp, self.seed = batch_size, device, amp, seed
         self.rendering = dataclasses.replace(rendering, threshold=threshold)
         self.skip_contrast = skip_contrast if prompt == "full" else 0.0
+        on_gpu = device is not None and device.type == "cuda"
+        self.background_model = on_gpu if background_model is None else background_model
 
     def cannot_segment(self, view: View) -> str | None:
         """Why this prompt cannot be used on ``view``, or None when it can."""

@@ -5,21 +5,20 @@ frame block by frame block. Its time tiles (one grid over the whole recording, a
 :func:`utils.inference.predict.predict_probabilities` lays them) go through the model
 in batches, in order; a frame's probabilities are final once every tile over it is
 blended, and a block of final frames is rendered (:class:`utils.audio.render.Rendering`,
-with the frames of context its margin needs), written to the denoised WAV, and
-forgotten. Memory depends on ``chunk_seconds`` and the tile width, not on the
-recording's length, and the masks do not depend on ``chunk_seconds``: the model sees
-the same batches, and every step after it works column by column or within the context
-kept.
+with the frames of context it needs), written, and forgotten. Memory depends on
+``chunk_seconds`` and the tile width, not on the recording's length, and the masks do
+not depend on ``chunk_seconds``. With ``Segmenter.background_model`` the model runs on
+a batch while the main thread reads, transforms and renders around it; results are
+the same.
 
 The mask of bird sound becomes Raven selections (:class:`RegionTracker`); mask PNGs
 (and overlays) are kept for recordings no longer than ``png_max_seconds``. A
-:class:`utils.inference.sinks.RecordingSink` may take the audio and masks instead of files.
-"""
+:class:`utils.inference.sinks.RecordingSink` may take the audio and masks instead of files."""
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,13 @@ from utils.data.inputs import LoadOptions, Source, channel_names
 from utils.data.preprocess import full_box
 from utils.data.selection_table import Selection
 from utils.data.tiling import overlapping_tile_starts, tile_box
-from utils.inference.box_prompts import BoxPrompt, box_gate, box_prompts
+from utils.inference.box_prompts import (
+    BoxPrompt,
+    box_gate,
+    box_prompts,
+    prompt_region,
+    tiles_under_boxes,
+)
 from utils.inference.predict import blend_tile, tile_maps
 from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import Segmenter
@@ -191,14 +196,7 @@ class _StreamedRun:
         starts = overlapping_tile_starts(self.n_frames, self.tile_width, self.segmenter.overlap)
         if self.boxes is None:
             return [(s, c, -1) for s in starts for c in range(self.channels)]
-        shape = (N_BINS if self.half else N_FFT, self.tile_width)
-        jobs = []
-        for b, box in enumerate(self.boxes):  # the tiles that overlap the box in time
-            first = bisect.bisect_right(starts, box.pixels[0] - self.tile_width)
-            for s in starts[first : bisect.bisect_left(starts, box.pixels[2])]:
-                if tile_box(box.pixels, s, shape, self.half, self.size) is not None:
-                    jobs.append((s, box.channel, b))
-        return sorted(jobs, key=lambda job: (job[0], job[2]))
+        return tiles_under_boxes(self.boxes, starts, self.tile_width, self.half, self.size)
 
     def run(
         self,
@@ -214,10 +212,19 @@ class _StreamedRun:
         self.energies = [[0.0, 0.0] for _ in range(self.channels)]
         self.clipped = 0
         rendered = 0  # hops written: 0 ... rendered - 1
-        for batch in self.batches():
-            # Frames before this batch's first tile are final: render them a block at a time.
-            rendered = self._render_final(rendered, batch[0][0], chunk_frames)
-            self._segment(batch)
+        with ThreadPoolExecutor(1) as executor:
+            background = executor if self.segmenter.background_model else None
+            pending = None  # the batch in the model: its jobs, prompts and maps to collect
+            for batch in self.batches():
+                crops, prompts = self._model_inputs(batch)
+                if pending is not None:
+                    self._blend(*pending)
+                pending = (batch, prompts, self._maps(crops, prompts, background))
+                # Frames before this batch's first tile are final: render them a block at a
+                # time (while the model runs, with a background model).
+                rendered = self._render_final(rendered, batch[0][0], chunk_frames)
+            if pending is not None:
+                self._blend(*pending)
         self._render_final(rendered, self.n_frames + 1 + self.margin, chunk_frames, last=True)
         return self.energies, self.clipped
 
@@ -261,8 +268,9 @@ class _StreamedRun:
         self.held = stop
         self.most_frames_held = max(self.most_frames_held, self.held - self.first)
 
-    def _segment(self, chunk: list[tuple[int, int, int]]) -> None:
-        """Run the model on a batch of tiles and blend their maps in."""
+    def _model_inputs(self, chunk: list[tuple[int, int, int]]) -> tuple[list, list]:
+        """The crops and box prompts of a batch of tiles (reading and transforming the
+        frames they need)."""
         tw = self.tile_width
         self._extend(min(self.n_frames, max(s for s, _, _ in chunk) + tw))
         crops, prompts = [], []
@@ -277,13 +285,28 @@ class _StreamedRun:
             else:
                 prompts.append(tile_box(self.boxes[b].pixels, start, crop.shape, self.half,
                                         self.size))  # fmt: skip
-        segmenter = self.segmenter
-        maps = tile_maps(segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
-                         segmenter.settings.reference_preprocess,
-                         0.0 if self.boxes else segmenter.skip_contrast)  # fmt: skip
-        for (start, c, b), prompt, tile_map in zip(chunk, prompts, maps, strict=True):
+        return crops, prompts
+
+    def _maps(
+        self, crops: list, prompts: list, background: ThreadPoolExecutor | None
+    ) -> Callable[[], list[np.ndarray]]:
+        """What returns the model's maps of a batch (run in ``background`` when given)."""
+        segmenter, skip = self.segmenter, 0.0 if self.boxes else self.segmenter.skip_contrast
+        args = (segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
+                segmenter.settings.reference_preprocess, skip)  # fmt: skip
+        if background is not None:
+            return background.submit(tile_maps, *args).result
+        maps = tile_maps(*args)
+        return lambda: maps
+
+    def _blend(
+        self, chunk: list[tuple[int, int, int]], prompts: list, maps: Callable[[], list]
+    ) -> None:
+        """Blend a batch's maps into the held frames' sums."""
+        tw = self.tile_width
+        for (start, c, b), prompt, tile_map in zip(chunk, prompts, maps(), strict=True):
             width = min(tw, self.n_frames - start)
-            region = None if b < 0 else _prompt_region(prompt, self.size, tw, width)
+            region = None if b < 0 else prompt_region(prompt, self.size, tw, width)
             at = start - self.first
             blend_tile(self.sums[c], self.weights[c], tile_map, at, tw, width, region)
 
@@ -375,14 +398,3 @@ class _StreamedRun:
         self.weights = self.weights[:, :, drop:].copy()
         self.first += drop
         self.stream.release(self.first * HOP_LENGTH)
-
-
-def _prompt_region(prompt: np.ndarray, size: int, tile_width: int, width: int) -> np.ndarray:
-    """Bool ``(S, width)``: where a box prompt (model input pixels) lies in a tile's map
-    resized to ``tile_width`` columns."""
-    x0, y0, x1, y1 = (float(v) for v in prompt)
-    region = np.zeros((size, width), dtype=bool)
-    scale = tile_width / size
-    columns = slice(int(np.floor(x0 * scale)), int(np.ceil(x1 * scale)))
-    region[int(np.floor(y0)) : int(np.ceil(y1)), columns] = True
-    return region
