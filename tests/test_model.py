@@ -42,8 +42,10 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_registry_types_and_input_sizes():
-    assert model_sam.MODEL_TYPES == ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
-    assert [model_sam.input_size(t) for t in model_sam.MODEL_TYPES] == [256, 256, 1024, 1024, 1024]
+    assert model_sam.MODEL_TYPES == ("vit_tiny", "vit_tiny_p16x8", "vit_tiny_fast", "vit_b",
+                                     "vit_l", "vit_h")  # fmt: skip
+    sizes = [model_sam.input_size(t) for t in model_sam.MODEL_TYPES]
+    assert sizes == [256, 256, 256, 1024, 1024, 1024]
     assert sorted(model_sam.OFFICIAL_CHECKPOINT_URLS) == ["vit_b", "vit_h", "vit_l"]
     assert model_sam.OFFICIAL_CHECKPOINT_URLS["vit_b"].endswith("/sam_vit_b_01ec64.pth")
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
@@ -71,9 +73,16 @@ def test_tiny_size_shapes_and_eval_mode(tiny):
     assert torch.equal(logits, budsam.upsample(low_res, TINY))
 
 
-def test_p16x8_variant_has_a_wider_grid_and_matches_the_official_pipeline():
-    sam = model_sam.build_sam("vit_tiny_p16x8", seed=0)
+@pytest.mark.parametrize("model_type", ["vit_tiny_p16x8", "vit_tiny_fast"])
+def test_p16x8_variants_have_a_wider_grid_and_match_the_official_pipeline(model_type):
+    sam = model_sam.build_sam(model_type, seed=0)
     assert sam.image_encoder.patch_embed.proj.kernel_size == (16, 8)
+    blocks = sam.image_encoder.blocks
+    if model_type == "vit_tiny_fast":  # two windowed blocks without relative positions
+        assert len(blocks) == 2 and all(b.window_size == 8 for b in blocks)
+        assert not any(b.attn.use_rel_pos for b in blocks)
+    else:
+        assert len(blocks) == 4 and [b.window_size for b in blocks] == [8, 0, 8, 0]
     assert 1_000_000 < sum(p.numel() for p in sam.parameters()) < 10_000_000
     net = budsam.BudSAM(sam)
     images, boxes = torch.rand(2, 3, TINY, TINY), _boxes(2, seed=3)
@@ -91,7 +100,7 @@ def test_p16x8_variant_has_a_wider_grid_and_matches_the_official_pipeline():
             )  # fmt: skip
             assert torch.allclose(low_res[i : i + 1], low, atol=1e-4)
     # Its state dict loads into another build of the same type, not into vit_tiny.
-    other = model_sam.build_sam("vit_tiny_p16x8", seed=1)
+    other = model_sam.build_sam(model_type, seed=1)
     other.load_state_dict(net.state_dict(), strict=True)
     assert _same_weights(other, sam)
     with pytest.raises(RuntimeError):

@@ -329,6 +329,9 @@ def test_preset_sets_defaults_that_any_flag_overrides():
     assert (demo.dice, demo.mask_resize, demo.val_metric) == ("batch", "area", "whole_fg_iou")
     changed = train.parse_args(["--preset", "cpu_demo", "--no-half_spectrum", "-num_epochs", "1"])
     assert not changed.half_spectrum and changed.num_epochs == 1
+    fast = train.parse_args(["--preset", "cpu_fast"])  # the quick start's data and recipe
+    assert (fast.model_type, fast.tile_width, fast.num_epochs) == ("vit_tiny_fast", 2048, 20)
+    assert (fast.tr_path, fast.synthetic, fast.lr) == (demo.tr_path, demo.synthetic, demo.lr)
     plain = train.parse_args([])  # the paper's settings by default
     assert not plain.half_spectrum and plain.ema_decay == 0.0
     assert (plain.dice, plain.mask_resize, plain.val_metric) == ("sample", "nearest", "fg_iou")

@@ -8,7 +8,9 @@ Images enter the image encoder as float tensors ``(B, 3, S, S)`` scaled to [0, 1
 official weights; ``vit_tiny`` is a small randomly initialised SAM (S = 256) for CPU runs
 and tests, and ``vit_tiny_p16x8`` the same with 16 x 8 (rows x columns) patches: a
 16 x 32 embedding grid, twice vit_tiny's along the width (time, for spectrograms), at
-a narrower width (128) so that a step costs about 1.3x vit_tiny's.
+a narrower width (128) so that a step costs about 1.3x vit_tiny's. ``vit_tiny_fast`` is
+vit_tiny_p16x8 cut for speed on long recordings: two encoder blocks, windowed attention
+only, no relative positions (about a third of its time per tile on one CPU thread).
 All are built from the ``segment_anything`` package's own modules, so a
 :class:`BudSAM` state dict loads into the package's ``Sam`` and vice versa.
 """
@@ -34,8 +36,8 @@ from torch import nn
 
 from utils.common.checkpoint_io import read_checkpoint, state_mismatch, without_ddp_prefix
 
-MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_b", "vit_l", "vit_h")
-TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8")
+MODEL_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_tiny_fast", "vit_b", "vit_l", "vit_h")
+TINY_TYPES = ("vit_tiny", "vit_tiny_p16x8", "vit_tiny_fast")
 OFFICIAL_CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
@@ -58,15 +60,22 @@ TINY_PROMPT_DIM = 128
 TINY_DECODER_MLP_DIM = 512
 
 
-# vit_tiny_p16x8: (patch rows, patch columns), encoder width and heads; the rest as vit_tiny.
+# Each small variant: (patch rows, patch columns), encoder width, heads, depth, the blocks
+# with global attention and whether attention adds relative positions.
 TINY_VARIANTS = {
     "vit_tiny": {
         "patch": (PATCH_SIZE, PATCH_SIZE),
         "dim": TINY_ENCODER_DIM,
         "heads": TINY_ENCODER_HEADS,
+        "depth": TINY_ENCODER_DEPTH,
+        "global": TINY_GLOBAL_ATTN,
+        "rel_pos": True,
     },
-    "vit_tiny_p16x8": {"patch": (16, 8), "dim": 128, "heads": 4},
-}
+    "vit_tiny_p16x8": {"patch": (16, 8), "dim": 128, "heads": 4, "depth": TINY_ENCODER_DEPTH,
+                       "global": TINY_GLOBAL_ATTN, "rel_pos": True},
+    "vit_tiny_fast": {"patch": (16, 8), "dim": 128, "heads": 4, "depth": 2, "global": (),
+                      "rel_pos": False},
+}  # fmt: skip
 
 
 # Buffers of Sam that are not persistent (never in its state dict); tolerated if present.
@@ -101,16 +110,16 @@ def _build_tiny_sam(model_type: str = "vit_tiny") -> Sam:
         "mlp_ratio": 4,
         "qkv_bias": True,
         "norm_layer": partial(nn.LayerNorm, eps=1e-6),
-        "use_rel_pos": True,
+        "use_rel_pos": variant["rel_pos"],
     }
     encoder = ImageEncoderViT(
         img_size=TINY_IMG_SIZE,
         patch_size=patch_h,
         embed_dim=dim,
-        depth=TINY_ENCODER_DEPTH,
+        depth=variant["depth"],
         out_chans=TINY_PROMPT_DIM,
         window_size=TINY_WINDOW,
-        global_attn_indexes=TINY_GLOBAL_ATTN,
+        global_attn_indexes=variant["global"],
         **{k: v for k, v in block_args.items() if k != "dim"},
     )
     if patch_h != patch_w:
@@ -118,7 +127,7 @@ def _build_tiny_sam(model_type: str = "vit_tiny") -> Sam:
             kernel_size=(patch_h, patch_w), stride=(patch_h, patch_w), in_chans=3, embed_dim=dim
         )
         encoder.pos_embed = nn.Parameter(torch.zeros(1, *grid, dim))
-        for index in TINY_GLOBAL_ATTN:
+        for index in variant["global"]:
             encoder.blocks[index] = Block(**block_args, window_size=0, input_size=grid)
     return Sam(
         image_encoder=encoder,
