@@ -351,10 +351,13 @@ def test_the_level_scan_picks_the_frames_a_whole_recording_would(tmp_path):
     assert scan.gains[0] == level_gain(kernel.stft_planes(y), SR)
 
 
-def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [False, True])
+def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_path, monkeypatch,
+                                                          background):  # fmt: skip
     path = _recording(tmp_path / "ten_minutes.wav", 600.0, seed=7)
     model, settings = load_model(str(tiny_checkpoint))
-    segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
+    segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING,
+                          background_model=background)  # fmt: skip
     (tmp_path / "out" / "denoised").mkdir(parents=True)
     (tmp_path / "out" / "masks").mkdir()
     far_apart = [Selection(1.0, 2.0, 1000.0, 3000.0), Selection(595.0, 597.0, 1000.0, 3000.0)]

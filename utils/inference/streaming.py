@@ -1,19 +1,15 @@
 """Denoising one recording of any length in bounded memory.
 
-A recording is read twice: once for its length and level (:func:`scan_recording`), then
-frame block by frame block. Its time tiles (one grid over the whole recording, as
-:func:`utils.inference.predict.predict_probabilities` lays them) go through the model
-in batches, in order; a frame's probabilities are final once every tile over it is
-blended, and a block of final frames is rendered (:class:`utils.audio.render.Rendering`,
-with the frames of context it needs), written, and forgotten. Memory depends on
-``chunk_seconds`` and the tile width, not on the recording's length, and the masks do
-not depend on ``chunk_seconds``. With ``Segmenter.background_model`` the model runs on
-a batch while the main thread reads, transforms and renders around it; results are
-the same.
-
-The mask of bird sound becomes Raven selections (:class:`RegionTracker`); mask PNGs
-(and overlays) are kept for recordings no longer than ``png_max_seconds``. A
-:class:`utils.inference.sinks.RecordingSink` may take the audio and masks instead of files."""
+A recording is read twice: for its length and level (:func:`scan_recording`), then frame
+block by frame block. Its time tiles (one grid over the recording) go through the model
+in batches, in order (on a background thread with ``Segmenter.background_model``; the
+results are the same); a frame is final once every tile over it is blended, and blocks
+of final frames are rendered (with the context they need), written and forgotten.
+Memory depends on ``chunk_seconds`` and the tile width, not on the recording's length;
+the masks do not depend on ``chunk_seconds``. Masks become Raven selections
+(:class:`RegionTracker`); mask PNGs (and overlays) are kept for recordings up to
+``png_max_seconds``. A :class:`utils.inference.sinks.RecordingSink` may take the
+outputs instead of files."""
 
 from __future__ import annotations
 
@@ -54,7 +50,7 @@ from utils.inference.segmenter import Segmenter
 from utils.inference.sinks import FileSink, RecordingSink
 from utils.scoring.reports import recording_row
 
-DEFAULT_CHUNK_SECONDS = 10.0
+DEFAULT_CHUNK_SECONDS = 30.0  # the gated rendering pays its 5.1 s of context once a block
 DEFAULT_PNG_MAX_SECONDS = 60.0
 PROGRESS_MIN_SECONDS = 300  # a recording this long reports its own progress
 PCM16_FULL_SCALE = 32767.5 / 32768  # from here on a sample is clipped in a 16-bit WAV
@@ -216,6 +212,11 @@ class _StreamedRun:
             background = executor if self.segmenter.background_model else None
             pending = None  # the batch in the model: its jobs, prompts and maps to collect
             for batch in self.batches():
+                if pending and batch[0][0] >= pending[0][-1][0] + self.tile_width:
+                    # A gap: render up to this batch before reading past the one in the model.
+                    self._blend(*pending)
+                    pending = None
+                    rendered = self._render_final(rendered, batch[0][0], chunk_frames)
                 crops, prompts = self._model_inputs(batch)
                 if pending is not None:
                     self._blend(*pending)
@@ -269,8 +270,7 @@ class _StreamedRun:
         self.most_frames_held = max(self.most_frames_held, self.held - self.first)
 
     def _model_inputs(self, chunk: list[tuple[int, int, int]]) -> tuple[list, list]:
-        """The crops and box prompts of a batch of tiles (reading and transforming the
-        frames they need)."""
+        """The crops and box prompts of a batch of tiles (its frames read, transformed)."""
         tw = self.tile_width
         self._extend(min(self.n_frames, max(s for s, _, _ in chunk) + tw))
         crops, prompts = [], []
