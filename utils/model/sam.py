@@ -62,20 +62,19 @@ TINY_DECODER_MLP_DIM = 512
 
 # Each small variant: (patch rows, patch columns), encoder width, heads, depth, the blocks
 # with global attention and whether attention adds relative positions.
+_TINY_BLOCKS = {"depth": TINY_ENCODER_DEPTH, "global": TINY_GLOBAL_ATTN, "rel_pos": True}
 TINY_VARIANTS = {
-    "vit_tiny": {
-        "patch": (PATCH_SIZE, PATCH_SIZE),
-        "dim": TINY_ENCODER_DIM,
-        "heads": TINY_ENCODER_HEADS,
-        "depth": TINY_ENCODER_DEPTH,
-        "global": TINY_GLOBAL_ATTN,
-        "rel_pos": True,
-    },
-    "vit_tiny_p16x8": {"patch": (16, 8), "dim": 128, "heads": 4, "depth": TINY_ENCODER_DEPTH,
-                       "global": TINY_GLOBAL_ATTN, "rel_pos": True},
-    "vit_tiny_fast": {"patch": (16, 8), "dim": 128, "heads": 4, "depth": 2, "global": (),
-                      "rel_pos": False},
+    "vit_tiny": {"patch": (PATCH_SIZE, PATCH_SIZE), "dim": TINY_ENCODER_DIM,
+                 "heads": TINY_ENCODER_HEADS, **_TINY_BLOCKS},
+    "vit_tiny_p16x8": {"patch": (16, 8), "dim": 128, "heads": 4, **_TINY_BLOCKS},
 }  # fmt: skip
+# vit_tiny_p16x8 cut for speed: two windowed blocks without relative positions.
+TINY_VARIANTS["vit_tiny_fast"] = {
+    **TINY_VARIANTS["vit_tiny_p16x8"],
+    "depth": 2,
+    "global": (),
+    "rel_pos": False,
+}
 
 
 # Buffers of Sam that are not persistent (never in its state dict); tolerated if present.
