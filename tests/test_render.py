@@ -172,7 +172,7 @@ def gains_hop(sr: int) -> int:
 
 
 def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole():
-    from utils.audio.gated import block_gains, context_samples
+    from utils.audio.gated import block_gains, context_samples, source_frames
 
     _, noisy, probability = _tone_in_noise(seconds=14.0, seed=2)
     gated = parse_rendering("gated,floor=-20,far=-50,alpha=2,margin=200:30")
@@ -184,14 +184,20 @@ def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole():
         keep = (start, min(start + 100_000, len(noisy)))
         first = max(0, keep[0] - context)  # only the block and its context are given
         samples = noisy[first : keep[1] + context]
-        frame0 = max(0, first // 64 - 1)
-        frames = probability[:, frame0 : (keep[1] + context) // 64 + 2]
-        gains = block_gains(samples, first, frames, frame0, SR, gated.gate, keep, len(noisy))
+        frames = source_frames(gated.gate, SR, keep, len(noisy))
+        assert frames.min() >= max(0, first // 64 - 1)  # within the block and its context
+        assert frames.max() < (keep[1] + context) // 64 + 2
+        gains = block_gains(samples, first, probability[:, frames], SR, gated.gate, keep,
+                            len(noisy))  # fmt: skip
         blocks.append(gains.rendered())
         np.testing.assert_allclose(blocks[-1], gains.apply(samples, first), atol=1e-7)
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-6)
+    keep = (SR, 2 * SR)
+    frames = probability[:, source_frames(gated.gate, SR, keep, len(noisy))]
     with pytest.raises(ValueError, match="do not cover"):
-        block_gains(noisy[SR:], SR, probability, 0, SR, gated.gate, (SR, 2 * SR), len(noisy))
+        block_gains(noisy[SR:], SR, frames, SR, gated.gate, keep, len(noisy))
+    with pytest.raises(ValueError, match="probabilities must be"):
+        block_gains(noisy, 0, frames[:, 1:], SR, gated.gate, keep, len(noisy))
 
 
 def test_gated_renderings_read_back_and_check_their_floors():

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from scipy import fft as sp_fft
 
-from utils.audio.conventions import HOP_LENGTH, N_BINS, N_FFT
+from utils.audio.conventions import HOP_LENGTH, N_BINS, N_FFT, num_frames
 
 FINE_WINDOW_S = 0.0427  # the finer STFT's window: the power of two nearest this, in samples
 NOISE_WINDOW_S = 5.0  # the noise power is measured this far either side of a bin
@@ -118,11 +118,36 @@ class FineGains:
         return _overlap_add(spectrum * self.gains, self.first, n_fft, hop, self.keep)
 
 
+def _fine_span(
+    settings: GateSettings, sr: int, keep: tuple[int, int], total: int
+) -> tuple[int, int, slice]:
+    """Fine frames ``a ... b - 1`` whose samples and probabilities render ``keep`` (its own
+    frames and their context), and the slice of them that covers ``keep``."""
+    n_fft, hop = fine_grid(sr)
+    context = _reach(settings, sr)
+    n_frames = -(-(total + n_fft - hop) // hop)  # frame j covers j hop - (n_fft - hop) ...
+    kept_first = keep[0] // hop
+    kept_last = min(n_frames - 1, (keep[1] - 1) // hop + n_fft // hop - 1)
+    a, b = max(0, kept_first - context), min(n_frames, kept_last + context + 1)
+    return a, b, slice(kept_first - a, kept_last + 1 - a)
+
+
+def source_frames(settings: GateSettings, sr: int, keep: tuple[int, int], total: int) -> np.ndarray:
+    """The BSD frames whose probabilities :func:`block_gains` takes to render samples
+    ``keep[0] ... keep[1] - 1`` of a recording of ``total`` samples: for each fine frame
+    (see :func:`_fine_span`), the BSD frame centred on its centre sample (a fine hop is a
+    whole number of BSD hops), within the recording's frames."""
+    n_fft, hop = fine_grid(sr)
+    a, b, _ = _fine_span(settings, sr, keep, total)
+    centres = np.arange(a, b) * hop + hop - n_fft // 2
+    last = max(0, num_frames(total) - 1)
+    return np.clip((centres - HOP_LENGTH) // HOP_LENGTH, 0, last)
+
+
 def block_gains(
     samples: np.ndarray,
     start: int,
     probability: np.ndarray,
-    first_frame: int,
     sr: int,
     settings: GateSettings,
     keep: tuple[int, int],
@@ -136,34 +161,37 @@ def block_gains(
     Args:
         samples: the recording's samples ``start ... start + len - 1``; they must cover
             ``keep`` widened by :func:`context_samples` (within the recording).
-        probability: ``(513, F)`` clean-sound probabilities of bins 0 ... 512 of the BSD
-            frames ``first_frame ... first_frame + F - 1``, covering the same span.
-        region: optional bool ``(513, F)``: where anything may pass (a box prompt).
+        probability: ``(513, n)`` clean-sound probabilities (values in [0, 1]) of bins
+            0 ... 512 at the ``n`` BSD frames :func:`source_frames` names.
+        region: optional bool ``(513, n)`` at the same frames: where anything may pass
+            (a box prompt).
     """
     n_fft, hop = fine_grid(sr)
     margin_t, near_t, noise_t, margin_b, near_b = _context_frames(settings, sr)
-    context = _reach(settings, sr)
-    n_frames = -(-(total + n_fft - hop) // hop)  # frame j covers j hop - (n_fft - hop) ...
-    kept_first = keep[0] // hop
-    kept_last = min(n_frames - 1, (keep[1] - 1) // hop + n_fft // hop - 1)
-    a, b = max(0, kept_first - context), min(n_frames, kept_last + context + 1)
+    a, b, inner = _fine_span(settings, sr, keep, total)
+    if probability.shape != (N_BINS, b - a):
+        raise ValueError(f"probabilities must be ({N_BINS}, {b - a}), got {probability.shape}")
     spectrum = _spectrum(samples, start, total, a, b, n_fft, hop)
-    power = spectrum.real**2 + spectrum.imag**2
-    centres = np.arange(a, b) * hop + hop - n_fft // 2
-    fine = _on_fine_grid(probability, first_frame, centres, n_fft)
-    widened = _widen(fine, margin_t, margin_b)
-    inner = slice(kept_first - a, kept_last + 1 - a)
+    power = _power(spectrum)
+    fine = _on_fine_bins(probability, n_fft)
+    widened = _widen(fine, margin_t, margin_b)  # in [0, 1], as the probabilities
     noise = _noise_power(power, widened < NOISE_PROBABILITY, noise_t, inner)
     power = power[inner]
-    ratio = np.ones_like(power)
-    np.divide(settings.alpha * noise, power, out=ratio, where=(noise > 0) & (power > 0))
-    gate = np.where(noise > 0, np.clip(1.0 - ratio, 0.0, 1.0), np.float32(1.0))
-    near = _widen((fine >= settings.threshold).astype(np.uint8), near_t, near_b)[inner] > 0
-    floor = np.where(near, _amplitude(settings.floor_db), _amplitude(settings.far_floor_db))
-    gains = floor + (1.0 - floor) * np.clip(widened[inner] * gate, 0.0, 1.0)
+    # The Wiener gate max(1 - alpha N / |X|^2, 0); 1 where no noise is measured, 0 where
+    # there is noise and the bin is silent.
+    ratio = (noise > 0).astype(np.float32)
+    np.divide(np.float32(settings.alpha) * noise, power, out=ratio, where=power > 0)
+    gate = np.subtract(np.float32(1.0), ratio, out=ratio)
+    kept = np.maximum(gate, 0.0, out=gate)
+    kept *= widened[inner]
+    near = _widen((fine >= settings.threshold).view(np.uint8), near_t, near_b)[inner]
+    near_floor, far_floor = _amplitude(settings.floor_db), _amplitude(settings.far_floor_db)
+    floor = np.where(near > 0, near_floor, far_floor)
+    kept *= 1.0 - floor  # floor + (1 - floor) * kept
+    gains = np.add(kept, floor, out=kept)
     if region is not None:
-        gains *= _on_fine_grid(region.astype(np.float32), first_frame, centres[inner], n_fft) > 0.5
-    return FineGains(gains.astype(np.float32), kept_first, sr, keep, total, spectrum[inner])
+        gains *= _on_fine_bins(region.astype(np.float32), n_fft)[inner] > 0.5
+    return FineGains(gains, a + inner.start, sr, keep, total, spectrum[inner])
 
 
 def _amplitude(db: float) -> np.float32:
@@ -190,21 +218,28 @@ def _spectrum(
     return sp_fft.rfft(frames * _window(n_fft), axis=1)
 
 
-def _on_fine_grid(
-    values: np.ndarray, first_frame: int, centres: np.ndarray, n_fft: int
-) -> np.ndarray:
-    """``(len(centres), n_fft / 2 + 1)`` float32: ``values`` (bins 0 ... 512 of BSD frames
-    from ``first_frame``) at the BSD frames centred on the fine frames' centre samples
-    (whole frames: a fine hop is a whole number of BSD hops), linearly interpolated at the
-    fine bins' frequencies."""
-    columns = (centres - HOP_LENGTH) // HOP_LENGTH - first_frame
-    in_time = values[:, np.clip(columns, 0, values.shape[1] - 1)].T  # (frames, 513)
-    rows = np.minimum(np.arange(n_fft // 2 + 1) * (N_FFT / n_fft), N_BINS - 1)
-    below = np.minimum(rows.astype(np.int64), N_BINS - 2)
-    up_weight = (rows - below).astype(np.float32)
-    fine = in_time[:, below] * (1 - up_weight)
-    fine += in_time[:, below + 1] * up_weight
-    return fine.astype(np.float32, copy=False)
+def _power(spectrum: np.ndarray) -> np.ndarray:
+    """``|spectrum|^2`` (float32) of a complex64 spectrum."""
+    parts = spectrum.view(np.float32)
+    squares = parts * parts
+    return squares[..., 0::2] + squares[..., 1::2]
+
+
+def _on_fine_bins(values: np.ndarray, n_fft: int) -> np.ndarray:
+    """``(frames, n_fft / 2 + 1)`` float32: ``values`` (``(513, frames)``, bins 0 ... 512)
+    linearly interpolated at the fine bins' frequencies (fine bin k lies at BSD bin
+    ``k N_FFT / n_fft``; both FFT lengths are powers of two)."""
+    in_time = cv2.transpose(np.ascontiguousarray(values, np.float32))  # (frames, 513)
+    if n_fft <= N_FFT:
+        return np.ascontiguousarray(in_time[:, :: N_FFT // n_fft])
+    steps = n_fft // N_FFT  # fine bins per BSD bin
+    fine = np.empty((len(in_time), n_fft // 2 + 1), np.float32)
+    lower, upper = in_time[:, :-1], in_time[:, 1:]
+    for step in range(steps):
+        up_weight = np.float32(step / steps)
+        fine[:, step:-1:steps] = lower * (1 - up_weight) + upper * up_weight
+    fine[:, -1] = in_time[:, -1]
+    return fine
 
 
 def _widen(values: np.ndarray, frames: int, bins: int) -> np.ndarray:
@@ -219,15 +254,15 @@ def _noise_power(
 ) -> np.ndarray:
     """Per bin of the ``inner`` frames: the mean power of the noise bins at its frequency
     within ``half_width`` frames (0 where there are none)."""
-    weights = is_noise.astype(np.float32)
-    sums = _window_sums(power * weights, half_width, inner)
-    counts = _window_sums(weights, half_width, inner)
-    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0.5).astype(np.float32)
+    sums = _window_sums(np.where(is_noise, power, np.float32(0.0)), half_width, inner)
+    counts = _window_sums(is_noise.view(np.uint8), half_width, inner)
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0.5)
 
 
 def _window_sums(values: np.ndarray, half_width: int, inner: slice) -> np.ndarray:
-    """Sums of ``values`` (float32 ``(frames, bins)``) over ``half_width`` frames either
-    side of each of the ``inner`` frames (frames outside the array count as zero)."""
+    """Float32 sums of ``values`` (``(frames, bins)``, float32 or uint8) over ``half_width``
+    frames either side of each of the ``inner`` frames (frames outside the array count as
+    zero)."""
     sums = cv2.boxFilter(values, cv2.CV_32F, (1, 2 * half_width + 1), normalize=False,
                          borderType=cv2.BORDER_CONSTANT)  # fmt: skip
     return sums[inner]
@@ -239,7 +274,8 @@ def _overlap_add(
     """Samples ``keep[0] ... keep[1] - 1`` of the weighted overlap-add of fine frames
     ``first ...`` (every sample of ``keep`` lies under all its frames)."""
     window = _window(n_fft)
-    frames = sp_fft.irfft(spectrum, n=n_fft, axis=1).astype(np.float32) * window
+    frames = sp_fft.irfft(spectrum, n=n_fft, axis=1)
+    frames *= window
     origin = first * hop - (n_fft - hop)
     out = np.zeros((len(frames) - 1) * hop + n_fft, np.float32)
     for k in range(n_fft // hop):  # frames k, k + n/hop, ... do not overlap one another

@@ -29,7 +29,13 @@ import numpy as np
 
 from utils.audio.bsd import kept_bin_counts
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_FFT
-from utils.audio.gated import FineGains, GateSettings, block_gains, context_samples
+from utils.audio.gated import (
+    FineGains,
+    GateSettings,
+    block_gains,
+    context_samples,
+    source_frames,
+)
 from utils.audio.kernel import istft_planes, stft_planes
 
 KINDS = ("binary", "soft", "gated")
@@ -133,9 +139,10 @@ class Rendering:
         if self.kind != "gated":
             gains = self.gains(probabilities, sr)
             return gains if region is None else gains * region
-        half = None if region is None else region[CENTER_ROW:]
-        return block_gains(y, 0, probabilities[CENTER_ROW:], 0, sr, self.gate, (0, len(y)),
-                           len(y), half)  # fmt: skip
+        frames = source_frames(self.gate, sr, (0, len(y)), len(y))
+        half = None if region is None else region[CENTER_ROW:, frames]
+        return block_gains(y, 0, probabilities[CENTER_ROW:, frames], sr, self.gate,
+                           (0, len(y)), len(y), half)  # fmt: skip
 
 
 BSD_RENDERING = Rendering()  # the data set's binary mask

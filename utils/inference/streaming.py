@@ -23,7 +23,7 @@ import numpy as np
 
 from utils.audio import bsd
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_BINS, N_FFT, num_frames
-from utils.audio.gated import block_gains
+from utils.audio.gated import block_gains, source_frames
 from utils.audio.kernel import istft_planes
 from utils.audio.stream import (
     FrameStream,
@@ -44,6 +44,7 @@ from utils.inference.box_prompts import (
     prompt_region,
     tiles_under_boxes,
 )
+from utils.inference.held_frames import HeldFrames
 from utils.inference.predict import blend_tile, tile_maps
 from utils.inference.regions import RegionTracker
 from utils.inference.segmenter import Segmenter
@@ -172,17 +173,11 @@ class _StreamedRun:
         if not self.tile_width:
             raise ValueError("a recording is segmented in time tiles: give a tile width")
         self.margin = segmenter.rendering.context_frames(sr)  # frames rendering looks across
-        self.first = 0  # frames first ... held - 1 are held
-        self.held = 0
-        self.most_frames_held = 0  # what memory depends on
         self.progress: Progress | None = None
         # The gated rendering reads samples, not the BSD STFT: its planes need not be held.
-        self.keep_planes = segmenter.rendering.kind != "gated"
-        self.planes = [np.zeros((2, 0, N_BINS), np.float32) for _ in range(channels)]
-        self.images = [np.zeros((N_BINS, 0), np.uint8) for _ in range(channels)]
+        keep_planes = segmenter.rendering.kind != "gated"
         weight_rows = 1 if boxes is None else self.size
-        self.sums = np.zeros((channels, self.size, 0), np.float32)
-        self.weights = np.zeros((channels, weight_rows, 0), np.float32)
+        self.frames = HeldFrames(channels, self.size, weight_rows, keep_planes)
         self.trackers = [RegionTracker(sr, c + 1) for c in range(channels)]
         self.png_masks: list[list[np.ndarray]] = [[] for _ in range(channels)]
         self.png_images: list[list[np.ndarray]] = [[] for _ in range(channels)]
@@ -255,19 +250,12 @@ class _StreamedRun:
 
     def _extend(self, stop: int) -> None:
         """Hold frames up to ``stop`` (planes, images, empty sums)."""
-        if stop <= self.held:
+        if stop <= self.frames.held:
             return
-        new_planes = self.stream.planes(self.held, stop)
-        for c, planes in enumerate(new_planes):
-            if self.keep_planes:
-                self.planes[c] = np.concatenate([self.planes[c], planes], axis=1)
-            image = bsd.planes_to_half_image(planes, self.gains[c])
-            self.images[c] = np.concatenate([self.images[c], image], axis=1)
-        grow = stop - self.held
-        pad = ((0, 0), (0, 0), (0, grow))
-        self.sums, self.weights = np.pad(self.sums, pad), np.pad(self.weights, pad)
-        self.held = stop
-        self.most_frames_held = max(self.most_frames_held, self.held - self.first)
+        planes = self.stream.planes(self.frames.held, stop)
+        gains = self.gains
+        images = [bsd.planes_to_half_image(p, gain) for p, gain in zip(planes, gains, strict=True)]
+        self.frames.append(planes, images)
 
     def _model_inputs(self, chunk: list[tuple[int, int, int]]) -> tuple[list, list]:
         """The crops and box prompts of a batch of tiles (its frames read, transformed)."""
@@ -275,7 +263,8 @@ class _StreamedRun:
         self._extend(min(self.n_frames, max(s for s, _, _ in chunk) + tw))
         crops, prompts = [], []
         for start, c, b in chunk:
-            crop = self.images[c][:, start - self.first : start - self.first + tw]
+            at = start - self.frames.first
+            crop = self.frames.images(c)[:, at : at + tw]
             if crop.shape[1] < tw:
                 crop = np.pad(crop, ((0, 0), (0, tw - crop.shape[1])))
             crop = crop if self.half else bsd.two_sided(crop)
@@ -307,8 +296,9 @@ class _StreamedRun:
         for (start, c, b), prompt, tile_map in zip(chunk, prompts, maps(), strict=True):
             width = min(tw, self.n_frames - start)
             region = None if b < 0 else prompt_region(prompt, self.size, tw, width)
-            at = start - self.first
-            blend_tile(self.sums[c], self.weights[c], tile_map, at, tw, width, region)
+            at = start - self.frames.first
+            blend_tile(self.frames.sums(c), self.frames.weights(c), tile_map, at, tw, width,
+                       region)  # fmt: skip
 
     def _render(self, first_hop: int, stop_hop: int) -> int:
         """Write hops ``first_hop ... stop_hop - 1`` (64 samples each; hop ``n_frames`` is
@@ -322,31 +312,24 @@ class _StreamedRun:
         s1 = self.n_samples if stop_hop > self.n_frames else stop_hop * HOP_LENGTH
         raw = self.stream.samples(s0, s1)
         out = np.zeros_like(raw)
-        rows = N_BINS if self.half else N_FFT
+        kept_stop = min(stop_hop, self.n_frames)  # the frames whose masks this block adds
         for c in range(self.channels):
-            at = slice(f0 - self.first, f1 - self.first)
-            weight = self.weights[c][:, at]
-            blended = np.divide(self.sums[c][:, at], weight, out=np.zeros_like(self.sums[c][:, at]),
-                                where=weight > 0)  # fmt: skip
-            # Bins 0 ... 512 for a half-spectrum model (the other half mirrors them), else all.
-            probability = cv2.resize(blended, (f1 - f0, rows), interpolation=cv2.INTER_LINEAR)
-            gate = None if self.boxes is None else box_gate(self.boxes, c, f0, f1, self.half)
-            if gate is not None:
-                probability[~gate] = 0.0
             if self.segmenter.rendering.kind == "gated":
-                hops = self._gated(c, probability, gate, f0, (s0, s1))
+                hops = self._gated(c, f0, f1, (s0, s1))
+                probability, _ = self._probability(c, first_hop, kept_stop)
+                kept = slice(None)
             else:
+                probability, gate = self._probability(c, f0, f1)
                 gains = self.segmenter.rendering.gains(probability, self.sr)
                 if gate is not None:
                     gains *= gate
                 gains = gains[:, g0 - f0 : g1 - f0]
                 weights = 2.0 * cv2.transpose(gains) if self.half else bsd.kept_bin_counts(gains)
-                signal = 0.5 * istft_planes(
-                    self.planes[c][:, g0 - self.first : g1 - self.first], weights=weights
-                )
+                planes = self.frames.planes(c)[:, g0 - self.frames.first : g1 - self.frames.first]
+                signal = 0.5 * istft_planes(planes, weights=weights)
                 hops = signal[(first_hop - g0) * HOP_LENGTH :][: s1 - s0]
+                kept = slice(first_hop - f0, kept_stop - f0)
             out[c, : len(hops)] = hops
-            kept = slice(first_hop - f0, min(stop_hop, self.n_frames) - f0)
             mask = probability[:, kept] >= self.segmenter.threshold
             if mask.shape[1]:
                 half = slice(None) if self.half else slice(CENTER_ROW, None)  # bins 0 ... 512
@@ -354,7 +337,8 @@ class _StreamedRun:
                 if self.keep_masks:
                     self.png_masks[c].append(bsd.two_sided(mask) if self.half else mask)
                 if self.keep_images:
-                    image = self.images[c][:, first_hop - self.first : stop_hop - self.first]
+                    at = first_hop - self.frames.first
+                    image = self.frames.images(c)[:, at : at + stop_hop - first_hop]
                     self.png_images[c].append(bsd.two_sided(image))
             self.energies[c][0] += float(np.sum(np.square(raw[c], dtype=np.float64)))
             self.energies[c][1] += float(np.sum(np.square(out[c] - raw[c], dtype=np.float64)))
@@ -365,36 +349,46 @@ class _StreamedRun:
             self.progress.update(s1 // self.sr - s0 // self.sr)
         return stop_hop
 
-    def _gated(
-        self,
-        channel: int,
-        probability: np.ndarray,
-        gate: np.ndarray | None,
-        f0: int,
-        keep: tuple[int, int],
-    ) -> np.ndarray:
+    def _probability(
+        self, channel: int, f0: int, f1: int, columns: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A channel's blended probabilities of held frames ``f0 ... f1 - 1`` (or of those
+        ``columns`` of them, absolute frames) at all rows (bins 0 ... 512 for a
+        half-spectrum model), zero outside the box prompts; and where the boxes are (None
+        without)."""
+        rows = N_BINS if self.half else N_FFT
+        at = np.arange(f0, f1) if columns is None else columns
+        if at.size == 0:
+            return np.zeros((rows, 0), np.float32), None
+        sums = self.frames.sums(channel)[:, at - self.frames.first]
+        weight = self.frames.weights(channel)[:, at - self.frames.first]
+        blended = np.divide(sums, weight, out=np.zeros_like(sums), where=weight > 0)
+        # Linear along rows only: the columns stay as they are.
+        probability = cv2.resize(blended, (len(at), rows), interpolation=cv2.INTER_LINEAR)
+        if self.boxes is None:
+            return probability, None
+        gate = box_gate(self.boxes, channel, f0, f1, self.half)[:, at - f0]
+        probability[~gate] = 0.0
+        return probability, gate
+
+    def _gated(self, channel: int, f0: int, f1: int, keep: tuple[int, int]) -> np.ndarray:
         """Samples ``keep`` of a channel under the gated rendering (:mod:`utils.audio.gated`),
-        from the probabilities of frames ``f0 ...`` (their context included)."""
+        from the probabilities of held frames ``f0 ... f1 - 1`` (its context)."""
         half = slice(None) if self.half else slice(CENTER_ROW, None)  # bins 0 ... 512
+        settings = self.segmenter.rendering.gate
+        columns = source_frames(settings, self.sr, keep, self.n_samples)
+        if columns[0] < f0 or columns[-1] >= f1:
+            raise ValueError(f"frames {f0} ... {f1 - 1} do not cover the gated rendering's")
+        probability, gate = self._probability(channel, f0, f1, columns)
         region = None if gate is None else gate[half]
         first_sample = f0 * HOP_LENGTH
         stop = keep[1] + self.margin * HOP_LENGTH
         samples = self.stream.samples(first_sample, stop)[channel]
-        gains = block_gains(samples, first_sample, probability[half], f0, self.sr,
-                            self.segmenter.rendering.gate, keep, self.n_samples,
-                            region)  # fmt: skip
+        gains = block_gains(samples, first_sample, probability[half], self.sr, settings, keep,
+                            self.n_samples, region)  # fmt: skip
         return gains.rendered()
 
     def _release(self, before_frame: int) -> None:
         """Forget the frames before ``before_frame`` (and their samples)."""
-        drop = max(0, before_frame) - self.first
-        if drop <= 0:
-            return
-        for c in range(self.channels):
-            if self.keep_planes:
-                self.planes[c] = self.planes[c][:, drop:].copy()
-            self.images[c] = self.images[c][:, drop:].copy()
-        self.sums = self.sums[:, :, drop:].copy()
-        self.weights = self.weights[:, :, drop:].copy()
-        self.first += drop
-        self.stream.release(self.first * HOP_LENGTH)
+        self.frames.release(before_frame)
+        self.stream.release(self.frames.first * HOP_LENGTH)
