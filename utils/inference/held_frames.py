@@ -3,8 +3,9 @@
 Per channel: the BSD STFT planes (only when the rendering needs them), the half-spectrum
 images the model's crops come from, and the running sums of the tiles' maps and of their
 blending weights. Frames are appended as the recording is read and released once
-rendered; the buffers grow by doubling and move their frames to the front only when full,
-so appending and releasing do not copy everything held each time.
+rendered; a buffer moves its frames to the front only when its end is reached, and grows
+(to twice what it holds) only when they would fill more than half of it, so appending
+and releasing do not copy everything held each time.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class TimeBuffer:
         if held + count > capacity // 2:  # more than half full once moved: grow
             shape = list(self._data.shape)
             shape[self.axis] = 2 * (held + count)
-            data = np.zeros(shape, self._data.dtype)
+            data = np.empty(shape, self._data.dtype)
         else:
             data = self._data
         index = [slice(None)] * data.ndim

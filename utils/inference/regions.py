@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from utils.audio.conventions import HOP_LENGTH, N_FFT, WINDOW_LENGTH
@@ -54,9 +55,13 @@ class RegionTracker:
         columns = np.flatnonzero(counts)
         if columns.size == 0:
             return
-        # Whole-block reductions, then the columns with sound: cheaper than copying them out.
-        lows = np.argmax(kept, axis=0)[columns] + 1
-        highs = kept.shape[0] - np.argmax(kept[::-1], axis=0)[columns]
+        # Lowest and highest kept bins from the frames' rows (contiguous, bool: argmax stops
+        # at the first True), the highest from the rows reversed.
+        by_frame = cv2.transpose(kept.view(np.uint8))
+        if columns.size < by_frame.shape[0]:
+            by_frame = by_frame[columns]
+        lows = np.argmax(by_frame.view(bool), axis=1) + 1
+        highs = kept.shape[0] - np.argmax(cv2.flip(by_frame, 1).view(bool), axis=1)
         sums = (half_probability[1:] * kept).sum(axis=0)[columns]
         frames = first_frame + columns
         # Runs of frames less than the gap apart.

@@ -356,18 +356,19 @@ class _StreamedRun:
         ``columns`` of them, absolute frames) at all rows (bins 0 ... 512 for a
         half-spectrum model), zero outside the box prompts; and where the boxes are (None
         without)."""
+        first = self.frames.first
+        at = slice(f0 - first, f1 - first) if columns is None else columns - first
+        sums, weight = self.frames.sums(channel)[:, at], self.frames.weights(channel)[:, at]
         rows = N_BINS if self.half else N_FFT
-        at = np.arange(f0, f1) if columns is None else columns
-        if at.size == 0:
+        if sums.shape[1] == 0:
             return np.zeros((rows, 0), np.float32), None
-        sums = self.frames.sums(channel)[:, at - self.frames.first]
-        weight = self.frames.weights(channel)[:, at - self.frames.first]
         blended = np.divide(sums, weight, out=np.zeros_like(sums), where=weight > 0)
         # Linear along rows only: the columns stay as they are.
-        probability = cv2.resize(blended, (len(at), rows), interpolation=cv2.INTER_LINEAR)
+        probability = cv2.resize(blended, (sums.shape[1], rows), interpolation=cv2.INTER_LINEAR)
         if self.boxes is None:
             return probability, None
-        gate = box_gate(self.boxes, channel, f0, f1, self.half)[:, at - f0]
+        gate = box_gate(self.boxes, channel, f0, f1, self.half)
+        gate = gate if columns is None else gate[:, columns - f0]
         probability[~gate] = 0.0
         return probability, gate
 
