@@ -12,9 +12,9 @@ nearly all the time); ``jura`` is the 24 ten-second recordings of an autonomous 
 in a Jura forest, one an hour over a day, in order (22 kHz recordings, mostly quiet).
 Past 4 GB the WAV is written as RF64.
 
-Each tool runs as a user would, in a fresh process with one thread (``--threads``),
-its whole run timed from start to exit (start-up, imports, reading, denoising,
-writing): ``budsam_infer.py`` with the checkpoint (its peak memory from its
+Each tool runs as a user would (``--repeats`` times, in turn), in a fresh process with
+one thread (``--threads``), its whole run timed from start to exit (start-up, imports,
+reading, denoising, writing): ``budsam_infer.py`` with the checkpoint (its peak memory from its
 ``summary.json``), and noisereduce's non-stationary mode (``n_jobs=1``) reading the
 file, denoising it and writing a 16-bit WAV (its peak memory from ``ru_maxrss``).
 ``--box`` runs the model on that box only: the rest of the recording is still read,
@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--box", nargs=4, type=float, default=None, metavar=("T0", "T1", "F0", "F1"))
     p.add_argument("--budsam_only", action="store_true", help="leave noisereduce out")
     p.add_argument("--work", default=None, help="folder for the recording and outputs")
+    p.add_argument("--repeats", type=int, default=1, help="run both tools this many times")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
@@ -122,17 +123,27 @@ def main() -> None:
         info = sf.info(str(recording))
         print(f"{machine()}\n{recording.name}: {info.duration / 60:.1f} min at {info.samplerate} "
               f"Hz, {info.channels} channel, {info.format}; {args.threads} thread(s)")  # fmt: skip
-        budsam = run_budsam(recording, work / "budsam", args)
-        audio = info.duration
-        print(f"budsam_infer.py: {budsam['wall']:.1f} s whole run ({audio / budsam['wall']:.1f}x "
-              f"real time; processing {budsam['compute']:.1f} s), "
-              f"peak {budsam['peak_mb']:.0f} MB")  # fmt: skip
-        if not args.budsam_only:
+        audio, ratios = info.duration, []
+        for repeat in range(args.repeats):  # the two tools in turn, so both see the same machine
+            if args.repeats > 1:
+                print(f"run {repeat + 1} of {args.repeats}")
+            budsam = run_budsam(recording, work / "budsam", args)
+            print(f"budsam_infer.py: {budsam['wall']:.1f} s whole run "
+                  f"({audio / budsam['wall']:.1f}x real time; processing "
+                  f"{budsam['compute']:.1f} s), peak {budsam['peak_mb']:.0f} MB")  # fmt: skip
+            if args.budsam_only:
+                continue
             reduced = run_noisereduce(recording, work / "noisereduce.wav", args.threads)
             print(f"noisereduce non-stationary: {reduced['wall']:.1f} s whole run "
                   f"({audio / reduced['wall']:.1f}x real time), "
                   f"peak {reduced['peak_mb']:.0f} MB")  # fmt: skip
-            print(f"BudSAM / noisereduce time: {budsam['wall'] / reduced['wall']:.2f}")
+            ratios.append(budsam["wall"] / reduced["wall"])
+            print(f"BudSAM / noisereduce time: {ratios[-1]:.2f}")
+        if len(ratios) > 1:
+            print(
+                f"BudSAM / noisereduce time over {len(ratios)} runs: median "
+                f"{np.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from utils.inference.held_frames import HeldFrames, TimeBuffer
+from utils.common.buffers import TimeBuffer
+from utils.inference.held_frames import HeldFrames
 
 
 def test_a_time_buffer_holds_what_was_appended_and_not_dropped():

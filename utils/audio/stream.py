@@ -23,6 +23,7 @@ import soundfile as sf
 from utils.audio.conventions import HOP_LENGTH, WINDOW_LENGTH, num_frames
 from utils.audio.kernel import frame_planes
 from utils.audio.level import MAX_FRAMES, band_statistics, gain_from_statistics
+from utils.common.buffers import TimeBuffer
 
 BLOCK_SAMPLES = 1 << 16  # samples decoded per read
 # soxr's high quality, as librosa's default resampling.
@@ -160,7 +161,7 @@ class FrameStream:
 
     def __init__(self, blocks: Iterator[np.ndarray]) -> None:
         self._blocks = blocks
-        self._samples: np.ndarray | None = None  # samples from self._first on
+        self._samples: TimeBuffer | None = None  # samples from self._first on
         self._first = 0
         self.exhausted = False
 
@@ -169,24 +170,25 @@ class FrameStream:
             block = next(self._blocks, None)
             if block is None:
                 self.exhausted = True
-            elif self._samples is None:
-                self._samples = block
-            else:
-                self._samples = np.concatenate([self._samples, block], axis=1)
+                continue
+            if self._samples is None:
+                self._samples = TimeBuffer((block.shape[0], 0), 1, np.float32)
+            self._samples.append(block, block.shape[1])
 
     @property
     def _end(self) -> int:
-        return self._first + (0 if self._samples is None else self._samples.shape[1])
+        return self._first + (0 if self._samples is None else len(self._samples))
 
     def samples(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``start ... stop - 1`` of every channel, ``(channels, n)``; shorter at the
-        recording's end. ``start`` must not precede what :meth:`release` let go."""
+        """A copy of samples ``start ... stop - 1`` of every channel, ``(channels, n)``;
+        shorter at the recording's end. ``start`` must not precede what :meth:`release`
+        let go."""
         self._read_until(stop)
         if start < self._first:
             raise ValueError(f"samples from {start} were released (kept from {self._first})")
         if self._samples is None:
             return np.zeros((0, 0), np.float32)
-        return self._samples[:, start - self._first : stop - self._first]
+        return self._samples.view()[:, start - self._first : stop - self._first].copy()
 
     def planes(self, first: int, stop: int) -> list[np.ndarray]:
         """Each channel's ``(2, n, 513)`` planes of frames ``first ... stop - 1`` (fewer when
@@ -199,7 +201,7 @@ class FrameStream:
         """Forget the samples before ``before_sample``."""
         drop = before_sample - self._first
         if self._samples is not None and drop > 0:
-            self._samples = self._samples[:, drop:].copy()
+            self._samples.drop(drop)
             self._first = before_sample
 
 

@@ -264,7 +264,7 @@ class _StreamedRun:
         crops, prompts = [], []
         for start, c, b in chunk:
             at = start - self.frames.first
-            crop = self.frames.images(c)[:, at : at + tw]
+            crop = self.frames.images(c)[:, at : at + tw].copy()  # the frames' buffer may move
             if crop.shape[1] < tw:
                 crop = np.pad(crop, ((0, 0), (0, tw - crop.shape[1])))
             crop = crop if self.half else bsd.two_sided(crop)
