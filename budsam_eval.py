@@ -36,7 +36,6 @@ from utils.data.inputs import LoadOptions, discover, load_or_skip
 from utils.evaluation import comparison
 from utils.evaluation.birdnet import BirdNETScorer
 from utils.inference.segmenter import (
-    RECORDING_RENDERING,
     RECORDING_TILE_WIDTH,
     Segmenter,
     load_model,
@@ -131,8 +130,10 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
         # The paper's protocol is its binary mask on the data set's image; with --recordings
         # every method sees the normalised image, and the model goes in recordings' tiles.
         protocol = "recordings' level, binary" if args.recordings else "paper protocol"
+        overlap, recording_rendering = settings.recording_defaults()
         if args.recordings:
             common["tile_width"] = settings.tile_width or RECORDING_TILE_WIDTH
+            common["overlap"] = overlap
         baseline = is_baseline(settings.model_type)  # no prompt: one row per rendering
         label = f"{settings.model_type if baseline else 'BudSAM'} {checkpoint_label(checkpoint)}"
         if has_masks and not baseline:
@@ -142,7 +143,7 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
                     Segmenter(model, settings, prompt="gt_box", **common),
                 )
             )
-        default = RECORDING_RENDERING if args.recordings else BSD_RENDERING
+        default = recording_rendering if args.recordings else BSD_RENDERING
         for rendering in dict.fromkeys([default, *args.renderings]):  # each once, in order
             rendered = "" if rendering.is_bsd else f", rendered {rendering.spec}"
             methods.append(

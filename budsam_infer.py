@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.audio.gated import HOPS
 from utils.audio.render import KINDS
 from utils.common import distributed
 from utils.common.cli import OneSpellingHelpFormatter
@@ -96,7 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="how the mask becomes audio: binary keeps or drops each bin (the data "
                    "set); soft scales each bin by its probability; gated scales each bin of a "
                    "finer STFT by its probability times a noise gate; auto: "
-                   f"{RECORDING_RENDERING.spec} for recordings, binary otherwise")  # fmt: skip
+                   f"{RECORDING_RENDERING.spec} for recordings (or what the checkpoint's "
+                   "training preset records), binary otherwise")  # fmt: skip
     p.add_argument("--floor_db", type=float, default=None,
                    help="least gain of any bin, e.g. -20 (attenuate rather than cut); gated: "
                    "near what the mask keeps")  # fmt: skip
@@ -105,6 +107,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate_alpha", type=float, default=None,
                    help="gated: how much the noise gate over-estimates the noise (higher: "
                    "quieter, and more of faint calls lost)")  # fmt: skip
+    p.add_argument("--gate_hops", type=int, default=None, choices=HOPS,
+                   help="gated: finer-STFT frames over each sample (2: about half the "
+                   "rendering's time)")  # fmt: skip
     p.add_argument("--margin_hz", type=float, default=None,
                    help="also keep this much above and below what the mask keeps")  # fmt: skip
     p.add_argument("--margin_ms", type=float, default=None,
@@ -112,8 +117,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile_width", type=positive_int, default=None,
                    help="frames per time tile (default: the checkpoint's; otherwise whole "
                    f"spectrograms, and {RECORDING_TILE_WIDTH} for recordings)")  # fmt: skip
-    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                   help="fraction of a tile shared with the next")  # fmt: skip
+    p.add_argument("--overlap", type=float, default=None,
+                   help="fraction of a tile shared with the next (default: what the "
+                   "checkpoint's training preset records for recordings, else "
+                   f"{DEFAULT_OVERLAP})")  # fmt: skip
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument("--batch_size", type=positive_int, default=8, help="tiles per model call")
     p.add_argument("--device", choices=("cuda", "cpu"),
@@ -280,7 +287,8 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         selections=None if args.selections is None else Path(args.selections),
     )  # fmt: skip
     level = "normalised" if normalize else "as the data set (|STFT| clipped at 1)"
-    ctx.log(f"spectrogram level: {level}; rendering: {segmenter.rendering.spec}")
+    ctx.log(f"spectrogram level: {level}; rendering: {segmenter.rendering.spec}; tile "
+            f"overlap {segmenter.overlap:g}")  # fmt: skip
 
     weights = [source_frames(source, sample_rate) for source in found.sources]
     share = distributed.shard_by_weight(weights, ctx.rank, ctx.world_size)
@@ -306,7 +314,7 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         "box": args.box,
         "selections": args.selections,
         "tile_width": segmenter.tile_width,
-        "overlap": args.overlap,
+        "overlap": segmenter.overlap,
         "half_spectrum": settings.half_spectrum,
         "training_sample_rate": settings.sample_rate,
         "recordings_resampled_to": sample_rate,

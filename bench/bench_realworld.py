@@ -6,8 +6,8 @@ the ``noise_eval`` recordings at 0 and -5 dB in the bird band, seed 0; the same 
 by ``--low_gain``), runs ``budsam_eval.py --recordings --birdnet`` on each (at gain 1
 with the renderings of the trade-off table in docs/evaluation.md too), and prints
 per SNR: SI-SDR improvement and BirdNET confidence of BudSAM (full box, the recordings'
-default rendering), noisereduce's two modes and the noisy input, with the targets of the
-real-recordings issue checked.
+default rendering, or the one its checkpoint records), noisereduce's two modes and the
+noisy input, with the targets of the real-recordings issue checked.
 
     python -m bench.bench_realworld --checkpoint work_dir/<run>/budsam_model_best.pth
 """
@@ -26,7 +26,8 @@ import numpy as np
 import budsam_eval
 from utils.common.files import write_text
 from utils.data.mixtures import MixtureSettings, build_mixtures
-from utils.inference.segmenter import RECORDING_RENDERING
+from utils.inference.segmenter import ModelSettings
+from utils.model.sam import checkpoint_args
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 NOISEREDUCE = ("noisereduce (stationary)", "noisereduce (non-stationary)")
@@ -91,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
         scores = per_snr(out / "per_view.csv")
-        default = f"rendered {RECORDING_RENDERING.spec}"
+        recorded = checkpoint_args(args.checkpoint)
+        settings = ModelSettings(recorded.get("model_type", ""),
+                                 recording_render=recorded.get("recording_render"))  # fmt: skip
+        default = f"rendered {settings.recording_defaults()[1].spec}"
         budsam = next(m for m, _ in scores if m.startswith("BudSAM") and m.endswith(default))
         report[gain] = {
             f"{method} @ {snr:+g} dB": values for (method, snr), values in sorted(scores.items())

@@ -24,8 +24,15 @@ from utils.common.cpu import cpu_threads
 from utils.data.image_io import read_gray_png, read_mask_png
 from utils.data.inputs import LoadOptions, View, discover, load_views
 from utils.data.tiling import overlapping_tile_starts
+from utils.inference.options import SegmentOptions
 from utils.inference.predict import predict_probabilities
-from utils.inference.segmenter import RECORDING_SKIP_CONTRAST, BandPrompt, Segmenter, load_model
+from utils.inference.segmenter import (
+    DEFAULT_OVERLAP,
+    RECORDING_SKIP_CONTRAST,
+    BandPrompt,
+    Segmenter,
+    load_model,
+)
 from utils.model.sam import build_sam
 
 
@@ -335,3 +342,38 @@ def test_a_recording_is_resampled_to_the_models_training_rate(tmp_path, tiny_che
     assert summary["recordings_resampled_to"] is None
     (warning,) = summary["warnings"]
     assert "recorded at 22050 Hz" in warning and "trained at 48000 Hz" in warning
+
+
+def test_a_checkpoint_records_how_recordings_are_segmented_and_rendered(tmp_path, tiny_checkpoint):
+    """A training preset's inference defaults (tile overlap, rendering of recordings) come
+    with its checkpoint: used unless the command line says otherwise, checked on loading,
+    and not used for BSD images."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    audio_io.write_audio(folder / "tone.wav", _tone(16000, seconds=4.0), 16000)
+    record = torch.load(tiny_checkpoint, weights_only=True)
+    fast = "gated,floor=-20,margin=200:30,far=-50,alpha=2,hops=2"
+    checkpoint = tmp_path / "fast.pth"
+    recorded = {"recording_overlap": 0.0, "recording_render": fast}
+    save_checkpoint({**record, "args": {**record["args"], **recorded}}, checkpoint)
+
+    def summary(out: str, *argv: str) -> dict:
+        assert _run("-i", str(folder), "-o", str(tmp_path / out), "-checkpoint",
+                    str(checkpoint), *argv) == 0  # fmt: skip
+        return json.loads((tmp_path / out / "summary.json").read_text())
+
+    defaults = summary("defaults")
+    assert (defaults["overlap"], defaults["rendering"]) == (0.0, fast)
+    told = summary("told", "--overlap", "0.25", "--gate_hops", "4")
+    assert told["overlap"] == 0.25 and told["rendering"] == fast.removesuffix(",hops=2")
+    model, settings = load_model(str(checkpoint))
+    images = SegmentOptions().segmenter(model, settings, recordings=False)
+    assert images.rendering.is_bsd and images.overlap == DEFAULT_OVERLAP  # BSD images: as ever
+    recordings = SegmentOptions().segmenter(model, settings, recordings=True)
+    assert (recordings.overlap, recordings.rendering.spec) == (0.0, fast)
+
+    bad = tmp_path / "bad.pth"
+    save_checkpoint({**record, "args": {**record["args"], "recording_render": "gated,hops=3"}},
+                    bad)  # fmt: skip
+    with pytest.raises(ValueError, match=r"bad\.pth: its recorded inference defaults: .*hops"):
+        load_model(str(bad))

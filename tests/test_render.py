@@ -134,16 +134,17 @@ def _tone_in_noise(seconds: float = 3.0, seed: int = 1):
     return clean.astype(np.float32), noisy, probability
 
 
-def test_gated_floors_of_0_db_return_the_input_and_the_gate_beats_the_soft_mask():
+@pytest.mark.parametrize("hops", [4, 2])
+def test_gated_floors_of_0_db_return_the_input_and_the_gate_beats_the_soft_mask(hops):
     from utils.scoring.metrics import si_sdr
 
     clean, noisy, probability = _tone_in_noise()
     two_sided = bsd.two_sided(probability)
-    identity = parse_rendering("gated,floor=0,far=0")
+    identity = parse_rendering(f"gated,floor=0,far=0,hops={hops}")
     passed = apply_gains(noisy, identity.signal_gains(noisy, two_sided, SR))
     np.testing.assert_allclose(passed, noisy, atol=1e-5)
     soft = parse_rendering("soft,floor=-20,margin=200:30")
-    gated = parse_rendering("gated,floor=-20,far=-50,alpha=2,margin=200:30")
+    gated = parse_rendering(f"gated,floor=-20,far=-50,alpha=2,margin=200:30,hops={hops}")
     scores = {
         r.kind: si_sdr(clean, apply_gains(noisy, r.signal_gains(noisy, two_sided, SR)))
         for r in (soft, gated)
@@ -171,11 +172,12 @@ def gains_hop(sr: int) -> int:
     return fine_grid(sr)[1]
 
 
-def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole():
+@pytest.mark.parametrize("hops", [4, 2])
+def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole(hops):
     from utils.audio.gated import block_gains, context_samples, source_frames
 
     _, noisy, probability = _tone_in_noise(seconds=14.0, seed=2)
-    gated = parse_rendering("gated,floor=-20,far=-50,alpha=2,margin=200:30")
+    gated = parse_rendering(f"gated,floor=-20,far=-50,alpha=2,margin=200:30,hops={hops}")
     whole = apply_gains(noisy, gated.signal_gains(noisy, bsd.two_sided(probability), SR))
     context = context_samples(gated.gate, SR)
     assert context > 5 * SR  # the noise is measured 5 s either side
@@ -203,6 +205,10 @@ def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole():
 def test_gated_renderings_read_back_and_check_their_floors():
     spec = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
     assert parse_rendering(spec).spec == spec
+    assert parse_rendering(f"{spec},hops=2").spec == f"{spec},hops=2"
+    assert parse_rendering(f"{spec},hops=4").spec == spec  # the default, left out
+    with pytest.raises(ValueError, match="hops must be one of"):
+        parse_rendering("gated,hops=3")
     assert parse_rendering("gated").gate.far_floor_db == -math.inf  # far defaults to the floor
     with pytest.raises(ValueError, match="far floor must be at most the floor"):
         parse_rendering("gated,floor=-20,far=-10")

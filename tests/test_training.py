@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,8 +19,10 @@ from segment_anything.modeling import Sam
 import budsam_train_multi as train
 from tests.conftest import REPO_ROOT
 from tests.test_distributed import _free_init_method
+from utils.audio.render import parse_rendering
 from utils.common.checkpoint_io import load_checkpoint, save_checkpoint
 from utils.data.synthetic import generate_dataset
+from utils.inference.segmenter import RECORDING_RENDERING
 from utils.model.sam import build_sam
 from utils.train import run_log
 from utils.train.embedding_cache import EmbeddingCache
@@ -332,6 +335,12 @@ def test_preset_sets_defaults_that_any_flag_overrides():
     fast = train.parse_args(["--preset", "cpu_fast"])  # the quick start's data and recipe
     assert (fast.model_type, fast.tile_width, fast.num_epochs) == ("vit_tiny_fast", 2048, 20)
     assert (fast.tr_path, fast.synthetic, fast.lr) == (demo.tr_path, demo.synthetic, demo.lr)
+    # How its checkpoint's recordings are run: the default rendering at half its work.
+    assert fast.recording_overlap == 0.125 and demo.recording_overlap is None
+    fast_rendering = parse_rendering(fast.recording_render)
+    assert fast_rendering == dataclasses.replace(RECORDING_RENDERING, hops=2)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--preset", "cpu_fast", "--recording_render", "gated,hops=3"])
     plain = train.parse_args([])  # the paper's settings by default
     assert not plain.half_spectrum and plain.ema_decay == 0.0
     assert (plain.dice, plain.mask_resize, plain.val_metric) == ("sample", "nearest", "fg_iou")

@@ -4,7 +4,8 @@ a finer STFT than the data set's.
 The BSD STFT's 128-sample window resolves frequencies only about 375 Hz apart at 48 kHz,
 so a bird's harmonics share their bins with much noise. Here the model's probabilities (on
 the BSD grid) are carried onto a Hann STFT of about 43 ms windows (2,048 samples at 48 kHz,
-see :func:`fine_grid`) with a quarter window's hop, and each of its bins gets the gain
+see :func:`fine_grid`) with a hop of a quarter window (``hops`` 4) or half a window
+(``hops`` 2: half the work, for speed), and each of its bins gets the gain
 
     floor + (1 - floor) * clip(P * G, 0, 1)
 
@@ -48,12 +49,19 @@ class GateSettings:
     margin_hz: float
     margin_ms: float
     threshold: float
+    hops: int = 4  # fine frames over each sample: the fine hop is the window over this
 
 
-def fine_grid(sr: int) -> tuple[int, int]:
-    """The finer STFT's window (= FFT) length and hop at sample rate ``sr``."""
+HOPS = (2, 4)  # the fine hops allowed: half and a quarter of a window
+
+
+def fine_grid(sr: int, hops: int = 4) -> tuple[int, int]:
+    """The finer STFT's window (= FFT) length and hop at sample rate ``sr``, with ``hops``
+    (one of :data:`HOPS`) frames over each sample."""
+    if hops not in HOPS:
+        raise ValueError(f"the gate's hops must be one of {HOPS}, got {hops}")
     n_fft = 2 ** max(6, round(math.log2(sr * FINE_WINDOW_S)))
-    return n_fft, n_fft // 4
+    return n_fft, n_fft // hops
 
 
 def _frames(seconds_or_hz: float, per_unit: float) -> int:
@@ -63,7 +71,7 @@ def _frames(seconds_or_hz: float, per_unit: float) -> int:
 def _context_frames(settings: GateSettings, sr: int) -> tuple[int, int, int, int, int]:
     """(margin, near, noise window) half-widths in fine frames, and the margin's and the
     near floor's half-widths in fine bins."""
-    n_fft, hop = fine_grid(sr)
+    n_fft, hop = fine_grid(sr, settings.hops)
     frames_per_ms = sr / hop / 1000.0
     margin_t = _frames(settings.margin_ms, frames_per_ms)
     near_t = _frames(NEAR_MS, frames_per_ms)
@@ -87,7 +95,7 @@ def _reach(settings: GateSettings, sr: int) -> int:
 def context_samples(settings: GateSettings, sr: int) -> int:
     """How many samples (and BSD frames' worth of probabilities) either side of a block
     :func:`block_gains` needs to render it as a whole recording's rendering would."""
-    n_fft, hop = fine_grid(sr)
+    n_fft, hop = fine_grid(sr, settings.hops)
     return _reach(settings, sr) * hop + n_fft + hop
 
 
@@ -102,17 +110,18 @@ class FineGains:
     keep: tuple[int, int]
     total: int
     spectrum: np.ndarray = field(repr=False)  # the same frames of the signal they came from
+    hops: int = 4  # as GateSettings.hops
 
     def rendered(self) -> np.ndarray:
         """The signal these gains were computed from, rendered: float32 samples
         ``keep[0] ... keep[1] - 1`` (as :meth:`apply` of that signal, without its STFT)."""
-        n_fft, hop = fine_grid(self.sr)
+        n_fft, hop = fine_grid(self.sr, self.hops)
         return _overlap_add(self.spectrum * self.gains, self.first, n_fft, hop, self.keep)
 
     def apply(self, samples: np.ndarray, start: int = 0) -> np.ndarray:
         """``samples`` (from sample ``start``, covering ``keep``'s frames) with these gains:
         float32 samples ``keep[0] ... keep[1] - 1``."""
-        n_fft, hop = fine_grid(self.sr)
+        n_fft, hop = fine_grid(self.sr, self.hops)
         last = self.first + len(self.gains)
         spectrum = _spectrum(samples, start, self.total, self.first, last, n_fft, hop)
         return _overlap_add(spectrum * self.gains, self.first, n_fft, hop, self.keep)
@@ -123,7 +132,7 @@ def _fine_span(
 ) -> tuple[int, int, slice]:
     """Fine frames ``a ... b - 1`` whose samples and probabilities render ``keep`` (its own
     frames and their context), and the slice of them that covers ``keep``."""
-    n_fft, hop = fine_grid(sr)
+    n_fft, hop = fine_grid(sr, settings.hops)
     context = _reach(settings, sr)
     n_frames = -(-(total + n_fft - hop) // hop)  # frame j covers j hop - (n_fft - hop) ...
     kept_first = keep[0] // hop
@@ -137,7 +146,7 @@ def source_frames(settings: GateSettings, sr: int, keep: tuple[int, int], total:
     ``keep[0] ... keep[1] - 1`` of a recording of ``total`` samples: for each fine frame
     (see :func:`_fine_span`), the BSD frame centred on its centre sample (a fine hop is a
     whole number of BSD hops), within the recording's frames."""
-    n_fft, hop = fine_grid(sr)
+    n_fft, hop = fine_grid(sr, settings.hops)
     a, b, _ = _fine_span(settings, sr, keep, total)
     centres = np.arange(a, b) * hop + hop - n_fft // 2
     last = max(0, num_frames(total) - 1)
@@ -166,7 +175,7 @@ def block_gains(
         region: optional bool ``(513, n)`` at the same frames: where anything may pass
             (a box prompt).
     """
-    n_fft, hop = fine_grid(sr)
+    n_fft, hop = fine_grid(sr, settings.hops)
     margin_t, near_t, noise_t, margin_b, near_b = _context_frames(settings, sr)
     a, b, inner = _fine_span(settings, sr, keep, total)
     if probability.shape != (N_BINS, b - a):
@@ -191,7 +200,7 @@ def block_gains(
     gains = np.add(kept, floor, out=kept)
     if region is not None:
         gains *= _on_fine_bins(region.astype(np.float32), n_fft)[inner] > 0.5
-    return FineGains(gains, a + inner.start, sr, keep, total, spectrum[inner])
+    return FineGains(gains, a + inner.start, sr, keep, total, spectrum[inner], settings.hops)
 
 
 def _amplitude(db: float) -> np.float32:

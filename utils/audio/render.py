@@ -13,7 +13,8 @@ A :class:`Rendering` turns a two-sided ``(1024, T)`` probability map into gains 
 
 ``gated`` works in a finer STFT instead (:mod:`utils.audio.gated`): the soft mask with its
 margin, times a noise gate, with ``floor_db`` near what the model keeps and
-``far_floor_db`` elsewhere. Its gains are a :class:`utils.audio.gated.FineGains`.
+``far_floor_db`` elsewhere (``hops`` 2 halves its work). Its gains are a
+:class:`utils.audio.gated.FineGains`.
 
 The default, ``binary`` without margin or floor, is the BSD binary mask exactly. A floor
 of 0 dB returns the input.
@@ -30,6 +31,7 @@ import numpy as np
 from utils.audio.bsd import kept_bin_counts
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_FFT
 from utils.audio.gated import (
+    HOPS,
     FineGains,
     GateSettings,
     block_gains,
@@ -52,6 +54,7 @@ class Rendering:
     threshold: float = 0.5
     far_floor_db: float | None = None  # gated only: far from what is kept (None: floor_db)
     alpha: float = 2.0  # gated only: the gate's noise over-estimate
+    hops: int = 4  # gated only: fine frames over each sample (2: half the work)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -64,6 +67,8 @@ class Rendering:
                              f"got {far} (set --far_floor_db too)")  # fmt: skip
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"the gate's alpha must be positive, got {self.alpha}")
+        if self.hops not in HOPS:
+            raise ValueError(f"the gate's hops must be one of {HOPS}, got {self.hops}")
         margins = (self.margin_hz, self.margin_ms)
         if not all(math.isfinite(m) and m >= 0 for m in margins):
             raise ValueError(f"margins must be finite and >= 0, got {margins}")
@@ -86,6 +91,8 @@ class Rendering:
             parts.append(f"far={self.far_floor_db:g}")
         if self.kind == "gated":
             parts.append(f"alpha={self.alpha:g}")
+        if self.kind == "gated" and self.hops != Rendering.hops:
+            parts.append(f"hops={self.hops}")
         return ",".join(parts)
 
     @property
@@ -93,7 +100,7 @@ class Rendering:
         """The ``gated`` rendering's parameters."""
         far = self.floor_db if self.far_floor_db is None else self.far_floor_db
         return GateSettings(self.floor_db, far, self.alpha, self.margin_hz, self.margin_ms,
-                            self.threshold)  # fmt: skip
+                            self.threshold, self.hops)  # fmt: skip
 
     def context_frames(self, sr: int) -> int:
         """BSD frames either side of a block of frames that its rendering depends on."""
@@ -149,7 +156,8 @@ BSD_RENDERING = Rendering()  # the data set's binary mask
 
 
 def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
-    """A :class:`Rendering` from ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A]``,
+    """A :class:`Rendering` from
+    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,hops=H]``,
     e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
     ``gated,floor=-20,far=-50,alpha=2,margin=200:30``.
 
@@ -170,12 +178,14 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
                 values["far_floor_db"] = float(value)
             elif name == "alpha":
                 values["alpha"] = float(value)
+            elif name == "hops":
+                values["hops"] = int(value)
             else:
                 raise ValueError
         except ValueError:
             raise ValueError(
                 f"rendering {spec!r}: cannot read {option!r}; expected floor=DB, "
-                "margin=HZ:MS, far=DB or alpha=A"
+                "margin=HZ:MS, far=DB, alpha=A or hops=H"
             ) from None
     return Rendering(**values)
 

@@ -47,10 +47,11 @@ class SegmentOptions:
     floor_db: float | None = None
     far_floor_db: float | None = None
     gate_alpha: float | None = None
+    gate_hops: int | None = None
     margin_hz: float | None = None
     margin_ms: float | None = None
     tile_width: int | None = None
-    overlap: float = DEFAULT_OVERLAP
+    overlap: float | None = None
     threshold: float = 0.5
     batch_size: int = 8
     amp: str = "none"
@@ -68,7 +69,7 @@ class SegmentOptions:
         if self.level not in LEVELS:
             raise ValueError(f"--level must be one of {LEVELS}, got {self.level!r}")
         self.rendering(for_recordings=True)
-        if not 0 <= self.overlap < 1:
+        if self.overlap is not None and not 0 <= self.overlap < 1:
             raise ValueError(f"--overlap must be in [0, 1), got {self.overlap}")
 
     @classmethod
@@ -76,16 +77,21 @@ class SegmentOptions:
         """The options of ``budsam_infer.py``'s parsed arguments."""
         return cls(**{field.name: getattr(args, field.name) for field in fields(cls)})
 
-    def rendering(self, for_recordings: bool) -> Rendering:
-        """The rendering asked for: ``auto`` parts from :data:`RECORDING_RENDERING` for
-        recordings, and from the data set's binary mask otherwise (BSD images, the paper's
-        ground-truth box)."""
-        base = RECORDING_RENDERING if for_recordings else BSD_RENDERING
+    def rendering(self, for_recordings: bool, settings: ModelSettings | None = None) -> Rendering:
+        """The rendering asked for: ``auto`` parts from the model's rendering of recordings
+        (:meth:`ModelSettings.recording_defaults`; :data:`RECORDING_RENDERING` without
+        ``settings``) for recordings, and from the data set's binary mask otherwise (BSD
+        images, the paper's ground-truth box)."""
+        if not for_recordings:
+            base = BSD_RENDERING
+        else:
+            base = settings.recording_defaults()[1] if settings else RECORDING_RENDERING
         asked = {
             "kind": None if self.render == "auto" else self.render,
             "floor_db": self.floor_db,
             "far_floor_db": self.far_floor_db,
             "alpha": self.gate_alpha,
+            "hops": self.gate_hops,
             "margin_hz": self.margin_hz,
             "margin_ms": self.margin_ms,
         }
@@ -109,12 +115,15 @@ class SegmentOptions:
         """A :class:`Segmenter` for recordings or for spectrogram images, as asked."""
         box = self.box
         band = None if box is None else BandPrompt((box[0], box[1]), (box[2], box[3]))
+        overlap = self.overlap
+        if overlap is None:
+            overlap = settings.recording_defaults()[0] if recordings else DEFAULT_OVERLAP
         return Segmenter(
             model, settings, prompt="box" if band else self.prompt, band=band,
-            default_sr=self.sr, overlap=self.overlap, threshold=self.threshold,
+            default_sr=self.sr, overlap=overlap, threshold=self.threshold,
             tile_width=self.tile_width or settings.tile_width
             or (RECORDING_TILE_WIDTH if recordings else None),
             batch_size=self.batch_size, device=device, amp=self.amp, seed=self.seed,
-            rendering=self.rendering(recordings and self.prompt != "gt_box"),
+            rendering=self.rendering(recordings and self.prompt != "gt_box", settings),
             skip_contrast=self.skip_contrast if recordings and self.level != "bsd" else 0.0,
         )  # fmt: skip

@@ -19,7 +19,7 @@ import torch
 
 from utils.audio import bsd
 from utils.audio.gated import FineGains
-from utils.audio.render import BSD_RENDERING, Rendering, apply_gains
+from utils.audio.render import BSD_RENDERING, Rendering, apply_gains, parse_rendering
 from utils.data.inputs import View
 from utils.data.preprocess import scaled_box_shift
 from utils.data.tiling import overlapping_tile_starts
@@ -68,6 +68,17 @@ class ModelSettings:
     reference_preprocess: bool = False
     bbox_shift: int = 20  # box jitter in pixels of a 1024 input (the paper's -bbox_shift)
     sample_rate: int | None = None  # the training recordings' (most common) rate, if known
+    # How recordings are segmented and rendered by default with this model, when its
+    # training run (its preset) says (None: DEFAULT_OVERLAP and RECORDING_RENDERING).
+    recording_overlap: float | None = None
+    recording_render: str | None = None
+
+    def recording_defaults(self) -> tuple[float, Rendering]:
+        """The tile overlap and the rendering of recordings unless told otherwise."""
+        overlap = DEFAULT_OVERLAP if self.recording_overlap is None else self.recording_overlap
+        if self.recording_render is None:
+            return overlap, RECORDING_RENDERING
+        return overlap, parse_rendering(self.recording_render)
 
 
 def load_model(
@@ -104,7 +115,15 @@ def load_model(
         reference_preprocess=bool(args.get("ref_preprocess", False)),
         bbox_shift=int(args.get("bbox_shift", 20)),
         sample_rate=args.get("sample_rate"),
+        recording_overlap=args.get("recording_overlap"),
+        recording_render=args.get("recording_render"),
     )
+    try:
+        overlap, _ = settings.recording_defaults()
+        if not 0 <= overlap < 1:
+            raise ValueError(f"the overlap must be in [0, 1), got {overlap}")
+    except ValueError as err:
+        raise ValueError(f"{checkpoint}: its recorded inference defaults: {err}") from None
     return model, settings
 
 

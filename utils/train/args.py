@@ -14,6 +14,7 @@ from typing import NoReturn
 import torch
 
 from utils.audio.conventions import N_FFT
+from utils.audio.render import parse_rendering
 from utils.common import distributed
 from utils.common.cli import OneSpellingHelpFormatter
 from utils.data.bsd_layout import split_dir
@@ -61,12 +62,16 @@ QUICK_START = {
 PRESETS = {
     "cpu_demo": QUICK_START,
     # The quick start cut for speed on long recordings: a cheaper model on tiles twice as
-    # wide (half as many per hour of audio), trained for more epochs in about the same time.
+    # wide (half as many per hour of audio), trained for more epochs in about the same time;
+    # its checkpoint says to run it on recordings with tiles overlapping by an eighth and
+    # the gated rendering at half its work (chosen on the *_train mixtures, BENCHMARKS.md).
     "cpu_fast": {
         **QUICK_START,
         "model_type": "vit_tiny_fast",
         "tile_width": 2048,
         "num_epochs": 20,
+        "recording_overlap": 0.125,
+        "recording_render": "gated,floor=-20,margin=200:30,far=-50,alpha=2,hops=2",
     },  # fmt: skip
     # The trained baselines at the quick start's budget (about the same minutes on 2 cores,
     # on the same data and recipe): fewer optimizer steps per epoch, as their steps cost more.
@@ -157,6 +162,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(switch, action=argparse.BooleanOptionalAction, default=False, help=meaning)
     p.add_argument("--tile_width", type=int, help="cut images into time tiles of this many frames")
+    p.add_argument("--recording_overlap", type=float, default=None,
+                   help="recorded in the checkpoint: the tile overlap budsam_infer.py and "
+                   "budsam_eval.py use for recordings unless told (default: 0.25)")  # fmt: skip
+    p.add_argument("--recording_render", default=None,
+                   help="recorded in the checkpoint: how budsam_infer.py and budsam_eval.py "
+                   "render recordings unless told, as a spec such as "
+                   "gated,floor=-20,margin=200:30,far=-50,alpha=2,hops=2")  # fmt: skip
     p.add_argument(
         "--mask_resize", choices=MASK_RESIZES, default="nearest",
         help="target masks at the input size: nearest ({0,1}, the reference) or area "
@@ -276,6 +288,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--full_box_prob must be within [0, 1]")
     if args.clip_grad is not None and not args.clip_grad > 0:
         parser.error(f"--clip_grad must be > 0, got {args.clip_grad}")
+    if args.recording_overlap is not None and not 0.0 <= args.recording_overlap < 1.0:
+        parser.error(f"--recording_overlap must be within [0, 1), got {args.recording_overlap}")
+    if args.recording_render is not None:
+        try:
+            parse_rendering(args.recording_render)
+        except ValueError as err:
+            parser.error(f"--recording_render: {err}")
     if not 0.0 <= args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be within [0, 1), got {args.ema_decay}")
     if args.tensorboard and (problem := tensorboard_problem()) is not None:
