@@ -127,7 +127,7 @@ def main() -> None:
         for repeat in range(args.repeats):  # the two tools in turn, so both see the same machine
             if args.repeats > 1:
                 print(f"run {repeat + 1} of {args.repeats}")
-            budsam = run_budsam(recording, work / "budsam", args)
+            budsam = run_budsam(recording, work / f"budsam_{repeat + 1}", args)
             print(f"budsam_infer.py: {budsam['wall']:.1f} s whole run "
                   f"({audio / budsam['wall']:.1f}x real time; processing "
                   f"{budsam['compute']:.1f} s), peak {budsam['peak_mb']:.0f} MB")  # fmt: skip
