@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
 RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
-                "render", "floor_db", "far_floor_db", "gate_alpha", "margin_hz", "margin_ms",
-                "tile_width", "overlap", "threshold", "amp", "seed", "save_overlays",
-                "png_max_seconds", "skip_contrast")  # fmt: skip
+                "render", "floor_db", "far_floor_db", "gate_alpha", "gate_hops", "margin_hz",
+                "margin_ms", "tile_width", "overlap", "threshold", "amp", "seed",
+                "save_overlays", "png_max_seconds", "skip_contrast")  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace) -> dict:
