@@ -26,7 +26,7 @@ import numpy as np
 import budsam_eval
 from utils.common.files import write_text
 from utils.data.mixtures import MixtureSettings, build_mixtures
-from utils.inference.segmenter import ModelSettings
+from utils.inference.segmenter import model_settings
 from utils.model.sam import checkpoint_args
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "realworld"
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             return code
         scores = per_snr(out / "per_view.csv")
         recorded = checkpoint_args(args.checkpoint)
-        settings = ModelSettings(recorded.get("model_type", ""),
-                                 recording_render=recorded.get("recording_render"))  # fmt: skip
+        settings = model_settings(args.checkpoint, recorded.get("model_type", ""), recorded)
         default = f"rendered {settings.recording_defaults()[1].spec}"
         budsam = next(m for m, _ in scores if m.startswith("BudSAM") and m.endswith(default))
         report[gain] = {

@@ -199,7 +199,7 @@ def block_gains(
     kept *= 1.0 - floor  # floor + (1 - floor) * kept
     gains = np.add(kept, floor, out=kept)
     if region is not None:
-        gains *= _on_fine_bins(region.astype(np.float32), n_fft)[inner] > 0.5
+        gains *= _on_fine_bins(region[:, inner].astype(np.float32), n_fft) > 0.5
     return FineGains(gains, a + inner.start, sr, keep, total, spectrum[inner], settings.hops)
 
 

@@ -40,10 +40,12 @@ class TimeBuffer:
         """Forget the first ``count`` steps."""
         self._start += min(count, len(self))
 
-    def _slice(self, start: int, stop: int) -> np.ndarray:
-        index = [slice(None)] * self._data.ndim
+    def _slice(self, start: int, stop: int, data: np.ndarray | None = None) -> np.ndarray:
+        """Steps ``start ... stop - 1`` of ``data`` (default: the buffer's array), a view."""
+        data = self._data if data is None else data
+        index = [slice(None)] * data.ndim
         index[self.axis] = slice(start, stop)
-        return self._data[tuple(index)]
+        return data[tuple(index)]
 
     def _make_room(self, count: int) -> None:
         capacity = self._data.shape[self.axis]
@@ -56,7 +58,5 @@ class TimeBuffer:
             data = np.empty(shape, self._data.dtype)
         else:
             data = self._data
-        index = [slice(None)] * data.ndim
-        index[self.axis] = slice(0, held)
-        data[tuple(index)] = self.view()  # a move to the front: the ranges never overlap
+        self._slice(0, held, data)[...] = self.view()  # to the front: the ranges never overlap
         self._data, self._start, self._stop = data, 0, held

@@ -108,6 +108,18 @@ def load_model(
             "-model_type vit_b, vit_l or vit_h"
         )
     model = load_trained(checkpoint, model_type, args).to(device or torch.device("cpu"))
+    settings = model_settings(checkpoint, model_type, args)
+    return model, settings
+
+
+def model_settings(checkpoint: str, model_type: str, args: dict) -> ModelSettings:
+    """The :class:`ModelSettings` of a checkpoint of ``model_type`` from its recorded
+    training arguments ``args``.
+
+    Raises:
+        ValueError: naming the checkpoint, when its recorded inference defaults are not
+            a rendering spec and an overlap in [0, 1).
+    """
     settings = ModelSettings(
         model_type=model_type,
         tile_width=args.get("tile_width"),
@@ -124,7 +136,7 @@ def load_model(
             raise ValueError(f"the overlap must be in [0, 1), got {overlap}")
     except ValueError as err:
         raise ValueError(f"{checkpoint}: its recorded inference defaults: {err}") from None
-    return model, settings
+    return settings
 
 
 @dataclass(frozen=True)

@@ -367,8 +367,11 @@ class _StreamedRun:
         probability = cv2.resize(blended, (sums.shape[1], rows), interpolation=cv2.INTER_LINEAR)
         if self.boxes is None:
             return probability, None
-        gate = box_gate(self.boxes, channel, f0, f1, self.half)
-        gate = gate if columns is None else gate[:, columns - f0]
+        if columns is None:
+            gate = box_gate(self.boxes, channel, f0, f1, self.half)
+        else:  # the boxes over the columns' span only (they are in order)
+            span = box_gate(self.boxes, channel, columns[0], columns[-1] + 1, self.half)
+            gate = span[:, columns - columns[0]]
         probability[~gate] = 0.0
         return probability, gate
 
