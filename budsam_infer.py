@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ from utils.audio.render import KINDS
 from utils.common import distributed
 from utils.common.cli import OneSpellingHelpFormatter
 from utils.common.cpu import cpu_threads, keep_freed_memory
+from utils.common.memory import peak_resident_mb
 from utils.data.inputs import discover, source_frames
 from utils.inference.folder_run import FolderOptions, denoise_all, prepare_output
 from utils.inference.options import SegmentOptions
@@ -295,7 +295,7 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
     start = time.perf_counter()
     done = denoise_all([found.sources[i] for i in share], segmenter, out, options)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_resident_mb()
     shares = distributed.all_gather((done, seconds, peak_mb))
     if not ctx.is_main:
         return 0

@@ -16,7 +16,7 @@ Each tool runs as a user would (``--repeats`` times, in turn), in a fresh proces
 one thread (``--threads``), its whole run timed from start to exit (start-up, imports,
 reading, denoising, writing): ``budsam_infer.py`` with the checkpoint (its peak memory from its
 ``summary.json``), and noisereduce's non-stationary mode (``n_jobs=1``) reading the
-file, denoising it and writing a 16-bit WAV (its peak memory from ``ru_maxrss``).
+file, denoising it and writing a 16-bit WAV (its peak memory from the kernel's ``VmHWM``).
 ``--box`` runs the model on that box only: the rest of the recording is still read,
 transformed, rendered and written, so the memory of a day-long run can be measured in
 less than a day of model time.
@@ -48,13 +48,14 @@ SOURCES = {
 }
 SR = 48000
 NOISEREDUCE_RUN = """
-import resource, sys, time
+import sys, time
 start = time.perf_counter()
 import noisereduce, soundfile
+from utils.common.memory import peak_resident_mb
 y, sr = soundfile.read(sys.argv[1], dtype="float32")
 denoised = noisereduce.reduce_noise(y=y, sr=sr, stationary=False, n_jobs=1)
 soundfile.write(sys.argv[2], denoised, sr, subtype="PCM_16")
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(time.perf_counter() - start, peak_resident_mb())
 """
 
 
@@ -98,7 +99,7 @@ def run_budsam(path: Path, out: Path, args: argparse.Namespace) -> dict:
 def run_noisereduce(path: Path, out: Path, threads: int) -> dict:
     start = time.perf_counter()
     command = [sys.executable, "-c", NOISEREDUCE_RUN, str(path), str(out)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True,
+    done = subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True,
                           env=one_thread_env(threads))  # fmt: skip
     wall = time.perf_counter() - start
     _, peak = map(float, done.stdout.split()[-2:])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
+
+from utils.common.memory import peak_resident_mb
 
 
 def time_repeats(run: Callable[[], object], repeats: int, warmup: int = 0) -> list[float]:
@@ -40,8 +41,8 @@ def machine() -> str:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss``)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, in MiB."""
+    return peak_resident_mb()
 
 
 def print_side_by_side(

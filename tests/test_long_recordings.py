@@ -105,9 +105,11 @@ def test_chunked_masks_equal_unchunked_and_the_in_memory_segmenter(tiny_checkpoi
 
 
 def test_memory_does_not_grow_with_the_recordings_length(wide_checkpoint, tmp_path):
-    """Peak memory (ru_maxrss, each run its own process) for 1 and 20 minutes: streamed,
-    it grows far less than when the whole recording is rendered at once."""
-    files = {m: _recording(tmp_path / f"m{m}.wav", 60.0 * m, seed=m) for m in (1, 20)}
+    """Peak memory (each run its own process) for 3 and 20 minutes: streamed, it grows far
+    less than when the whole recording is rendered at once. Both lengths pick about as many
+    frames for the level statistics (22,500 and 21,428 of at most 2 MAX_FRAMES), so that
+    bounded cost is the same in both."""
+    files = {m: _recording(tmp_path / f"m{m}.wav", 60.0 * m, seed=m) for m in (3, 20)}
     peaks = {}
     for chunk in ("5", "100000"):
         for minutes, path in files.items():
@@ -117,10 +119,24 @@ def test_memory_does_not_grow_with_the_recordings_length(wide_checkpoint, tmp_pa
                        "--chunk_seconds", chunk, "--png_max_seconds", "0"]  # fmt: skip
             subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
             peaks[chunk, minutes] = json.loads((out / "summary.json").read_text())["peak_memory_mb"]
-    streamed_growth = peaks["5", 20] - peaks["5", 1]
-    whole_growth = peaks["100000", 20] - peaks["100000", 1]
+    streamed_growth = peaks["5", 20] - peaks["5", 3]
+    whole_growth = peaks["100000", 20] - peaks["100000", 3]
     assert whole_growth > 300, peaks  # rendering 20 minutes at once costs memory
     assert streamed_growth < 0.1 * whole_growth, peaks
+
+
+def test_a_process_started_by_a_large_one_reports_its_own_peak_memory():
+    """``ru_maxrss`` carries the parent's peak across ``execve``; the reported peak must not."""
+    held = np.ones(600 << 17)  # 600 MiB, touched, in this (parent) process
+    code = (
+        "import resource; from utils.common.memory import peak_resident_mb as peak; "
+        "print(peak(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    own, inherited = map(float, done.stdout.split())
+    assert held.sum() == 600 << 17
+    assert own < 100, (own, inherited)  # a bare interpreter; ru_maxrss says > 600 on Linux
 
 
 def test_a_recording_too_large_to_hold_is_skipped_with_one_line(wide_checkpoint, tmp_path):
