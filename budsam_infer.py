@@ -110,6 +110,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate_hops", type=int, default=None, choices=HOPS,
                    help="gated: finer-STFT frames over each sample (2: about half the "
                    "rendering's time)")  # fmt: skip
+    p.add_argument("--energy_db", type=float, default=None,
+                   help="gated: pass only the bins at least this far above their frequency's "
+                   "floor (its lower median over the recording) in the spectrogram image, e.g. "
+                   "7.5")  # fmt: skip
     p.add_argument("--margin_hz", type=float, default=None,
                    help="also keep this much above and below what the mask keeps")  # fmt: skip
     p.add_argument("--margin_ms", type=float, default=None,
@@ -213,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
-                "render", "floor_db", "far_floor_db", "gate_alpha", "gate_hops", "margin_hz",
-                "margin_ms", "tile_width", "overlap", "threshold", "amp", "seed",
+                "render", "floor_db", "far_floor_db", "gate_alpha", "gate_hops", "energy_db",
+                "margin_hz", "margin_ms", "tile_width", "overlap", "threshold", "amp", "seed",
                 "save_overlays", "png_max_seconds", "skip_contrast")  # fmt: skip
 
 

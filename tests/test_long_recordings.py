@@ -4,6 +4,7 @@ killed run, and sharding files across processes."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import budsam_infer as infer
 from tests.conftest import REPO_ROOT
 from utils.audio import bsd, kernel
 from utils.audio.conventions import num_frames
-from utils.audio.level import MAX_FRAMES, level_gain
+from utils.audio.level import MAX_FRAMES, image_floors, level_gain
 from utils.audio.stream import scan_recording
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.distributed import shard_by_weight
@@ -356,6 +357,28 @@ def test_two_gloo_processes_give_what_one_gives(tiny_checkpoint, tmp_path):
     assert len(list((out / "records").glob("*.json"))) == 6
 
 
+def test_the_energy_cue_streams_as_it_renders_in_memory(tiny_checkpoint, tmp_path):
+    """``--energy_db``: chunked equals unchunked and the in-memory segmenter, and it takes
+    away what the gate alone lets through."""
+    path = _recording(tmp_path / "minute.wav", 60.0, seed=4)
+    audio = {}
+    for name, extra in {"7": ["--energy_db", "7.5"], "100000": ["--energy_db", "7.5"],
+                        "plain": []}.items():  # fmt: skip
+        out = tmp_path / name
+        chunk = "7" if name == "7" else "100000"
+        assert _infer("-i", str(path), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                      "--chunk_seconds", chunk, *extra) == 0  # fmt: skip
+        audio[name], _ = sf.read(out / "denoised" / "minute.wav")
+    np.testing.assert_allclose(audio["7"], audio["100000"], atol=1 / 32768)
+    assert np.sum(audio["7"] ** 2) < 0.9 * np.sum(audio["plain"] ** 2)
+    model, settings = load_model(str(tiny_checkpoint))
+    rendering = dataclasses.replace(RECORDING_RENDERING, energy_db=7.5)
+    segmenter = Segmenter(model, settings, overlap=0.25, rendering=rendering)
+    views = load_views(Source("minute", RECORDING, path), LoadOptions(None, True))
+    _, in_memory, _ = segmenter.render(views[0], segmenter.probabilities(views)[0])
+    np.testing.assert_allclose(in_memory, audio["100000"], atol=2 / 32768)
+
+
 def test_the_level_scan_picks_the_frames_a_whole_recording_would(tmp_path):
     """Past 60,000 frames only every s-th frame is measured: the stream picks the same."""
     n = 64 * 130_000 + 77  # 130,000 frames: every 6th
@@ -364,7 +387,11 @@ def test_the_level_scan_picks_the_frames_a_whole_recording_would(tmp_path):
     sf.write(tmp_path / "long.wav", y, SR, subtype="FLOAT")
     scan = scan_recording(tmp_path / "long.wav", SR, 1, n)
     assert scan.samples == n
-    assert scan.gains[0] == level_gain(kernel.stft_planes(y), SR)
+    planes = kernel.stft_planes(y)
+    assert scan.gains[0] == level_gain(planes, SR)
+    for gain in (1.0, scan.gains[0]):  # each frequency's floor in the image, as a whole one's
+        image = bsd.planes_to_half_image(planes, gain)
+        np.testing.assert_array_equal(scan.floors(0, gain), image_floors(image))
 
 
 @pytest.mark.parametrize("background", [False, True])

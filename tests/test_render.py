@@ -245,3 +245,29 @@ def test_recordings_default_to_gated_and_render_soft_gives_the_previous_default(
     assert SegmentOptions().rendering(False).is_bsd  # BSD images keep the data set's mask
     with pytest.raises(ValueError, match="set --far_floor_db too"):
         SegmentOptions(floor_db=-60.0)
+
+
+def test_the_energy_cue_reads_back_and_only_the_gated_rendering_uses_it():
+    spec = "gated,floor=-20,margin=200:30,far=-50,alpha=2,energy=7.5"
+    assert parse_rendering(spec).spec == spec
+    assert parse_rendering(spec).energy_cue_db == 7.5
+    assert parse_rendering("soft,energy=7.5").energy_cue_db is None  # ignored, as alpha is
+    for bad in ("-1", "inf", "nan"):
+        with pytest.raises(ValueError, match="energy margin"):
+            parse_rendering(f"gated,energy={bad}")
+
+
+def test_a_bin_is_loud_from_the_margin_above_its_rows_lower_median():
+    image = np.array([[10, 20, 19, 0], [0, 0, 0, 5]], np.uint8)
+    floors = level.lower_medians(image)
+    np.testing.assert_array_equal(floors, [10, 0])  # the 2nd smallest of 4
+    loud = level.loud_bins(image, floors, 6.0)  # x 1.995: 20 passes, 19 does not
+    np.testing.assert_array_equal(loud, [[False, True, False, False], [False, False, False, True]])
+    # An order statistic: the floors of an image are the pixels of the magnitudes' medians.
+    magnitudes = np.random.default_rng(3).random((5, 101)).astype(np.float32) * 0.6
+    pixels = bsd.magnitude_pixels(magnitudes.copy(), 1.7)
+    medians = level.lower_medians(magnitudes)
+    np.testing.assert_array_equal(level.lower_medians(pixels), bsd.magnitude_pixels(medians, 1.7))
+    # Past MAX_FRAMES frames, every s-th frame is measured, as for the level gain.
+    wide = np.tile(np.array([5, 0, 0], np.uint8), (1, level.MAX_FRAMES))  # s = 3: every 5
+    assert level.lower_medians(wide)[0] == 0 and level.image_floors(wide)[0] == 5

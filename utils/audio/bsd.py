@@ -164,10 +164,15 @@ def planes_to_image(planes: np.ndarray, gain: float = 1.0) -> np.ndarray:
 
 def planes_to_half_image(planes: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """Rows ``CENTER_ROW ...`` (bins 0 ... 512) of :func:`planes_to_image`: uint8 ``(513, T)``."""
-    magnitude = cv2.magnitude(planes[0], planes[1])
+    return cv2.transpose(magnitude_pixels(cv2.magnitude(planes[0], planes[1]), gain))
+
+
+def magnitude_pixels(magnitude: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """The image's uint8 pixels of float32 magnitudes times ``gain`` (``magnitude`` is
+    overwritten)."""
     if gain != 1.0:
         magnitude *= np.float32(gain)
-    return cv2.transpose(_magnitude_pixels(magnitude))
+    return _magnitude_pixels(magnitude)
 
 
 def _magnitude_pixels(magnitude: np.ndarray) -> np.ndarray:

@@ -55,3 +55,26 @@ def gain_from_statistics(median: float, peak: float) -> float:
     if median <= 0.0:
         return PEAK_TARGET / peak
     return min(FLOOR_TARGET / median, PEAK_TARGET / peak)
+
+
+def lower_medians(values: np.ndarray) -> np.ndarray:
+    """Each row's lower median (the ``(n - 1) // 2``-th smallest of its ``n`` values): an
+    order statistic, so it commutes with any non-decreasing map of the values."""
+    if values.shape[1] == 0:
+        return np.zeros(values.shape[0], values.dtype)
+    middle = (values.shape[1] - 1) // 2
+    return np.partition(values, middle, axis=1)[:, middle]
+
+
+def image_floors(half_image: np.ndarray) -> np.ndarray:
+    """Each frequency row's floor: the lower median of a uint8 ``(513, T)`` half image over
+    frames ``0, s, 2 s ...``, spaced as :func:`band_statistics` spaces them."""
+    step = max(1, half_image.shape[1] // MAX_FRAMES)
+    return lower_medians(np.ascontiguousarray(half_image[:, ::step]))
+
+
+def loud_bins(half_image: np.ndarray, floors: np.ndarray, margin_db: float) -> np.ndarray:
+    """Bool, the shape of ``half_image``: the bins at least ``margin_db`` above their row's
+    floor (and not black)."""
+    threshold = floors.astype(np.float32)[:, None] * np.float32(10.0 ** (margin_db / 20.0))
+    return (half_image >= threshold) & (half_image > 0)

@@ -14,7 +14,9 @@ A :class:`Rendering` turns a two-sided ``(1024, T)`` probability map into gains 
 ``gated`` works in a finer STFT instead (:mod:`utils.audio.gated`): the soft mask with its
 margin, times a noise gate, with ``floor_db`` near what the model keeps and
 ``far_floor_db`` elsewhere (``hops`` 2 halves its work). Its gains are a
-:class:`utils.audio.gated.FineGains`.
+:class:`utils.audio.gated.FineGains`. With ``energy_db``, the probabilities are first
+zeroed where a bin of the spectrogram image is less than that far above its frequency's
+floor (the lower median over the recording: :func:`utils.audio.level.image_floors`).
 
 The default, ``binary`` without margin or floor, is the BSD binary mask exactly. A floor
 of 0 dB returns the input.
@@ -55,6 +57,7 @@ class Rendering:
     far_floor_db: float | None = None  # gated only: far from what is kept (None: floor_db)
     alpha: float = 2.0  # gated only: the gate's noise over-estimate
     hops: int = 4  # gated only: fine frames over each sample (2: half the work)
+    energy_db: float | None = None  # gated only: keep only bins this far above their row's floor
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -69,6 +72,10 @@ class Rendering:
             raise ValueError(f"the gate's alpha must be positive, got {self.alpha}")
         if self.hops not in HOPS:
             raise ValueError(f"the gate's hops must be one of {HOPS}, got {self.hops}")
+        if self.energy_db is not None and not (
+            math.isfinite(self.energy_db) and self.energy_db >= 0
+        ):
+            raise ValueError(f"the energy margin must be finite and >= 0 dB, got {self.energy_db}")
         margins = (self.margin_hz, self.margin_ms)
         if not all(math.isfinite(m) and m >= 0 for m in margins):
             raise ValueError(f"margins must be finite and >= 0, got {margins}")
@@ -93,7 +100,14 @@ class Rendering:
             parts.append(f"alpha={self.alpha:g}")
         if self.kind == "gated" and self.hops != Rendering.hops:
             parts.append(f"hops={self.hops}")
+        if self.energy_cue_db is not None:
+            parts.append(f"energy={self.energy_cue_db:g}")
         return ",".join(parts)
+
+    @property
+    def energy_cue_db(self) -> float | None:
+        """The gated rendering's ``energy_db`` (None for the other kinds, which ignore it)."""
+        return self.energy_db if self.kind == "gated" else None
 
     @property
     def gate(self) -> GateSettings:
@@ -157,7 +171,7 @@ BSD_RENDERING = Rendering()  # the data set's binary mask
 
 def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
     """A :class:`Rendering` from
-    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,hops=H]``,
+    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,hops=H][,energy=DB]``,
     e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
     ``gated,floor=-20,far=-50,alpha=2,margin=200:30``.
 
@@ -180,12 +194,14 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
                 values["alpha"] = float(value)
             elif name == "hops":
                 values["hops"] = int(value)
+            elif name == "energy":
+                values["energy_db"] = float(value)
             else:
                 raise ValueError
         except ValueError:
             raise ValueError(
                 f"rendering {spec!r}: cannot read {option!r}; expected floor=DB, "
-                "margin=HZ:MS, far=DB, alpha=A or hops=H"
+                "margin=HZ:MS, far=DB, alpha=A, hops=H or energy=DB"
             ) from None
     return Rendering(**values)
 

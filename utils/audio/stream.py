@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import soundfile as sf
 
+from utils.audio.bsd import magnitude_pixels
 from utils.audio.conventions import HOP_LENGTH, WINDOW_LENGTH, num_frames
 from utils.audio.kernel import frame_planes
-from utils.audio.level import MAX_FRAMES, band_statistics, gain_from_statistics
+from utils.audio.level import MAX_FRAMES, band_statistics, gain_from_statistics, lower_medians
 from utils.common.buffers import TimeBuffer
 
 BLOCK_SAMPLES = 1 << 16  # samples decoded per read
@@ -219,6 +221,12 @@ class RecordingScan:
     gains: list[float]
     peaks: list[float]
     measured_frames: int = 0  # frames the level statistics were taken on, per channel
+    bin_medians: list[np.ndarray] = field(default_factory=list)  # per channel, |STFT| (513,)
+
+    def floors(self, channel: int, gain: float) -> np.ndarray:
+        """The channel's :func:`utils.audio.level.image_floors` in an image made with
+        ``gain``."""
+        return magnitude_pixels(self.bin_medians[channel].copy(), gain)
 
     @property
     def silent(self) -> list[bool]:
@@ -268,8 +276,9 @@ def scan_recording(path: Recording, target_sr: int, channels: int, estimate: int
         raise ValueError(
             f"{path}: {total} samples is shorter than one STFT window ({WINDOW_LENGTH})"
         )
-    gains = []
+    gains, medians = [], []
     for c in range(channels):
         planes = frame_planes(np.concatenate(picked[c]))
         gains.append(gain_from_statistics(*band_statistics(planes, target_sr, step=1)))
-    return RecordingScan(total, gains, peaks, planes.shape[1])
+        medians.append(lower_medians(cv2.transpose(cv2.magnitude(planes[0], planes[1]))))
+    return RecordingScan(total, gains, peaks, planes.shape[1], medians)

@@ -61,10 +61,19 @@ def box_prompts(
 
 
 def box_gate(
-    boxes: list[BoxPrompt], channel: int, first: int, stop: int, half_spectrum: bool
+    boxes: list[BoxPrompt],
+    channel: int,
+    first: int,
+    stop: int,
+    half_spectrum: bool,
+    columns: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Bool: the pixels of frames ``first ... stop - 1`` inside a box of ``channel``, as
-    rows of bins 0 ... 512 (``half_spectrum``) or of the two-sided 1,024."""
+    """Bool: the pixels of frames ``first ... stop - 1`` (or of the frames ``columns``, in
+    order) inside a box of ``channel``, as rows of bins 0 ... 512 (``half_spectrum``) or of
+    the two-sided 1,024."""
+    if columns is not None:  # the boxes over the columns' span only
+        span = box_gate(boxes, channel, int(columns[0]), int(columns[-1]) + 1, half_spectrum)
+        return span[:, columns - columns[0]]
     half = np.zeros((N_BINS, stop - first), dtype=bool)
     extents = np.array([box.extent for box in boxes]).reshape(-1, 4)
     channels = np.array([box.channel for box in boxes])

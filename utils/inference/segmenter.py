@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from utils.audio import bsd
+from utils.audio.conventions import CENTER_ROW
 from utils.audio.gated import FineGains
+from utils.audio.level import image_floors, loud_bins
 from utils.audio.render import BSD_RENDERING, Rendering, apply_gains, parse_rendering
 from utils.data.inputs import View
 from utils.data.preprocess import scaled_box_shift
@@ -240,6 +242,10 @@ class Segmenter:
         if self.prompt == "box":
             sr = view.sr or self.default_sr
             region = bsd.band_region(self.band.seconds, self.band.hertz, sr, view.image.shape[1])
+        if self.rendering.energy_cue_db is not None:
+            half = view.image[CENTER_ROW:]
+            loud = loud_bins(half, image_floors(half), self.rendering.energy_cue_db)
+            probabilities = probabilities * bsd.two_sided(loud)
         gains = self.rendering.signal_gains(view.audio, probabilities, view.sr, region)
         return mask, apply_gains(view.audio, gains, planes=view.spectrum), gains
 

@@ -25,6 +25,7 @@ from utils.audio import bsd
 from utils.audio.conventions import CENTER_ROW, HOP_LENGTH, N_BINS, N_FFT, num_frames
 from utils.audio.gated import block_gains, source_frames
 from utils.audio.kernel import istft_planes
+from utils.audio.level import loud_bins
 from utils.audio.stream import (
     FrameStream,
     recording_blocks,
@@ -101,17 +102,15 @@ def denoise_recording(
     result = RecordingResult([])
     trained_sr = segmenter.settings.sample_rate
     if trained_sr and sr != trained_sr:
-        result.warnings.append(
-            f"{source.path}: recorded at {sr} Hz and segmented at that rate, but the "
-            f"model was trained at {trained_sr} Hz: its calls lie on other image rows"
-        )
+        result.warnings.append(f"{source.path}: recorded at {sr} Hz and segmented at that rate, "
+                               f"but the model was trained at {trained_sr} Hz: its calls lie "
+                               "on other image rows")  # fmt: skip
     estimate = resampled_length(info.samples, info.sr, sr)
     scan = scan_recording(source.path, sr, info.channels, estimate)
     names = channel_names(source.name, info.channels)
-    for name, silent in zip(names, scan.silent, strict=True):
-        if silent:
-            result.warnings.append(f"{source.path}: the audio of {name} is silent (all "
-                                   "zeros); its audio scores are left empty")  # fmt: skip
+    for name in (name for name, silent in zip(names, scan.silent, strict=True) if silent):
+        result.warnings.append(f"{source.path}: the audio of {name} is silent (all zeros); "
+                               "its audio scores are left empty")  # fmt: skip
     n_frames = num_frames(scan.samples)
     boxes = None
     if selections is None and segmenter.prompt == "box":
@@ -126,6 +125,8 @@ def denoise_recording(
     result.warnings += notes
     run = _StreamedRun(segmenter, sr, n_frames, scan.samples, info.channels, gains, boxes,
                        keep_masks, keep_masks and sink.keeps_images)  # fmt: skip
+    if segmenter.rendering.energy_cue_db is not None:
+        run.floors = [scan.floors(c, gain) for c, gain in enumerate(gains)]
     seconds = scan.samples // sr
     if seconds >= PROGRESS_MIN_SECONDS:
         run.progress = Progress(seconds, f"{source.name} (s of audio)", interval=seconds // 10)
@@ -174,6 +175,7 @@ class _StreamedRun:
             raise ValueError("a recording is segmented in time tiles: give a tile width")
         self.margin = segmenter.rendering.context_frames(sr)  # frames rendering looks across
         self.progress: Progress | None = None
+        self.floors: list[np.ndarray] = []  # per channel, for the rendering's energy_db
         # The gated rendering reads samples, not the BSD STFT: its planes need not be held.
         keep_planes = segmenter.rendering.kind != "gated"
         weight_rows = 1 if boxes is None else self.size
@@ -367,11 +369,7 @@ class _StreamedRun:
         probability = cv2.resize(blended, (sums.shape[1], rows), interpolation=cv2.INTER_LINEAR)
         if self.boxes is None:
             return probability, None
-        if columns is None:
-            gate = box_gate(self.boxes, channel, f0, f1, self.half)
-        else:  # the boxes over the columns' span only (they are in order)
-            span = box_gate(self.boxes, channel, columns[0], columns[-1] + 1, self.half)
-            gate = span[:, columns - columns[0]]
+        gate = box_gate(self.boxes, channel, f0, f1, self.half, columns)
         probability[~gate] = 0.0
         return probability, gate
 
@@ -379,11 +377,15 @@ class _StreamedRun:
         """Samples ``keep`` of a channel under the gated rendering (:mod:`utils.audio.gated`),
         from the probabilities of held frames ``f0 ... f1 - 1`` (its context)."""
         half = slice(None) if self.half else slice(CENTER_ROW, None)  # bins 0 ... 512
-        settings = self.segmenter.rendering.gate
+        rendering = self.segmenter.rendering
+        settings = rendering.gate
         columns = source_frames(settings, self.sr, keep, self.n_samples)
         if columns[0] < f0 or columns[-1] >= f1:
             raise ValueError(f"frames {f0} ... {f1 - 1} do not cover the gated rendering's")
         probability, gate = self._probability(channel, f0, f1, columns)
+        if self.floors:
+            image = self.frames.images(channel)[:, columns - self.frames.first]
+            probability[half] *= loud_bins(image, self.floors[channel], rendering.energy_cue_db)
         region = None if gate is None else gate[half]
         first_sample = f0 * HOP_LENGTH
         stop = keep[1] + self.margin * HOP_LENGTH
