@@ -379,6 +379,23 @@ def test_the_energy_cue_streams_as_it_renders_in_memory(tiny_checkpoint, tmp_pat
     np.testing.assert_allclose(in_memory, audio["100000"], atol=2 / 32768)
 
 
+def test_the_energy_cue_measures_each_channels_floors_on_its_own(tiny_checkpoint, tmp_path):
+    """Each channel of a stereo file has its own floors (and level): its output with the cue
+    is that of the channel alone."""
+    left = sf.read(_recording(tmp_path / "a.wav", 20.0, seed=5))[0]
+    right = 0.1 * sf.read(_recording(tmp_path / "b.wav", 20.0, seed=6))[0] ** 3  # other floors
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "stereo.wav", np.stack([left, right], axis=1), SR, subtype="FLOAT")
+    sf.write(tmp_path / "in" / "right.wav", right, SR, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert _infer("-i", str(tmp_path / "in"), "-o", str(out), "-checkpoint",
+                  str(tiny_checkpoint), "--energy_db", "10") == 0  # fmt: skip
+    stereo = sf.read(out / "denoised" / "stereo.wav")[0]
+    alone = sf.read(out / "denoised" / "right.wav")[0]
+    assert np.sum(alone**2) > 0.01 * np.sum(right**2)  # something passes
+    np.testing.assert_allclose(stereo[:, 1], alone, atol=1e-6)
+
+
 def test_the_level_scan_picks_the_frames_a_whole_recording_would(tmp_path):
     """Past 60,000 frames only every s-th frame is measured: the stream picks the same."""
     n = 64 * 130_000 + 77  # 130,000 frames: every 6th
