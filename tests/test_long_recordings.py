@@ -61,6 +61,20 @@ def wide_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def streamed_runs(monkeypatch) -> list:
+    """The streamed runs of the test, in order, to read how much each held."""
+    runs = []
+    original = streaming._StreamedRun
+
+    def keeping(*args, **kwargs):
+        runs.append(original(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(streaming, "_StreamedRun", keeping)
+    return runs
+
+
 def _infer(*argv: str) -> int:
     return infer.main([*argv, "--device", "cpu", "--threads", "1"])
 
@@ -129,19 +143,11 @@ def test_memory_does_not_grow_with_the_recordings_length(wide_checkpoint, tmp_pa
 
 
 def test_the_frames_held_do_not_depend_on_the_recordings_length(tiny_checkpoint, tmp_path,
-                                                                monkeypatch):  # fmt: skip
+                                                                streamed_runs):  # fmt: skip
     """The streamed run holds as many frames at most for 5 minutes as for 15 (to within the
     block the recording ends in)."""
     model, settings = load_model(str(tiny_checkpoint))
     segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
-    runs = []
-    original = streaming._StreamedRun
-
-    def keeping(*args, **kwargs):  # the run, to read how much it held
-        runs.append(original(*args, **kwargs))
-        return runs[-1]
-
-    monkeypatch.setattr(streaming, "_StreamedRun", keeping)
     for minutes in (5, 15):
         path = _recording(tmp_path / f"m{minutes}.wav", 60.0 * minutes, seed=minutes)
         (tmp_path / f"out{minutes}" / "denoised").mkdir(parents=True)
@@ -149,7 +155,7 @@ def test_the_frames_held_do_not_depend_on_the_recordings_length(tiny_checkpoint,
             Source(f"m{minutes}", RECORDING, path), segmenter, tmp_path / f"out{minutes}",
             LoadOptions(None, True), chunk_seconds=5.0, png_max_seconds=0.0,
         )  # fmt: skip
-    short, long = (run.frames.most_frames_held for run in runs)
+    short, long = (run.frames.most_frames_held for run in streamed_runs)
     chunk_frames = 5 * SR // 64  # where the last block ends may differ by a block
     assert abs(long - short) <= chunk_frames and long < num_frames(300 * SR) / 4, (short, long)
 
@@ -440,8 +446,8 @@ def test_the_level_scan_picks_the_frames_a_whole_recording_would(tmp_path):
 
 
 @pytest.mark.parametrize("background", [False, True])
-def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_path, monkeypatch,
-                                                          background):  # fmt: skip
+def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_path,
+                                                          streamed_runs, background):  # fmt: skip
     path = _recording(tmp_path / "ten_minutes.wav", 600.0, seed=7)
     model, settings = load_model(str(tiny_checkpoint))
     segmenter = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING,
@@ -450,14 +456,6 @@ def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_p
     (tmp_path / "out" / "masks").mkdir()
     far_apart = [Selection(1.0, 2.0, 1000.0, 3000.0), Selection(595.0, 597.0, 1000.0, 3000.0)]
     chunk = 625  # 5 s
-    runs = []
-    original = streaming._StreamedRun
-
-    def keeping(*args, **kwargs):  # the run, to read how much it held
-        runs.append(original(*args, **kwargs))
-        return runs[-1]
-
-    monkeypatch.setattr(streaming, "_StreamedRun", keeping)
     result = streaming.denoise_recording(
         Source("ten_minutes", RECORDING, path), segmenter, tmp_path / "out",
         LoadOptions(None, True), chunk_seconds=chunk * 64 / SR, png_max_seconds=1000.0,
@@ -465,7 +463,7 @@ def test_sparse_box_prompts_hold_a_bounded_span_of_frames(tiny_checkpoint, tmp_p
     )  # fmt: skip
     n_frames = num_frames(600 * SR)
     bound = chunk + segmenter.batch_size * settings.tile_width + 2 * 64
-    assert runs[0].frames.most_frames_held <= bound < n_frames / 10
+    assert streamed_runs[0].frames.most_frames_held <= bound < n_frames / 10
     mask = read_mask_png(tmp_path / "out" / "masks" / "ten_minutes.png")
     inside = bsd.band_region((1.0, 2.0), (1000.0, 3000.0), SR, n_frames)
     inside |= bsd.band_region((595.0, 597.0), (1000.0, 3000.0), SR, n_frames)
