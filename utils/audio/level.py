@@ -57,13 +57,15 @@ def gain_from_statistics(median: float, peak: float) -> float:
     return min(FLOOR_TARGET / median, PEAK_TARGET / peak)
 
 
-def lower_medians(values: np.ndarray) -> np.ndarray:
-    """Each row's lower median (the ``(n - 1) // 2``-th smallest of its ``n`` values): an
-    order statistic, so it commutes with any non-decreasing map of the values."""
-    if values.shape[1] == 0:
-        return np.zeros(values.shape[0], values.dtype)
-    middle = (values.shape[1] - 1) // 2
-    return np.partition(values, middle, axis=1)[:, middle]
+def lower_medians(values: np.ndarray, axis: int = 1) -> np.ndarray:
+    """The lower median along ``axis`` of a 2-D array (the ``(n - 1) // 2``-th smallest of
+    its ``n`` values): an order statistic, so it commutes with any non-decreasing map of
+    the values."""
+    count = values.shape[axis]
+    if count == 0:
+        return np.zeros(values.shape[1 - axis], values.dtype)
+    middle = (count - 1) // 2
+    return np.take(np.partition(values, middle, axis=axis), middle, axis=axis)
 
 
 def image_floors(half_image: np.ndarray) -> np.ndarray:

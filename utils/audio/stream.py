@@ -221,7 +221,7 @@ class RecordingScan:
     gains: list[float]
     peaks: list[float]
     measured_frames: int = 0  # frames the level statistics were taken on, per channel
-    bin_medians: list[np.ndarray] = field(default_factory=list)  # per channel, |STFT| (513,)
+    bin_medians: list[np.ndarray] = field(default_factory=list)  # per channel, when asked
 
     def floors(self, channel: int, gain: float) -> np.ndarray:
         """The channel's :func:`utils.audio.level.image_floors` in an image made with
@@ -233,9 +233,12 @@ class RecordingScan:
         return [peak == 0.0 for peak in self.peaks]
 
 
-def scan_recording(path: Recording, target_sr: int, channels: int, estimate: int) -> RecordingScan:
+def scan_recording(
+    path: Recording, target_sr: int, channels: int, estimate: int, medians: bool = False
+) -> RecordingScan:
     """Read a recording at ``target_sr`` once (``estimate``: about how many samples it has
-    there) for its length, peaks and level gains. The level statistics use frames
+    there) for its length, peaks, level gains and (``medians``) each bin's lower median
+    magnitude, for :meth:`RecordingScan.floors`. The level statistics use frames
     ``0, s, 2 s ...`` with ``s = max(1, num_frames(estimate) // MAX_FRAMES)``, as
     :func:`utils.audio.level.band_statistics` spaces them on a whole recording; ``s``
     doubles whenever more than twice :data:`MAX_FRAMES` frames are picked (a header
@@ -276,9 +279,10 @@ def scan_recording(path: Recording, target_sr: int, channels: int, estimate: int
         raise ValueError(
             f"{path}: {total} samples is shorter than one STFT window ({WINDOW_LENGTH})"
         )
-    gains, medians = [], []
+    gains, bin_medians = [], []
     for c in range(channels):
         planes = frame_planes(np.concatenate(picked[c]))
         gains.append(gain_from_statistics(*band_statistics(planes, target_sr, step=1)))
-        medians.append(lower_medians(cv2.transpose(cv2.magnitude(planes[0], planes[1]))))
-    return RecordingScan(total, gains, peaks, planes.shape[1], medians)
+        if medians:
+            bin_medians.append(lower_medians(cv2.magnitude(planes[0], planes[1]), axis=0))
+    return RecordingScan(total, gains, peaks, planes.shape[1], bin_medians)

@@ -106,7 +106,8 @@ def denoise_recording(
                                f"but the model was trained at {trained_sr} Hz: its calls lie "
                                "on other image rows")  # fmt: skip
     estimate = resampled_length(info.samples, info.sr, sr)
-    scan = scan_recording(source.path, sr, info.channels, estimate)
+    energy_db = segmenter.rendering.energy_cue_db
+    scan = scan_recording(source.path, sr, info.channels, estimate, energy_db is not None)
     names = channel_names(source.name, info.channels)
     for name in (name for name, silent in zip(names, scan.silent, strict=True) if silent):
         result.warnings.append(f"{source.path}: the audio of {name} is silent (all zeros); "
@@ -125,8 +126,7 @@ def denoise_recording(
     result.warnings += notes
     run = _StreamedRun(segmenter, sr, n_frames, scan.samples, info.channels, gains, boxes,
                        keep_masks, keep_masks and sink.keeps_images)  # fmt: skip
-    if segmenter.rendering.energy_cue_db is not None:
-        run.floors = [scan.floors(c, gain) for c, gain in enumerate(gains)]
+    run.floors = [scan.floors(c, g) for c, g in enumerate(gains)] if scan.bin_medians else []
     seconds = scan.samples // sr
     if seconds >= PROGRESS_MIN_SECONDS:
         run.progress = Progress(seconds, f"{source.name} (s of audio)", interval=seconds // 10)
