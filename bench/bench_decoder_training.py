@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from segment_anything import sam_model_registry
 
-from bench.timing import machine, peak_memory_mb, print_side_by_side, time_repeats
+from bench.timing import machine, print_side_by_side, time_repeats
+from utils.common.memory import peak_resident_mb
 from utils.data.dataset import BSDSegmentation, collate_skipping_none
 from utils.data.synthetic import generate_dataset
 from utils.model.budsam import BudSAM
@@ -88,7 +89,7 @@ def main() -> None:
     print_side_by_side(
         "samples/s", ("cached embeddings", cached_rate), ("encoder every step", recomputed_rate)
     )
-    print(f"peak memory {peak_memory_mb():.0f} MiB")
+    print(f"peak memory {peak_resident_mb():.0f} MiB")
 
 
 if __name__ == "__main__":

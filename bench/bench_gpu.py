@@ -42,9 +42,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.bench_decoder_training import make_model
-from bench.timing import machine, peak_memory_mb, spread, time_repeats
+from bench.timing import machine, spread, time_repeats
 from utils.common.amp import autocast
 from utils.common.distributed import DistContext
+from utils.common.memory import peak_resident_mb
 from utils.data.dataset import collate_skipping_none
 from utils.data.inputs import RECORDING, LoadOptions, Source
 from utils.inference.segmenter import RECORDING_RENDERING, ModelSettings, Segmenter
@@ -100,7 +101,7 @@ def peak_memory(device: torch.device) -> float:
     """MiB: the device's peak allocation since the last reset, or the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return peak_memory_mb()
+    return peak_resident_mb()
 
 
 def synchronize(device: torch.device) -> None:

@@ -8,8 +8,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-from utils.common.memory import peak_resident_mb
-
 
 def time_repeats(run: Callable[[], object], repeats: int, warmup: int = 0) -> list[float]:
     """Wall seconds of ``repeats`` calls of ``run`` (after ``warmup`` untimed calls)."""
@@ -38,11 +36,6 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores (load {load:.2f} at start){gpu}"
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    return peak_resident_mb()
 
 
 def print_side_by_side(
