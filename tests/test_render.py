@@ -202,6 +202,34 @@ def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole(hops):
         block_gains(noisy, 0, frames[:, 1:], SR, gated.gate, keep, len(noisy))
 
 
+def test_where_the_model_calls_nothing_noise_the_gate_still_removes_the_steady_noise():
+    """A band the model marks for the whole recording (a cicada chorus taken for a bird)
+    has no noise bins to measure; the gate then measures the band's own geometric mean
+    power, so its steady noise drops to the floor and the whistle in it still passes."""
+    from utils.audio.gated import block_gains, context_samples, source_frames
+
+    _, noisy, probability = _tone_in_noise(seconds=14.0, seed=3)
+    band = slice(round(2000 * 1024 / SR), round(4000 * 1024 / SR))
+    probability[band, :] = 0.9
+    gated = parse_rendering("gated,floor=-20,far=-50,alpha=2,margin=200:30")
+    gains = gated.signal_gains(noisy, bsd.two_sided(probability), SR)
+    seconds = (np.arange(len(gains.gains)) * gains_hop(SR) + gains_hop(SR) - 1024) / SR
+    hertz = np.arange(gains.gains.shape[1]) * SR / 2048
+    noise_only = gains.gains[np.ix_(seconds > 3.0, (hertz > 2300) & (hertz < 2700))]
+    whistle = gains.gains[np.ix_((seconds > 1.2) & (seconds < 1.8), np.abs(hertz - 3000) < 5)]
+    assert np.median(noise_only) < 10 ** (-20 / 20) * 1.01  # was 1: not gated at all
+    assert whistle.min() > 0.75  # 0.1 + 0.9 x 0.9 at most, with the probability 0.9
+    # Measured within the same 5 s either side, so a block at a time renders the same.
+    context = context_samples(gated.gate, SR)
+    keep = (6 * SR, 7 * SR)
+    first = keep[0] - context
+    frames = source_frames(gated.gate, SR, keep, len(noisy))
+    block = block_gains(noisy[first : keep[1] + context], first, probability[:, frames], SR,
+                        gated.gate, keep, len(noisy))  # fmt: skip
+    whole = apply_gains(noisy, gains)
+    np.testing.assert_allclose(block.rendered(), whole[keep[0] : keep[1]], atol=1e-6)
+
+
 def test_gated_renderings_read_back_and_check_their_floors():
     spec = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
     assert parse_rendering(spec).spec == spec

@@ -13,7 +13,9 @@ see :func:`fine_grid`) with a hop of a quarter window (``hops`` 4) or half a win
 * ``G``: a Wiener gate, ``max(1 - alpha N / |X|^2, 0)``, where ``N`` is the bin's noise
   power: the mean power, at that frequency and within :data:`NOISE_WINDOW_S` seconds
   either side, of the bins the widened probability calls noise (below
-  :data:`NOISE_PROBABILITY`); a bin with no such neighbour is not gated;
+  :data:`NOISE_PROBABILITY`). Where the model calls none of them noise (a cicada band it
+  takes for a bird, say), ``N`` is the geometric mean power of all of them raised by
+  :data:`UNLABELLED_NOISE_DB`: only what stands well out of that stretch passes;
 * ``floor``: ``floor_db`` near what the model keeps (within :data:`NEAR_HZ` and
   :data:`NEAR_MS` of a bin at or above the threshold), ``far_floor_db`` elsewhere.
 
@@ -37,6 +39,7 @@ FINE_WINDOW_S = 0.0427  # the finer STFT's window: the power of two nearest this
 NOISE_WINDOW_S = 5.0  # the noise power is measured this far either side of a bin
 NOISE_PROBABILITY = 0.2  # a bin whose widened probability is below this counts as noise
 NEAR_HZ, NEAR_MS = 500.0, 300.0  # the near floor holds this close to what the model keeps
+UNLABELLED_NOISE_DB = 15.0  # N over the geometric mean power where no bin is called noise
 
 
 @dataclass(frozen=True)
@@ -262,10 +265,26 @@ def _noise_power(
     power: np.ndarray, is_noise: np.ndarray, half_width: int, inner: slice
 ) -> np.ndarray:
     """Per bin of the ``inner`` frames: the mean power of the noise bins at its frequency
-    within ``half_width`` frames (0 where there are none)."""
+    within ``half_width`` frames; where there are none, the geometric mean power of all the
+    bins there, raised by :data:`UNLABELLED_NOISE_DB`."""
     sums = _window_sums(np.where(is_noise, power, np.float32(0.0)), half_width, inner)
     counts = _window_sums(is_noise.view(np.uint8), half_width, inner)
-    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0.5)
+    noise = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0.5)
+    unlabelled = counts < 0.5
+    columns = np.flatnonzero(unlabelled.any(axis=0))  # only these need the fallback
+    if columns.size:
+        fallback = _geometric_mean_power(power[:, columns], half_width, inner)
+        fallback *= np.float32(10.0 ** (UNLABELLED_NOISE_DB / 10.0))
+        noise[:, columns] = np.where(unlabelled[:, columns], fallback, noise[:, columns])
+    return noise
+
+
+def _geometric_mean_power(power: np.ndarray, half_width: int, inner: slice) -> np.ndarray:
+    """Per bin of the ``inner`` frames: the geometric mean of ``power`` at its frequency
+    within ``half_width`` frames (frames outside the array left out)."""
+    logs = np.log(np.maximum(power, np.float32(1e-30)))
+    frames = _window_sums(np.ones((len(power), 1), np.uint8), half_width, inner)
+    return np.exp(_window_sums(logs, half_width, inner) / frames)
 
 
 def _window_sums(values: np.ndarray, half_width: int, inner: slice) -> np.ndarray:
