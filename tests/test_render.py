@@ -230,11 +230,37 @@ def test_where_the_model_calls_nothing_noise_the_gate_still_removes_the_steady_n
     np.testing.assert_allclose(block.rendered(), whole[keep[0] : keep[1]], atol=1e-6)
 
 
+def test_gamma_raises_the_gain_of_the_bins_the_model_is_unsure_of():
+    """The gain is floor + (1 - floor) * P ** gamma * G: at P = 0.25 the gate's share is
+    0.5 G with gamma 0.5, against 0.25 G with gamma 1, and the same where P = 1."""
+    _, noisy, probability = _tone_in_noise()
+    shares = {}
+    for value in (0.25, 1.0):
+        probability[probability > 0] = value
+        for gamma in (1.0, 0.5):
+            gated = parse_rendering(f"gated,floor=-20,far=-50,alpha=2,gamma={gamma:g}")
+            gains = gated.signal_gains(noisy, bsd.two_sided(probability), SR)
+            seconds = (np.arange(len(gains.gains)) * gains_hop(SR) + gains_hop(SR) - 1024) / SR
+            hertz = np.arange(gains.gains.shape[1]) * SR / 2048
+            whistle = gains.gains[np.ix_((seconds > 1.2) & (seconds < 1.8),
+                                         np.abs(hertz - 3000) < 5)]  # fmt: skip
+            floor = 10 ** ((-20 if value >= 0.5 else -50) / 20)  # near only at P >= 0.5
+            shares[value, gamma] = (whistle - floor) / (1 - floor)
+    np.testing.assert_allclose(shares[0.25, 0.5], 2 * shares[0.25, 1.0], rtol=1e-4)
+    np.testing.assert_allclose(shares[1.0, 0.5], shares[1.0, 1.0], rtol=1e-6)
+    assert shares[0.25, 1.0].min() > 0.2  # the whistle passes the gate
+
+
 def test_gated_renderings_read_back_and_check_their_floors():
     spec = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
     assert parse_rendering(spec).spec == spec
     assert parse_rendering(f"{spec},hops=2").spec == f"{spec},hops=2"
     assert parse_rendering(f"{spec},hops=4").spec == spec  # the default, left out
+    assert parse_rendering(f"{spec},gamma=0.5").spec == f"{spec},gamma=0.5"
+    assert parse_rendering(f"{spec},gamma=1").spec == spec  # the default, left out
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(ValueError, match="gamma must be in"):
+            parse_rendering(f"gated,gamma={bad}")
     with pytest.raises(ValueError, match="hops must be one of"):
         parse_rendering("gated,hops=3")
     assert parse_rendering("gated").gate.far_floor_db == -math.inf  # far defaults to the floor
@@ -268,7 +294,9 @@ def test_a_box_prompt_lets_nothing_outside_the_box_through_the_gated_rendering()
 def test_recordings_default_to_gated_and_render_soft_gives_the_previous_default():
     from utils.inference.options import SegmentOptions
 
-    assert SegmentOptions().rendering(True).spec == "gated,floor=-20,margin=200:30,far=-50,alpha=2"
+    default = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
+    assert SegmentOptions().rendering(True).spec == f"{default},gamma=0.5"
+    assert SegmentOptions(gate_gamma=1.0).rendering(True).spec == default
     assert SegmentOptions(render="soft").rendering(True).spec == "soft,floor=-20,margin=200:30"
     assert SegmentOptions().rendering(False).is_bsd  # BSD images keep the data set's mask
     with pytest.raises(ValueError, match="set --far_floor_db too"):

@@ -7,9 +7,10 @@ the BSD grid) are carried onto a Hann STFT of about 43 ms windows (2,048 samples
 see :func:`fine_grid`) with a hop of a quarter window (``hops`` 4) or half a window
 (``hops`` 2: half the work, for speed), and each of its bins gets the gain
 
-    floor + (1 - floor) * clip(P * G, 0, 1)
+    floor + (1 - floor) * clip(P ** gamma * G, 0, 1)
 
-* ``P``: the probability, widened by the rendering's margin (a maximum filter);
+* ``P``: the probability, widened by the rendering's margin (a maximum filter), raised to
+  ``gamma`` (below 1: the bins the model is unsure of keep more);
 * ``G``: a Wiener gate, ``max(1 - alpha N / |X|^2, 0)``, where ``N`` is the bin's noise
   power: the mean power, at that frequency and within :data:`NOISE_WINDOW_S` seconds
   either side, of the bins the widened probability calls noise (below
@@ -53,6 +54,7 @@ class GateSettings:
     margin_ms: float
     threshold: float
     hops: int = 4  # fine frames over each sample: the fine hop is the window over this
+    gamma: float = 1.0  # the exponent of the widened probability in the gain
 
 
 HOPS = (2, 4)  # the fine hops allowed: half and a quarter of a window
@@ -195,7 +197,7 @@ def block_gains(
     np.divide(np.float32(settings.alpha) * noise, power, out=ratio, where=power > 0)
     gate = np.subtract(np.float32(1.0), ratio, out=ratio)
     kept = np.maximum(gate, 0.0, out=gate)
-    kept *= widened[inner]
+    kept *= widened[inner] if settings.gamma == 1.0 else widened[inner] ** settings.gamma
     near = _widen((fine >= settings.threshold).view(np.uint8), near_t, near_b)[inner]
     near_floor, far_floor = _amplitude(settings.floor_db), _amplitude(settings.far_floor_db)
     floor = np.where(near > 0, near_floor, far_floor)

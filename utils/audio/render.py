@@ -58,6 +58,7 @@ class Rendering:
     alpha: float = 2.0  # gated only: the gate's noise over-estimate
     hops: int = 4  # gated only: fine frames over each sample (2: half the work)
     energy_db: float | None = None  # gated only: keep only bins this far above their row's floor
+    gamma: float = 1.0  # gated only: the exponent of the probability in the gain
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -70,6 +71,8 @@ class Rendering:
                              f"got {far} (set --far_floor_db too)")  # fmt: skip
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"the gate's alpha must be positive, got {self.alpha}")
+        if not (math.isfinite(self.gamma) and 0 < self.gamma <= 1):
+            raise ValueError(f"the gate's gamma must be in (0, 1], got {self.gamma}")
         if self.hops not in HOPS:
             raise ValueError(f"the gate's hops must be one of {HOPS}, got {self.hops}")
         if self.energy_db is not None and not (
@@ -98,6 +101,8 @@ class Rendering:
             parts.append(f"far={self.far_floor_db:g}")
         if self.kind == "gated":
             parts.append(f"alpha={self.alpha:g}")
+        if self.kind == "gated" and self.gamma != Rendering.gamma:
+            parts.append(f"gamma={self.gamma:g}")
         if self.kind == "gated" and self.hops != Rendering.hops:
             parts.append(f"hops={self.hops}")
         if self.energy_cue_db is not None:
@@ -114,7 +119,7 @@ class Rendering:
         """The ``gated`` rendering's parameters."""
         far = self.floor_db if self.far_floor_db is None else self.far_floor_db
         return GateSettings(self.floor_db, far, self.alpha, self.margin_hz, self.margin_ms,
-                            self.threshold, self.hops)  # fmt: skip
+                            self.threshold, self.hops, self.gamma)  # fmt: skip
 
     def context_frames(self, sr: int) -> int:
         """BSD frames either side of a block of frames that its rendering depends on."""
@@ -171,9 +176,9 @@ BSD_RENDERING = Rendering()  # the data set's binary mask
 
 def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
     """A :class:`Rendering` from
-    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,hops=H][,energy=DB]``,
+    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,gamma=G][,hops=H][,energy=DB]``,
     e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
-    ``gated,floor=-20,far=-50,alpha=2,margin=200:30``.
+    ``gated,floor=-20,far=-50,alpha=2,gamma=0.5,margin=200:30``.
 
     Raises:
         ValueError: naming the part that cannot be read.
@@ -192,6 +197,8 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
                 values["far_floor_db"] = float(value)
             elif name == "alpha":
                 values["alpha"] = float(value)
+            elif name == "gamma":
+                values["gamma"] = float(value)
             elif name == "hops":
                 values["hops"] = int(value)
             elif name == "energy":
@@ -201,7 +208,7 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
         except ValueError:
             raise ValueError(
                 f"rendering {spec!r}: cannot read {option!r}; expected floor=DB, "
-                "margin=HZ:MS, far=DB, alpha=A, hops=H or energy=DB"
+                "margin=HZ:MS, far=DB, alpha=A, gamma=G, hops=H or energy=DB"
             ) from None
     return Rendering(**values)
 

@@ -48,6 +48,7 @@ class SegmentOptions:
     far_floor_db: float | None = None
     gate_alpha: float | None = None
     gate_hops: int | None = None
+    gate_gamma: float | None = None
     energy_db: float | None = None
     margin_hz: float | None = None
     margin_ms: float | None = None
@@ -93,6 +94,7 @@ class SegmentOptions:
             "far_floor_db": self.far_floor_db,
             "alpha": self.gate_alpha,
             "hops": self.gate_hops,
+            "gamma": self.gate_gamma,
             "energy_db": self.energy_db,
             "margin_hz": self.margin_hz,
             "margin_ms": self.margin_ms,

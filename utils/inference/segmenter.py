@@ -40,9 +40,10 @@ DEFAULT_OVERLAP = 0.25
 # How recordings' masks become audio unless told otherwise (BSD images: the binary mask).
 # Chosen on mixtures of the shared *_train folders (docs/evaluation.md, "Real field
 # recordings"): the soft mask with a noise gate in a finer STFT, 20 dB of floor near the bird
-# and 50 dB far from it, raised SI-SDR and BirdNET's confidence over every BSD-grid rendering.
+# and 50 dB far from it, raised SI-SDR and BirdNET's confidence over every BSD-grid rendering;
+# the probability's square root in the gain (gamma 0.5) raised BirdNET's confidence further.
 RECORDING_RENDERING = Rendering("gated", floor_db=-20.0, margin_hz=200.0, margin_ms=30.0,
-                                far_floor_db=-50.0, alpha=2.0)  # fmt: skip
+                                far_floor_db=-50.0, alpha=2.0, gamma=0.5)  # fmt: skip
 # Tiles of level-normalised recordings whose contrast is below this are not run: the highest
 # threshold that skipped no tile the quick-start model finds anything in, on the synthetic
 # validation split and the *_train mixtures (``python -m bench.bench_tile_skip``).

@@ -71,7 +71,7 @@ PRESETS = {
         "tile_width": 2048,
         "num_epochs": 20,
         "recording_overlap": 0.0,
-        "recording_render": "gated,floor=-20,margin=200:30,far=-50,alpha=2,hops=2",
+        "recording_render": "gated,floor=-20,margin=200:30,far=-50,alpha=2,gamma=0.5,hops=2",
     },  # fmt: skip
     # The trained baselines at the quick start's budget (about the same minutes on 2 cores,
     # on the same data and recipe): fewer optimizer steps per epoch, as their steps cost more.
@@ -168,7 +168,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording_render", default=None,
                    help="recorded in the checkpoint: how budsam_infer.py and budsam_eval.py "
                    "render recordings unless told, as a spec such as "
-                   "gated,floor=-20,margin=200:30,far=-50,alpha=2,hops=2")  # fmt: skip
+                   "gated,floor=-20,margin=200:30,far=-50,alpha=2,gamma=0.5,hops=2")  # fmt: skip
     p.add_argument(
         "--mask_resize", choices=MASK_RESIZES, default="nearest",
         help="target masks at the input size: nearest ({0,1}, the reference) or area "
