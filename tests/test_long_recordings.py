@@ -22,8 +22,8 @@ import soundfile as sf
 import budsam_infer as infer
 from tests.conftest import REPO_ROOT
 from utils.audio import bsd, kernel
-from utils.audio.conventions import num_frames
-from utils.audio.level import MAX_FRAMES, image_floors, level_gain
+from utils.audio.conventions import CENTER_ROW, num_frames
+from utils.audio.level import MAX_FRAMES, image_floors, level_gain, loud_bins
 from utils.audio.stream import scan_recording
 from utils.common.checkpoint_io import save_checkpoint
 from utils.common.distributed import shard_by_weight
@@ -392,8 +392,8 @@ def test_two_gloo_processes_give_what_one_gives(tiny_checkpoint, tmp_path):
 
 
 def test_the_energy_cue_streams_as_it_renders_in_memory(tiny_checkpoint, tmp_path):
-    """``--energy_db``: chunked equals unchunked and the in-memory segmenter, and it takes
-    away what the gate alone lets through."""
+    """``--energy_db``: chunked equals unchunked and the in-memory segmenter, and that is
+    the gate given only the probabilities of the bins that stand out of their row's floor."""
     path = _recording(tmp_path / "minute.wav", 60.0, seed=4)
     audio = {}
     for name, extra in {"7": ["--energy_db", "7.5"], "100000": ["--energy_db", "7.5"],
@@ -404,13 +404,22 @@ def test_the_energy_cue_streams_as_it_renders_in_memory(tiny_checkpoint, tmp_pat
                       "--chunk_seconds", chunk, *extra) == 0  # fmt: skip
         audio[name], _ = sf.read(out / "denoised" / "minute.wav")
     np.testing.assert_allclose(audio["7"], audio["100000"], atol=1 / 32768)
-    assert np.sum(audio["7"] ** 2) < 0.9 * np.sum(audio["plain"] ** 2)
+    assert np.abs(audio["7"] - audio["plain"]).max() > 0.01  # the cue changes the audio
     model, settings = load_model(str(tiny_checkpoint))
     rendering = dataclasses.replace(RECORDING_RENDERING, energy_db=7.5)
     segmenter = Segmenter(model, settings, overlap=0.25, rendering=rendering)
     views = load_views(Source("minute", RECORDING, path), LoadOptions(None, True))
-    _, in_memory, _ = segmenter.render(views[0], segmenter.probabilities(views)[0])
+    probabilities = segmenter.probabilities(views)[0]
+    _, in_memory, _ = segmenter.render(views[0], probabilities)
     np.testing.assert_allclose(in_memory, audio["100000"], atol=2 / 32768)
+    half = views[0].image[CENTER_ROW:]
+    loud = loud_bins(half, image_floors(half), 7.5)
+    assert 0.01 < loud.mean() < 0.5  # the noise's bins are dropped, the chirp's kept
+    plain = Segmenter(model, settings, overlap=0.25, rendering=RECORDING_RENDERING)
+    _, by_hand, _ = plain.render(views[0], probabilities * bsd.two_sided(loud))
+    np.testing.assert_allclose(in_memory, by_hand, atol=1e-6)
+    _, without, _ = plain.render(views[0], probabilities)
+    np.testing.assert_allclose(without, audio["plain"], atol=2 / 32768)
 
 
 def test_the_energy_cue_measures_each_channels_floors_on_its_own(tiny_checkpoint, tmp_path):
