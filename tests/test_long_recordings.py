@@ -422,6 +422,26 @@ def test_the_energy_cue_streams_as_it_renders_in_memory(tiny_checkpoint, tmp_pat
     np.testing.assert_allclose(without, audio["plain"], atol=2 / 32768)
 
 
+def test_time_flip_streams_as_it_segments_in_memory(tiny_checkpoint, tmp_path):
+    """``--time_flip``: chunked equals unchunked and the in-memory segmenter with it, and
+    it changes the masks."""
+    path = _recording(tmp_path / "half_minute.wav", 30.0, seed=6)
+    masks = {}
+    for name, extra in {"7": ["--time_flip"], "100000": ["--time_flip"], "plain": []}.items():
+        out = tmp_path / name
+        chunk = "7" if name == "7" else "100000"
+        assert _infer("-i", str(path), "-o", str(out), "-checkpoint", str(tiny_checkpoint),
+                      "--chunk_seconds", chunk, *extra) == 0  # fmt: skip
+        masks[name] = read_mask_png(out / "masks" / "half_minute.png")
+        assert json.loads((out / "summary.json").read_text())["time_flip"] == bool(extra)
+    np.testing.assert_array_equal(masks["7"], masks["100000"])
+    assert np.mean(masks["7"] != masks["plain"]) > 1e-3
+    model, settings = load_model(str(tiny_checkpoint))
+    segmenter = Segmenter(model, settings, overlap=0.25, time_flip=True)
+    views = load_views(Source("half_minute", RECORDING, path), LoadOptions(None, True))
+    assert np.mean((segmenter.probabilities(views)[0] >= 0.5) != masks["7"]) < 1e-5
+
+
 def test_the_energy_cue_measures_each_channels_floors_on_its_own(tiny_checkpoint, tmp_path):
     """Each channel of a stereo file has its own floors (and level): its output with the cue
     is that of the channel alone."""

@@ -54,6 +54,27 @@ def test_tiles_are_stitched_and_overlaps_averaged():
     assert not np.allclose(with_boxes[0], probs[0])  # a ground-truth box prompt changes it
 
 
+def test_time_flip_averages_the_map_with_the_time_reversed_images_map():
+    """Each tile's map with time_flip is the mean of the map and of the time-reversed
+    image's map reversed back; a box prompt is mirrored with its tile."""
+    model = _model()
+    image = np.random.default_rng(5).integers(0, 255, (1024, 256), dtype=np.uint8)
+    (plain,) = predict_probabilities(model, [image])
+    (of_reversed,) = predict_probabilities(model, [np.ascontiguousarray(image[:, ::-1])])
+    (flipped,) = predict_probabilities(model, [image], time_flip=True)
+    np.testing.assert_allclose(flipped, 0.5 * (plain + of_reversed[:, ::-1]), atol=1e-5)
+    assert not np.allclose(flipped, plain, atol=1e-3)  # the random model is not symmetric
+    box = np.array([40, 300, 100, 700], np.float32)  # columns 40-99 and their mirror 156-215
+    (boxed,) = predict_probabilities(model, [image], boxes=[box], time_flip=True)
+    (boxed_plain,) = predict_probabilities(model, [image], boxes=[box])
+    mirror = np.array([256 - 100, 300, 256 - 40, 700], np.float32)
+    (boxed_reversed,) = predict_probabilities(
+        model, [np.ascontiguousarray(image[:, ::-1])], boxes=[mirror]
+    )
+    np.testing.assert_allclose(boxed, 0.5 * (boxed_plain + boxed_reversed[:, ::-1]), atol=1e-5)
+    assert not boxed[:, :40].any() and boxed[300:700, 40:100].any()
+
+
 def test_half_spectrum_prediction_is_mirror_symmetric_and_full_sized():
     model = _model()
     image = np.random.default_rng(2).integers(0, 255, (1024, 300), dtype=np.uint8)

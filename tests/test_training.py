@@ -337,6 +337,7 @@ def test_preset_sets_defaults_that_any_flag_overrides():
     assert (fast.tr_path, fast.synthetic, fast.lr) == (demo.tr_path, demo.synthetic, demo.lr)
     # How its checkpoint's recordings are run: the default rendering at half its work.
     assert fast.recording_overlap == 0.0 and demo.recording_overlap is None
+    assert demo.recording_time_flip and fast.recording_time_flip is False  # twice the model
     fast_rendering = parse_rendering(fast.recording_render)
     assert fast_rendering == dataclasses.replace(RECORDING_RENDERING, hops=2)
     with pytest.raises(SystemExit):

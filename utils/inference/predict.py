@@ -40,6 +40,7 @@ def predict_probabilities(
     batch_size: int = 8,
     reference_preprocess: bool = False,
     skip_contrast: float = 0.0,
+    time_flip: bool = False,
 ) -> list[np.ndarray]:
     """Clean-sound probability maps, one ``(H, W)`` float32 array per ``(H, W)`` image.
 
@@ -59,6 +60,7 @@ def predict_probabilities(
     outside it (a tile it misses is not run). With ``half_spectrum`` the model sees
     bins 0 ... 512 only and its map is mirrored. A tile whose :func:`tile_contrast` is
     below ``skip_contrast`` is not run either: nothing in it stands out to be bird sound.
+    With ``time_flip`` each tile's map is :func:`tile_maps`' mean with its time reversal's.
     """
     if truth_masks is not None and boxes is not None:
         raise ValueError("give ground-truth masks or boxes as prompts, not both")
@@ -94,7 +96,9 @@ def predict_probabilities(
             ]
         else:
             prompts = [full_box(size, size)] * len(chunk)
-        maps = tile_maps(model, crops, prompts, device, amp, reference_preprocess, skip_contrast)
+        maps = tile_maps(
+            model, crops, prompts, device, amp, reference_preprocess, skip_contrast, time_flip
+        )
         for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
             width = min(crop.shape[1], images[i].shape[1] - start)  # without the padding
             blend_tile(sums[i], weights[i], prob, start, crop.shape[1], width)
@@ -123,11 +127,14 @@ def tile_maps(
     amp: str = "none",
     reference_preprocess: bool = False,
     skip_contrast: float = 0.0,
+    time_flip: bool = False,
 ) -> np.ndarray:
     """The model's clean-sound probabilities ``(n, S, S)`` float32 for ``n`` uint8 image
     crops, one box prompt ``[x0, y0, x1, y1]`` (model input pixels) each; a crop whose
     prompt is None is not run and gets zeros, and so does one whose :func:`tile_contrast`
-    is below ``skip_contrast`` (0: none)."""
+    is below ``skip_contrast`` (0: none). With ``time_flip`` a map is the mean of the
+    crop's and of its time reversal's (box mirrored), the latter reversed back: the model
+    runs twice."""
     size = model.img_size
     device = device or torch.device("cpu")
     run = [k for k, prompt in enumerate(prompts) if prompt is not None]
@@ -137,14 +144,25 @@ def tile_maps(
         loud = [i for i, x in enumerate(inputs) if tile_contrast(x[0]) >= skip_contrast]
         run, inputs = [run[i] for i in loud], [inputs[i] for i in loud]
     if run:
-        inputs = np.stack(inputs)
-        with autocast(device, amp):
-            logits = model(
-                torch.from_numpy(inputs).to(device),
-                torch.from_numpy(np.stack([prompts[k] for k in run])).to(device),
-            )
-        maps[run] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        inputs, boxes = np.stack(inputs), np.stack([prompts[k] for k in run])
+        maps[run] = _probabilities(model, inputs, boxes, device, amp)
+        if time_flip:
+            reversed_inputs = np.ascontiguousarray(inputs[..., ::-1])  # columns are time
+            mirrored = boxes.copy()
+            mirrored[:, [0, 2]] = size - boxes[:, [2, 0]]
+            reversed_maps = _probabilities(model, reversed_inputs, mirrored, device, amp)
+            maps[run] = 0.5 * (maps[run] + reversed_maps[..., ::-1])
     return maps
+
+
+def _probabilities(
+    model: BudSAM, inputs: np.ndarray, boxes: np.ndarray, device: torch.device, amp: str
+) -> np.ndarray:
+    """The model's ``(n, S, S)`` float32 probabilities for preprocessed ``inputs`` and
+    their box prompts."""
+    with autocast(device, amp):
+        logits = model(torch.from_numpy(inputs).to(device), torch.from_numpy(boxes).to(device))
+    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
 
 def tile_contrast(model_input: np.ndarray) -> float:

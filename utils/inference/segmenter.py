@@ -75,6 +75,7 @@ class ModelSettings:
     # training run (its preset) says (None: DEFAULT_OVERLAP and RECORDING_RENDERING).
     recording_overlap: float | None = None
     recording_render: str | None = None
+    recording_time_flip: bool = False  # average each tile's map with its time reversal's
 
     def recording_defaults(self) -> tuple[float, Rendering]:
         """The tile overlap and the rendering of recordings unless told otherwise."""
@@ -132,6 +133,7 @@ def model_settings(checkpoint: str, model_type: str, args: dict) -> ModelSetting
         sample_rate=args.get("sample_rate"),
         recording_overlap=args.get("recording_overlap"),
         recording_render=args.get("recording_render"),
+        recording_time_flip=bool(args.get("recording_time_flip") or False),
     )
     try:
         overlap, _ = settings.recording_defaults()
@@ -170,6 +172,8 @@ class Segmenter:
             probabilities are 0); 0 runs every tile.
         background_model: streamed recordings run the model in a background thread while
             the recording is read, transformed, rendered and written; None: on a GPU only.
+        time_flip: each tile's map is the mean of the model's maps of the tile and of its
+            time reversal (see :func:`utils.inference.predict.tile_maps`).
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class Segmenter:
         rendering: Rendering = BSD_RENDERING,
         skip_contrast: float = 0.0,
         background_model: bool | None = None,
+        time_flip: bool = False,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
@@ -204,6 +209,7 @@ class Segmenter:
         self.skip_contrast = skip_contrast if prompt == "full" else 0.0
         on_gpu = device is not None and device.type == "cuda"
         self.background_model = on_gpu if background_model is None else background_model
+        self.time_flip = time_flip
 
     def cannot_segment(self, view: View) -> str | None:
         """Why this prompt cannot be used on ``view``, or None when it can."""
@@ -277,6 +283,7 @@ class Segmenter:
             batch_size=self.batch_size,
             reference_preprocess=self.settings.reference_preprocess,
             skip_contrast=self.skip_contrast,
+            time_flip=self.time_flip,
         )
         if regions is not None:
             for probability, region in zip(probabilities, regions, strict=True):

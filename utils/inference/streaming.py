@@ -284,7 +284,7 @@ class _StreamedRun:
         """What returns the model's maps of a batch (run in ``background`` when given)."""
         segmenter, skip = self.segmenter, 0.0 if self.boxes else self.segmenter.skip_contrast
         args = (segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
-                segmenter.settings.reference_preprocess, skip)  # fmt: skip
+                segmenter.settings.reference_preprocess, skip, segmenter.time_flip)  # fmt: skip
         if background is not None:
             return background.submit(tile_maps, *args).result
         maps = tile_maps(*args)
