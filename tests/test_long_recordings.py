@@ -34,7 +34,7 @@ from utils.data.tiling import overlapping_tile_starts
 from utils.inference import streaming
 from utils.inference.box_prompts import box_gate, box_prompts
 from utils.inference.regions import RegionTracker
-from utils.inference.segmenter import RECORDING_RENDERING, Segmenter, load_model
+from utils.inference.segmenter import RECORDING_RENDERING, BandPrompt, Segmenter, load_model
 from utils.model.sam import build_sam
 
 SR = 8000
@@ -440,6 +440,15 @@ def test_time_flip_streams_as_it_segments_in_memory(tiny_checkpoint, tmp_path):
     segmenter = Segmenter(model, settings, overlap=0.25, time_flip=True)
     views = load_views(Source("half_minute", RECORDING, path), LoadOptions(None, True))
     assert np.mean((segmenter.probabilities(views)[0] >= 0.5) != masks["7"]) < 1e-5
+    # A box prompt: its mirrored tiles too, streamed as in memory.
+    box = ["--box", "3", "21", "800", "2500", "--time_flip", "--chunk_seconds", "7"]
+    assert _infer("-i", str(path), "-o", str(tmp_path / "box"), "-checkpoint",
+                  str(tiny_checkpoint), *box) == 0  # fmt: skip
+    boxed = read_mask_png(tmp_path / "box" / "masks" / "half_minute.png")
+    band = BandPrompt((3.0, 21.0), (800.0, 2500.0))
+    in_memory = Segmenter(model, settings, prompt="box", band=band, overlap=0.25, time_flip=True)
+    assert np.mean((in_memory.probabilities(views)[0] >= 0.5) != boxed) < 1e-5
+    assert 0 < boxed.mean() < masks["7"].mean()
 
 
 def test_the_energy_cue_measures_each_channels_floors_on_its_own(tiny_checkpoint, tmp_path):
@@ -562,7 +571,7 @@ def test_thousands_of_selections_prompt_the_tiles_a_brute_force_search_finds(tin
     jobs = run.jobs()
     assert time.perf_counter() - start < 10
     starts = overlapping_tile_starts(n_frames, settings.tile_width, 0.25)
-    brute = [(s, box.channel, b) for s in starts for b, box in enumerate(boxes)
+    brute = [(s, box.channel, b, False) for s in starts for b, box in enumerate(boxes)
              if box.pixels[0] < s + settings.tile_width and box.pixels[2] > s]  # fmt: skip
     assert jobs == brute
     gate = box_gate(boxes, 1, 4000, 12000, half_spectrum=True)

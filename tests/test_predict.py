@@ -9,6 +9,7 @@ import torch
 from utils.data.preprocess import preprocess_image
 from utils.data.tiling import (
     box_region,
+    mirrored_tile_starts,
     overlapping_tile_starts,
     tile_box,
     tile_starts,
@@ -73,6 +74,22 @@ def test_time_flip_averages_the_map_with_the_time_reversed_images_map():
     )
     np.testing.assert_allclose(boxed, 0.5 * (boxed_plain + boxed_reversed[:, ::-1]), atol=1e-5)
     assert not boxed[:, :40].any() and boxed[300:700, 40:100].any()
+
+
+def test_time_flipped_maps_of_a_reversed_image_are_the_reversed_maps():
+    """With tiles, time flip adds the reversed image's tiles (the mirrored grid): the maps
+    of an image and of its time reversal are then each other's reversal."""
+    model = _model()
+    image = np.random.default_rng(6).integers(0, 255, (1024, 600), dtype=np.uint8)
+    reversed_image = np.ascontiguousarray(image[:, ::-1])
+    options = dict(tile_width=256, overlap=0.25, time_flip=True)
+    (flipped,) = predict_probabilities(model, [image], **options)
+    (of_reversed,) = predict_probabilities(model, [reversed_image], **options)
+    np.testing.assert_allclose(flipped, of_reversed[:, ::-1], atol=1e-5)
+    (plain,) = predict_probabilities(model, [image], tile_width=256, overlap=0.25)
+    assert not np.allclose(flipped, plain, atol=1e-3)
+    assert mirrored_tile_starts([0, 192, 344], 600, 256) == [0, 152, 344]
+    assert mirrored_tile_starts([0], 200, 256) == [0]
 
 
 def test_half_spectrum_prediction_is_mirror_symmetric_and_full_sized():

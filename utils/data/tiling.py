@@ -55,6 +55,14 @@ def overlapping_tile_starts(width: int, tile_width: int | None, overlap: float =
     return starts + [width - tile_width]
 
 
+def mirrored_tile_starts(starts: list[int], width: int, tile_width: int | None) -> list[int]:
+    """The first columns, in order, of ``starts``' tiles mirrored in an image ``width``
+    wide: where the tiles of the time-reversed image lie (``[0]`` for one tile)."""
+    if tile_width is None or width <= tile_width:
+        return [0]
+    return sorted(width - tile_width - start for start in starts)
+
+
 def tile_weights(width: int) -> np.ndarray:
     """Blending weights ``(width,)`` of a tile's columns: a triangle peaking mid-tile, so
     where tiles overlap the one whose centre is nearer counts more. All positive."""

@@ -15,6 +15,7 @@ from utils.data.preprocess import box_prompt, full_box, preprocess_image, prepro
 from utils.data.tiling import (
     box_region,
     crop_input,
+    mirrored_tile_starts,
     overlapping_tile_starts,
     tile_box,
     tile_weights,
@@ -60,7 +61,9 @@ def predict_probabilities(
     outside it (a tile it misses is not run). With ``half_spectrum`` the model sees
     bins 0 ... 512 only and its map is mirrored. A tile whose :func:`tile_contrast` is
     below ``skip_contrast`` is not run either: nothing in it stands out to be bird sound.
-    With ``time_flip`` each tile's map is :func:`tile_maps`' mean with its time reversal's.
+    With ``time_flip`` the tiles of the time-reversed image run too (at
+    :func:`mirrored_tile_starts`, each reversed and its map reversed back) and are blended
+    with the others: the map is about the mean of the image's and the reversed image's.
     """
     if truth_masks is not None and boxes is not None:
         raise ValueError("give ground-truth masks or boxes as prompts, not both")
@@ -68,22 +71,24 @@ def predict_probabilities(
     device = device or torch.device("cpu")
     size = model.img_size
     keys = [zlib.crc32(name.encode()) for name in names] if names else range(len(images))
-    tiles = [
-        (i, s)
-        for i, image in enumerate(images)
-        for s in overlapping_tile_starts(image.shape[1], tile_width, overlap)
-    ]
+    tiles = []  # (image, start, reversed)
+    for i, image in enumerate(images):
+        starts = overlapping_tile_starts(image.shape[1], tile_width, overlap)
+        tiles += [(i, s, False) for s in starts]
+        if time_flip:
+            mirrored = mirrored_tile_starts(starts, image.shape[1], tile_width)
+            tiles += [(i, s, True) for s in mirrored]
     # Maps are blended at the model's row resolution and resized to the image's rows once:
     # linear resizing is separable, and the blending weights vary along time only.
     sums = [np.zeros((size, image.shape[1]), np.float32) for image in images]
     weights = [np.zeros(image.shape[1], np.float32) for image in images]
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first : first + batch_size]
-        crops = [crop_input(images[i], s, tile_width, half_spectrum) for i, s in chunk]
+        crops = [crop_input(images[i], s, tile_width, half_spectrum) for i, s, _ in chunk]
         if boxes is not None:
             prompts = [
                 tile_box(boxes[i], s, crop.shape, half_spectrum, size)
-                for (i, s), crop in zip(chunk, crops, strict=True)
+                for (i, s, _), crop in zip(chunk, crops, strict=True)
             ]
         elif truth_masks is not None:
             prompts = [
@@ -92,14 +97,15 @@ def predict_probabilities(
                     np.random.default_rng([seed, keys[i], s]),
                     max_shift,
                 )
-                for i, s in chunk
+                for i, s, _ in chunk
             ]
         else:
             prompts = [full_box(size, size)] * len(chunk)
+        flips = [r for _, _, r in chunk]
         maps = tile_maps(
-            model, crops, prompts, device, amp, reference_preprocess, skip_contrast, time_flip
+            model, crops, prompts, device, amp, reference_preprocess, skip_contrast, flips
         )
-        for (i, start), crop, prob in zip(chunk, crops, maps, strict=True):
+        for (i, start, _), crop, prob in zip(chunk, crops, maps, strict=True):
             width = min(crop.shape[1], images[i].shape[1] - start)  # without the padding
             blend_tile(sums[i], weights[i], prob, start, crop.shape[1], width)
     stitched = [
@@ -127,14 +133,13 @@ def tile_maps(
     amp: str = "none",
     reference_preprocess: bool = False,
     skip_contrast: float = 0.0,
-    time_flip: bool = False,
+    reversed_tiles: list[bool] | None = None,
 ) -> np.ndarray:
     """The model's clean-sound probabilities ``(n, S, S)`` float32 for ``n`` uint8 image
     crops, one box prompt ``[x0, y0, x1, y1]`` (model input pixels) each; a crop whose
     prompt is None is not run and gets zeros, and so does one whose :func:`tile_contrast`
-    is below ``skip_contrast`` (0: none). With ``time_flip`` a map is the mean of the
-    crop's and of its time reversal's (box mirrored), the latter reversed back: the model
-    runs twice."""
+    is below ``skip_contrast`` (0: none). A crop flagged in ``reversed_tiles`` runs
+    reversed in time (its box mirrored), and its map is reversed back."""
     size = model.img_size
     device = device or torch.device("cpu")
     run = [k for k, prompt in enumerate(prompts) if prompt is not None]
@@ -145,24 +150,15 @@ def tile_maps(
         run, inputs = [run[i] for i in loud], [inputs[i] for i in loud]
     if run:
         inputs, boxes = np.stack(inputs), np.stack([prompts[k] for k in run])
-        maps[run] = _probabilities(model, inputs, boxes, device, amp)
-        if time_flip:
-            reversed_inputs = np.ascontiguousarray(inputs[..., ::-1])  # columns are time
-            mirrored = boxes.copy()
-            mirrored[:, [0, 2]] = size - boxes[:, [2, 0]]
-            reversed_maps = _probabilities(model, reversed_inputs, mirrored, device, amp)
-            maps[run] = 0.5 * (maps[run] + reversed_maps[..., ::-1])
+        flipped = np.array([bool(reversed_tiles and reversed_tiles[k]) for k in run])
+        inputs[flipped] = inputs[flipped][..., ::-1]  # columns are time
+        boxes[flipped] = boxes[flipped][:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [size, 0, size, 0]
+        with autocast(device, amp):
+            logits = model(torch.from_numpy(inputs).to(device), torch.from_numpy(boxes).to(device))
+        probabilities = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        probabilities[flipped] = probabilities[flipped][..., ::-1]
+        maps[run] = probabilities
     return maps
-
-
-def _probabilities(
-    model: BudSAM, inputs: np.ndarray, boxes: np.ndarray, device: torch.device, amp: str
-) -> np.ndarray:
-    """The model's ``(n, S, S)`` float32 probabilities for preprocessed ``inputs`` and
-    their box prompts."""
-    with autocast(device, amp):
-        logits = model(torch.from_numpy(inputs).to(device), torch.from_numpy(boxes).to(device))
-    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
 
 def tile_contrast(model_input: np.ndarray) -> float:

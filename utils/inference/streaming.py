@@ -37,7 +37,7 @@ from utils.common.progress import Progress
 from utils.data.inputs import LoadOptions, Source, channel_names
 from utils.data.preprocess import full_box
 from utils.data.selection_table import Selection
-from utils.data.tiling import overlapping_tile_starts, tile_box
+from utils.data.tiling import mirrored_tile_starts, overlapping_tile_starts, tile_box
 from utils.inference.box_prompts import (
     BoxPrompt,
     box_gate,
@@ -184,12 +184,21 @@ class _StreamedRun:
         self.png_masks: list[list[np.ndarray]] = [[] for _ in range(channels)]
         self.png_images: list[list[np.ndarray]] = [[] for _ in range(channels)]
 
-    def jobs(self) -> list[tuple[int, int, int]]:
-        """``(tile start, channel, box index or -1)``, in the order the model sees them."""
+    def jobs(self) -> list[tuple[int, int, int, bool]]:
+        """``(tile start, channel, box index or -1, reversed)``, in the order the model sees
+        them (by start); reversed tiles (at the mirrored grid) only with time flip."""
         starts = overlapping_tile_starts(self.n_frames, self.tile_width, self.segmenter.overlap)
-        if self.boxes is None:
-            return [(s, c, -1) for s in starts for c in range(self.channels)]
-        return tiles_under_boxes(self.boxes, starts, self.tile_width, self.half, self.size)
+        grids = [(starts, False)]
+        if self.segmenter.time_flip:
+            grids.append((mirrored_tile_starts(starts, self.n_frames, self.tile_width), True))
+        jobs = []
+        for grid, reverse in grids:
+            if self.boxes is None:
+                tiles = [(s, c, -1) for s in grid for c in range(self.channels)]
+            else:
+                tiles = tiles_under_boxes(self.boxes, grid, self.tile_width, self.half, self.size)
+            jobs += [(*tile, reverse) for tile in tiles]
+        return sorted(jobs, key=lambda job: (job[0], job[3], job[2], job[1]))
 
     def run(
         self,
@@ -217,7 +226,7 @@ class _StreamedRun:
                 crops, prompts = self._model_inputs(batch)
                 if pending is not None:
                     self._blend(*pending)
-                pending = (batch, prompts, self._maps(crops, prompts, background))
+                pending = (batch, prompts, self._maps(batch, crops, prompts, background))
                 # Frames before this batch's first tile are final: render them a block at a
                 # time (while the model runs, with a background model).
                 rendered = self._render_final(rendered, batch[0][0], chunk_frames)
@@ -226,12 +235,12 @@ class _StreamedRun:
         self._render_final(rendered, self.n_frames + 1 + self.margin, chunk_frames, last=True)
         return self.energies, self.clipped
 
-    def batches(self) -> list[list[tuple[int, int, int]]]:
+    def batches(self) -> list[list[tuple[int, int, int, bool]]]:
         """:meth:`jobs` in batches of ``batch_size``, cut short where a job starts more than
         ``batch_size`` tiles after its batch's first (sparse box prompts), so a batch never
         holds more than that many tiles' frames."""
         size, reach = self.segmenter.batch_size, self.segmenter.batch_size * self.tile_width
-        batches: list[list[tuple[int, int, int]]] = []
+        batches: list[list[tuple[int, int, int, bool]]] = []
         for job in self.jobs():
             if not batches or len(batches[-1]) == size or job[0] - batches[-1][0][0] > reach:
                 batches.append([])
@@ -259,12 +268,12 @@ class _StreamedRun:
         images = [bsd.planes_to_half_image(p, gain) for p, gain in zip(planes, gains, strict=True)]
         self.frames.append(planes, images)
 
-    def _model_inputs(self, chunk: list[tuple[int, int, int]]) -> tuple[list, list]:
+    def _model_inputs(self, chunk: list[tuple[int, int, int, bool]]) -> tuple[list, list]:
         """The crops and box prompts of a batch of tiles (its frames read, transformed)."""
         tw = self.tile_width
-        self._extend(min(self.n_frames, max(s for s, _, _ in chunk) + tw))
+        self._extend(min(self.n_frames, max(job[0] for job in chunk) + tw))
         crops, prompts = [], []
-        for start, c, b in chunk:
+        for start, c, b, _ in chunk:
             at = start - self.frames.first
             crop = self.frames.images(c)[:, at : at + tw].copy()  # the frames' buffer may move
             if crop.shape[1] < tw:
@@ -279,23 +288,24 @@ class _StreamedRun:
         return crops, prompts
 
     def _maps(
-        self, crops: list, prompts: list, background: ThreadPoolExecutor | None
+        self, chunk: list, crops: list, prompts: list, background: ThreadPoolExecutor | None
     ) -> Callable[[], list[np.ndarray]]:
         """What returns the model's maps of a batch (run in ``background`` when given)."""
         segmenter, skip = self.segmenter, 0.0 if self.boxes else self.segmenter.skip_contrast
+        reversed_tiles = [job[3] for job in chunk]
         args = (segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
-                segmenter.settings.reference_preprocess, skip, segmenter.time_flip)  # fmt: skip
+                segmenter.settings.reference_preprocess, skip, reversed_tiles)  # fmt: skip
         if background is not None:
             return background.submit(tile_maps, *args).result
         maps = tile_maps(*args)
         return lambda: maps
 
     def _blend(
-        self, chunk: list[tuple[int, int, int]], prompts: list, maps: Callable[[], list]
+        self, chunk: list[tuple[int, int, int, bool]], prompts: list, maps: Callable[[], list]
     ) -> None:
         """Blend a batch's maps into the held frames' sums."""
         tw = self.tile_width
-        for (start, c, b), prompt, tile_map in zip(chunk, prompts, maps(), strict=True):
+        for (start, c, b, _), prompt, tile_map in zip(chunk, prompts, maps(), strict=True):
             width = min(tw, self.n_frames - start)
             region = None if b < 0 else prompt_region(prompt, self.size, tw, width)
             at = start - self.frames.first
