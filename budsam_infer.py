@@ -129,9 +129,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "checkpoint's training preset records for recordings, else "
                    f"{DEFAULT_OVERLAP})")  # fmt: skip
     p.add_argument("--time_flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each tile's map with the model's map of its time reversal "
-                   "(the model runs twice; default: what the checkpoint's training preset "
-                   "records for recordings, off otherwise)")  # fmt: skip
+                   help="also run the model on the tiles of the time-reversed input and "
+                   "blend their maps in (twice the model's work; default: what the checkpoint's "
+                   "training preset records for recordings, off otherwise)")  # fmt: skip
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument("--batch_size", type=positive_int, default=8, help="tiles per model call")
     p.add_argument("--device", choices=("cuda", "cpu"),

@@ -75,7 +75,7 @@ class ModelSettings:
     # training run (its preset) says (None: DEFAULT_OVERLAP and RECORDING_RENDERING).
     recording_overlap: float | None = None
     recording_render: str | None = None
-    recording_time_flip: bool = False  # average each tile's map with its time reversal's
+    recording_time_flip: bool = False  # also run the model on the time-reversed recording
 
     def recording_defaults(self) -> tuple[float, Rendering]:
         """The tile overlap and the rendering of recordings unless told otherwise."""
@@ -172,8 +172,8 @@ class Segmenter:
             probabilities are 0); 0 runs every tile.
         background_model: streamed recordings run the model in a background thread while
             the recording is read, transformed, rendered and written; None: on a GPU only.
-        time_flip: each tile's map is the mean of the model's maps of the tile and of its
-            time reversal (see :func:`utils.inference.predict.tile_maps`).
+        time_flip: the model also runs on the tiles of the time-reversed input, blended in
+            (see :func:`utils.inference.predict.predict_probabilities`).
     """
 
     def __init__(
