@@ -107,3 +107,24 @@ def tiles_under_boxes(
             if tile_box(box.pixels, start, shape, half_spectrum, size) is not None:
                 jobs.append((start, box.channel, b))
     return sorted(jobs, key=lambda job: (job[0], job[2]))
+
+
+def tile_jobs(
+    grids: list[tuple[list[int], bool]],
+    channels: int,
+    boxes: list[BoxPrompt] | None,
+    tile_width: int,
+    half_spectrum: bool,
+    size: int,
+) -> list[tuple[int, int, int, bool]]:
+    """``(tile start, channel, box index or -1, reversed)`` of the tiles of each grid
+    (``(starts, whether they run time-reversed)``): on every channel without boxes, else
+    those a box reaches (:func:`tiles_under_boxes`); ordered by start."""
+    jobs = []
+    for starts, reverse in grids:
+        if boxes is None:
+            tiles = [(s, c, -1) for s in starts for c in range(channels)]
+        else:
+            tiles = tiles_under_boxes(boxes, starts, tile_width, half_spectrum, size)
+        jobs += [(*tile, reverse) for tile in tiles]
+    return sorted(jobs, key=lambda job: (job[0], job[3], job[2], job[1]))

@@ -38,13 +38,7 @@ from utils.data.inputs import LoadOptions, Source, channel_names
 from utils.data.preprocess import full_box
 from utils.data.selection_table import Selection
 from utils.data.tiling import mirrored_tile_starts, overlapping_tile_starts, tile_box
-from utils.inference.box_prompts import (
-    BoxPrompt,
-    box_gate,
-    box_prompts,
-    prompt_region,
-    tiles_under_boxes,
-)
+from utils.inference.box_prompts import BoxPrompt, box_gate, box_prompts, prompt_region, tile_jobs
 from utils.inference.held_frames import HeldFrames
 from utils.inference.predict import blend_tile, tile_maps
 from utils.inference.regions import RegionTracker
@@ -185,20 +179,13 @@ class _StreamedRun:
         self.png_images: list[list[np.ndarray]] = [[] for _ in range(channels)]
 
     def jobs(self) -> list[tuple[int, int, int, bool]]:
-        """``(tile start, channel, box index or -1, reversed)``, in the order the model sees
-        them (by start); reversed tiles (at the mirrored grid) only with time flip."""
+        """:func:`tile_jobs` of the recording's tile grid and, with time flip, of its mirror
+        run reversed: in the order the model sees them."""
         starts = overlapping_tile_starts(self.n_frames, self.tile_width, self.segmenter.overlap)
         grids = [(starts, False)]
         if self.segmenter.time_flip:
             grids.append((mirrored_tile_starts(starts, self.n_frames, self.tile_width), True))
-        jobs = []
-        for grid, reverse in grids:
-            if self.boxes is None:
-                tiles = [(s, c, -1) for s in grid for c in range(self.channels)]
-            else:
-                tiles = tiles_under_boxes(self.boxes, grid, self.tile_width, self.half, self.size)
-            jobs += [(*tile, reverse) for tile in tiles]
-        return sorted(jobs, key=lambda job: (job[0], job[3], job[2], job[1]))
+        return tile_jobs(grids, self.channels, self.boxes, self.tile_width, self.half, self.size)
 
     def run(
         self,
@@ -292,9 +279,8 @@ class _StreamedRun:
     ) -> Callable[[], list[np.ndarray]]:
         """What returns the model's maps of a batch (run in ``background`` when given)."""
         segmenter, skip = self.segmenter, 0.0 if self.boxes else self.segmenter.skip_contrast
-        reversed_tiles = [job[3] for job in chunk]
         args = (segmenter.model, crops, prompts, segmenter.device, segmenter.amp,
-                segmenter.settings.reference_preprocess, skip, reversed_tiles)  # fmt: skip
+                segmenter.settings.reference_preprocess, skip, [j[3] for j in chunk])  # fmt: skip
         if background is not None:
             return background.submit(tile_maps, *args).result
         maps = tile_maps(*args)

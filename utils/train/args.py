@@ -58,9 +58,7 @@ QUICK_START = {
     "ema_decay": 0.99,
     "val_metric": "whole_fg_iou",
     "synthetic": {"train": 240, "valid": 40, "test": 100, "seed": 0},
-    # Recordings are segmented with time-flip averaging (+0.26 dB SI-SDR, +0.007 BirdNET
-    # on the *_train mixtures, twice the model's work).
-    "recording_time_flip": True,
+    "recording_time_flip": True,  # +0.26 dB, +0.007 BirdNET on *_train; twice the model's work
 }
 PRESETS = {
     "cpu_demo": QUICK_START,
@@ -166,16 +164,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(switch, action=argparse.BooleanOptionalAction, default=False, help=meaning)
     p.add_argument("--tile_width", type=int, help="cut images into time tiles of this many frames")
-    p.add_argument("--recording_overlap", type=float, default=None,
-                   help="recorded in the checkpoint: the tile overlap budsam_infer.py and "
-                   "budsam_eval.py use for recordings unless told (default: 0.25)")  # fmt: skip
-    p.add_argument("--recording_time_flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="recorded in the checkpoint: whether budsam_infer.py and budsam_eval.py "
-                   "also run the model on the time-reversed recording (--time_flip) unless "
-                   "told (default: no)")  # fmt: skip
-    p.add_argument("--recording_render", default=None,
-                   help="recorded in the checkpoint: how budsam_infer.py and budsam_eval.py "
-                   "render recordings unless told, as a spec such as "
+    told = "recorded in the checkpoint, for budsam_infer.py and budsam_eval.py on recordings "
+    told += "unless told: "
+    p.add_argument("--recording_overlap", type=float, help=f"{told}tile overlap (default: 0.25)")
+    p.add_argument("--recording_time_flip", action=argparse.BooleanOptionalAction,
+                   help=told + "--time_flip (default: off)")  # fmt: skip
+    p.add_argument("--recording_render", help=told + "the rendering, as a spec such as "
                    "gated,floor=-20,margin=200:30,far=-50,alpha=2,gamma=0.5,hops=2")  # fmt: skip
     p.add_argument(
         "--mask_resize", choices=MASK_RESIZES, default="nearest",
