@@ -148,9 +148,7 @@ def build_methods(args: argparse.Namespace, has_masks: bool) -> list[comparison.
                 )
             )
         default = recording_rendering if args.recordings else BSD_RENDERING
-        time_flip = args.time_flip
-        if time_flip is None:
-            time_flip = args.recordings and settings.recording_time_flip
+        time_flip = settings.time_flip(args.time_flip, args.recordings)
         flipped = ", time-flip averaged" if time_flip else ""
         for rendering in dict.fromkeys([default, *args.renderings]):  # each once, in order
             rendered = "" if rendering.is_bsd else f", rendered {rendering.spec}"

@@ -63,6 +63,18 @@ def mirrored_tile_starts(starts: list[int], width: int, tile_width: int | None) 
     return sorted(width - tile_width - start for start in starts)
 
 
+def tile_grids(
+    width: int, tile_width: int | None, overlap: float, time_flip: bool
+) -> list[tuple[list[int], bool]]:
+    """``(starts, reversed)`` of the tiles a map is blended from: the
+    :func:`overlapping_tile_starts` run as they are and, with ``time_flip``, their
+    :func:`mirrored_tile_starts` run time-reversed."""
+    starts = overlapping_tile_starts(width, tile_width, overlap)
+    if not time_flip:
+        return [(starts, False)]
+    return [(starts, False), (mirrored_tile_starts(starts, width, tile_width), True)]
+
+
 def tile_weights(width: int) -> np.ndarray:
     """Blending weights ``(width,)`` of a tile's columns: a triangle peaking mid-tile, so
     where tiles overlap the one whose centre is nearer counts more. All positive."""

@@ -124,15 +124,13 @@ class SegmentOptions:
         if overlap is None:
             overlap = settings.recording_defaults()[0] if recordings else DEFAULT_OVERLAP
         as_recordings = recordings and self.prompt != "gt_box"
-        time_flip = self.time_flip
-        if time_flip is None:
-            time_flip = as_recordings and settings.recording_time_flip
         return Segmenter(
             model, settings, prompt="box" if band else self.prompt, band=band,
             default_sr=self.sr, overlap=overlap, threshold=self.threshold,
             tile_width=self.tile_width or settings.tile_width
             or (RECORDING_TILE_WIDTH if recordings else None),
             batch_size=self.batch_size, device=device, amp=self.amp, seed=self.seed,
-            rendering=self.rendering(as_recordings, settings), time_flip=time_flip,
+            rendering=self.rendering(as_recordings, settings),
+            time_flip=settings.time_flip(self.time_flip, as_recordings),
             skip_contrast=self.skip_contrast if recordings and self.level != "bsd" else 0.0,
         )  # fmt: skip

@@ -15,9 +15,8 @@ from utils.data.preprocess import box_prompt, full_box, preprocess_image, prepro
 from utils.data.tiling import (
     box_region,
     crop_input,
-    mirrored_tile_starts,
-    overlapping_tile_starts,
     tile_box,
+    tile_grids,
     tile_weights,
 )
 from utils.model.budsam import BudSAM
@@ -61,9 +60,9 @@ def predict_probabilities(
     outside it (a tile it misses is not run). With ``half_spectrum`` the model sees
     bins 0 ... 512 only and its map is mirrored. A tile whose :func:`tile_contrast` is
     below ``skip_contrast`` is not run either: nothing in it stands out to be bird sound.
-    With ``time_flip`` the tiles of the time-reversed image run too (at
-    :func:`mirrored_tile_starts`, each reversed and its map reversed back) and are blended
-    with the others: the map is about the mean of the image's and the reversed image's.
+    With ``time_flip`` the tiles of the time-reversed image run too (see
+    :func:`tile_grids`; each reversed and its map reversed back) and are blended with the
+    others: the map is about the mean of the image's and the reversed image's.
     """
     if truth_masks is not None and boxes is not None:
         raise ValueError("give ground-truth masks or boxes as prompts, not both")
@@ -71,13 +70,12 @@ def predict_probabilities(
     device = device or torch.device("cpu")
     size = model.img_size
     keys = [zlib.crc32(name.encode()) for name in names] if names else range(len(images))
-    tiles = []  # (image, start, reversed)
-    for i, image in enumerate(images):
-        starts = overlapping_tile_starts(image.shape[1], tile_width, overlap)
-        tiles += [(i, s, False) for s in starts]
-        if time_flip:
-            mirrored = mirrored_tile_starts(starts, image.shape[1], tile_width)
-            tiles += [(i, s, True) for s in mirrored]
+    tiles = [  # (image, start, reversed)
+        (i, s, reverse)
+        for i, image in enumerate(images)
+        for starts, reverse in tile_grids(image.shape[1], tile_width, overlap, time_flip)
+        for s in starts
+    ]
     # Maps are blended at the model's row resolution and resized to the image's rows once:
     # linear resizing is separable, and the blending weights vary along time only.
     sums = [np.zeros((size, image.shape[1]), np.float32) for image in images]

@@ -77,6 +77,11 @@ class ModelSettings:
     recording_render: str | None = None
     recording_time_flip: bool = False  # also run the model on the time-reversed recording
 
+    def time_flip(self, asked: bool | None, recordings: bool) -> bool:
+        """Whether to run time-flip averaging: as ``asked``, else as recorded for
+        recordings, and not for anything else (BSD images, the paper's protocol)."""
+        return asked if asked is not None else recordings and self.recording_time_flip
+
     def recording_defaults(self) -> tuple[float, Rendering]:
         """The tile overlap and the rendering of recordings unless told otherwise."""
         overlap = DEFAULT_OVERLAP if self.recording_overlap is None else self.recording_overlap

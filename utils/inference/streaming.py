@@ -37,7 +37,7 @@ from utils.common.progress import Progress
 from utils.data.inputs import LoadOptions, Source, channel_names
 from utils.data.preprocess import full_box
 from utils.data.selection_table import Selection
-from utils.data.tiling import mirrored_tile_starts, overlapping_tile_starts, tile_box
+from utils.data.tiling import tile_box, tile_grids
 from utils.inference.box_prompts import BoxPrompt, box_gate, box_prompts, prompt_region, tile_jobs
 from utils.inference.held_frames import HeldFrames
 from utils.inference.predict import blend_tile, tile_maps
@@ -181,11 +181,9 @@ class _StreamedRun:
     def jobs(self) -> list[tuple[int, int, int, bool]]:
         """:func:`tile_jobs` of the recording's tile grid and, with time flip, of its mirror
         run reversed: in the order the model sees them."""
-        starts = overlapping_tile_starts(self.n_frames, self.tile_width, self.segmenter.overlap)
-        grids = [(starts, False)]
-        if self.segmenter.time_flip:
-            grids.append((mirrored_tile_starts(starts, self.n_frames, self.tile_width), True))
-        return tile_jobs(grids, self.channels, self.boxes, self.tile_width, self.half, self.size)
+        tw, segmenter = self.tile_width, self.segmenter
+        grids = tile_grids(self.n_frames, tw, segmenter.overlap, segmenter.time_flip)
+        return tile_jobs(grids, self.channels, self.boxes, tw, self.half, self.size)
 
     def run(
         self,
