@@ -225,10 +225,9 @@ RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
                 "render", "floor_db", "far_floor_db", "gate_alpha", "gate_gamma", "gate_hops",
-                "energy_db",
-                "margin_hz", "margin_ms", "tile_width", "overlap", "time_flip", "threshold",
-                "amp", "seed",
-                "save_overlays", "png_max_seconds", "skip_contrast")  # fmt: skip
+                "energy_db", "margin_hz", "margin_ms", "tile_width", "overlap", "time_flip",
+                "threshold", "amp", "seed", "save_overlays", "png_max_seconds",
+                "skip_contrast")  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace) -> dict:
