@@ -31,6 +31,7 @@ import torch
 from utils.audio.render import BSD_RENDERING, parse_rendering
 from utils.common.cli import OneSpellingHelpFormatter
 from utils.common.cpu import cpu_threads, keep_freed_memory
+from utils.common.environment import software_versions
 from utils.common.progress import Progress
 from utils.data.inputs import LoadOptions, discover, load_or_skip
 from utils.evaluation import comparison
@@ -277,6 +278,7 @@ def evaluate_all(args: argparse.Namespace) -> int:
             "warnings": warnings,
             "methods": summaries,
             "notes": {m.label: m.notes for m in methods if m.notes},
+            "software": software_versions(),
         },
     )
     print(table)

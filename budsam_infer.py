@@ -110,6 +110,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate_gamma", type=float, default=None,
                    help="gated: the exponent of the probability in the gain, in (0, 1] (lower: "
                    "the bins the model is unsure of keep more of their sound)")  # fmt: skip
+    p.add_argument("--gate_smooth_hz", type=float, default=None,
+                   help="gated: average the noise gate over this much above and below each "
+                   "bin (fewer bins flickering on and off)")  # fmt: skip
+    p.add_argument("--gate_smooth_ms", type=float, default=None,
+                   help="gated: average the noise gate over this much before and "
+                   "after")  # fmt: skip
     p.add_argument("--gate_hops", type=int, default=None, choices=HOPS,
                    help="gated: finer-STFT frames over each sample (2: about half the "
                    "rendering's time)")  # fmt: skip
@@ -225,6 +231,7 @@ RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
                 "render", "floor_db", "far_floor_db", "gate_alpha", "gate_gamma", "gate_hops",
+                "gate_smooth_hz", "gate_smooth_ms",
                 "energy_db", "margin_hz", "margin_ms", "tile_width", "overlap", "time_flip",
                 "threshold", "amp", "seed", "save_overlays", "png_max_seconds",
                 "skip_contrast")  # fmt: skip

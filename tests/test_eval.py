@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import budsam_eval
 from utils.audio import io as audio_io
@@ -56,6 +57,7 @@ def test_comparison_table_covers_every_method_and_writes_csv_markdown_and_chart(
         assert len(list(csv.DictReader(handle))) == 7 * 4
     summary = json.loads((out / "summary.json").read_text())
     assert summary["files"] == 4 and summary["skipped"] == 0
+    assert summary["software"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert "| method | fg IoU |" in capsys.readouterr().out
 
 

@@ -172,12 +172,12 @@ def gains_hop(sr: int) -> int:
     return fine_grid(sr)[1]
 
 
-@pytest.mark.parametrize("hops", [4, 2])
-def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole(hops):
+@pytest.mark.parametrize("hops, smooth", [(4, ""), (2, ""), (4, ",smooth=50:20")])
+def test_gated_rendering_a_block_at_a_time_equals_rendering_it_whole(hops, smooth):
     from utils.audio.gated import block_gains, context_samples, source_frames
 
     _, noisy, probability = _tone_in_noise(seconds=14.0, seed=2)
-    gated = parse_rendering(f"gated,floor=-20,far=-50,alpha=2,margin=200:30,hops={hops}")
+    gated = parse_rendering(f"gated,floor=-20,far=-50,alpha=2,margin=200:30,hops={hops}{smooth}")
     whole = apply_gains(noisy, gated.signal_gains(noisy, bsd.two_sided(probability), SR))
     context = context_samples(gated.gate, SR)
     assert context > 5 * SR  # the noise is measured 5 s either side
@@ -251,6 +251,26 @@ def test_gamma_raises_the_gain_of_the_bins_the_model_is_unsure_of():
     assert shares[0.25, 1.0].min() > 0.2  # the whistle passes the gate
 
 
+def test_the_smoothed_gate_is_the_box_mean_of_the_gate():
+    """With P = 0.1 everywhere (all of it noise to the gate) and no floor the gain is 0.1
+    times the gate; ``smooth=50:20`` at 48 kHz averages the gate over 2 fine frames (10.7 ms
+    each) and 2 fine bins (23.4 Hz) either side, the edges repeated."""
+    from scipy.ndimage import uniform_filter
+
+    _, noisy, probability = _tone_in_noise()
+    probability[:] = 0.1
+    plain = parse_rendering("gated,alpha=2").signal_gains(noisy, bsd.two_sided(probability), SR)
+    smoothed = parse_rendering("gated,alpha=2,smooth=50:20").signal_gains(
+        noisy, bsd.two_sided(probability), SR
+    )
+    assert 0.01 < (plain.gains > 0).mean() < 0.99  # the gate passes some bins, not others
+    expected = uniform_filter(plain.gains.astype(np.float64), size=(5, 5), mode="nearest")
+    np.testing.assert_allclose(smoothed.gains, expected, atol=1e-5)
+    flicker = {name: np.abs(np.diff(g.gains, axis=0)).mean() for name, g in
+               (("plain", plain), ("smoothed", smoothed))}  # fmt: skip
+    assert flicker["smoothed"] < flicker["plain"]
+
+
 def test_gated_renderings_read_back_and_check_their_floors():
     spec = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
     assert parse_rendering(spec).spec == spec
@@ -258,6 +278,11 @@ def test_gated_renderings_read_back_and_check_their_floors():
     assert parse_rendering(f"{spec},hops=4").spec == spec  # the default, left out
     assert parse_rendering(f"{spec},gamma=0.5").spec == f"{spec},gamma=0.5"
     assert parse_rendering(f"{spec},gamma=1").spec == spec  # the default, left out
+    assert parse_rendering(f"{spec},smooth=50:20").spec == f"{spec},smooth=50:20"
+    assert parse_rendering(f"{spec},smooth=0:0").spec == spec  # the default, left out
+    for bad in ("-1:20", "50:inf", "x"):
+        with pytest.raises(ValueError, match="smoothing must be finite|cannot read"):
+            parse_rendering(f"gated,smooth={bad}")
     for bad in ("0", "1.5", "nan"):
         with pytest.raises(ValueError, match="gamma must be in"):
             parse_rendering(f"gated,gamma={bad}")
@@ -295,8 +320,9 @@ def test_recordings_default_to_gated_and_render_soft_gives_the_previous_default(
     from utils.inference.options import SegmentOptions
 
     default = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
-    assert SegmentOptions().rendering(True).spec == f"{default},gamma=0.5"
-    assert SegmentOptions(gate_gamma=1.0).rendering(True).spec == default
+    assert SegmentOptions().rendering(True).spec == f"{default},gamma=0.5,smooth=50:20"
+    unsmoothed = SegmentOptions(gate_gamma=1.0, gate_smooth_hz=0.0, gate_smooth_ms=0.0)
+    assert unsmoothed.rendering(True).spec == default
     assert SegmentOptions(render="soft").rendering(True).spec == "soft,floor=-20,margin=200:30"
     assert SegmentOptions().rendering(False).is_bsd  # BSD images keep the data set's mask
     with pytest.raises(ValueError, match="set --far_floor_db too"):

@@ -57,8 +57,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_training_writes_a_self_describing_run_folder(data_root, tmp_path, capsys):
     assert train.main(_args(data_root, tmp_path, "-num_epochs", "2")) == 0
     run_dir = _only_run(tmp_path)
-    for name in ("args.json", "command.txt", "metrics.jsonl", "metrics.csv", "loss.png",
-                 "val_metrics.png", run_log.LATEST, run_log.BEST, "test_metrics.json"):  # fmt: skip
+    for name in ("args.json", "command.txt", "environment.jsonl", "metrics.jsonl", "metrics.csv",
+                 "loss.png", "val_metrics.png", run_log.LATEST, run_log.BEST,
+                 "test_metrics.json"):  # fmt: skip
         assert (run_dir / name).is_file(), name
     records = run_log.read_metrics(run_dir)
     assert [r["epoch"] for r in records] == [0, 1]
@@ -68,6 +69,9 @@ def test_training_writes_a_self_describing_run_folder(data_root, tmp_path, capsy
     test = json.loads((run_dir / "test_metrics.json").read_text())
     assert test["test_gt_box_n_images"] == test["test_full_n_images"] == COUNTS["test"]
     assert "ground-truth box (paper)" in capsys.readouterr().out
+    software = json.loads((run_dir / "environment.jsonl").read_text().splitlines()[0])
+    assert software["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert software["python"] == sys.version.split()[0]
     latest = load_checkpoint(run_dir / run_log.LATEST)  # weights_only=True inside
     assert latest["epoch"] == 2 and latest["step"] == 2 * (COUNTS["train"] // 2)
     assert json.loads(latest["args"]["train_parts"]) == ["mask_decoder"]

@@ -7,7 +7,7 @@ the BSD grid) are carried onto a Hann STFT of about 43 ms windows (2,048 samples
 see :func:`fine_grid`) with a hop of a quarter window (``hops`` 4) or half a window
 (``hops`` 2: half the work, for speed), and each of its bins gets the gain
 
-    floor + (1 - floor) * clip(P ** gamma * G, 0, 1)
+    floor + (1 - floor) * clip(P ** gamma * smooth(G), 0, 1)
 
 * ``P``: the probability, widened by the rendering's margin (a maximum filter), raised to
   ``gamma`` (below 1: the bins the model is unsure of keep more);
@@ -17,6 +17,8 @@ see :func:`fine_grid`) with a hop of a quarter window (``hops`` 4) or half a win
   :data:`NOISE_PROBABILITY`). Where the model calls none of them noise (a cicada band it
   takes for a bird, say), ``N`` is the geometric mean power of all of them raised by
   :data:`UNLABELLED_NOISE_DB`: only what stands well out of that stretch passes;
+* ``smooth``: the mean over ``smooth_hz`` above and below and ``smooth_ms`` before and
+  after (a box filter; none by default): fewer isolated bins flicker on and off;
 * ``floor``: ``floor_db`` near what the model keeps (within :data:`NEAR_HZ` and
   :data:`NEAR_MS` of a bin at or above the threshold), ``far_floor_db`` elsewhere.
 
@@ -55,6 +57,8 @@ class GateSettings:
     threshold: float
     hops: int = 4  # fine frames over each sample: the fine hop is the window over this
     gamma: float = 1.0  # the exponent of the widened probability in the gain
+    smooth_hz: float = 0.0  # the gate is averaged over this much above and below
+    smooth_ms: float = 0.0  # and this much before and after
 
 
 HOPS = (2, 4)  # the fine hops allowed: half and a quarter of a window
@@ -91,10 +95,17 @@ def _context_frames(settings: GateSettings, sr: int) -> tuple[int, int, int, int
     )
 
 
+def _smooth_size(settings: GateSettings, sr: int) -> tuple[int, int]:
+    """The gate's smoothing half-widths in (fine frames, fine bins)."""
+    n_fft, hop = fine_grid(sr, settings.hops)
+    return _frames(settings.smooth_ms, sr / hop / 1000.0), _frames(settings.smooth_hz, n_fft / sr)
+
+
 def _reach(settings: GateSettings, sr: int) -> int:
     """Fine frames either side of a frame that its gain depends on (plus one)."""
     margin_t, near_t, noise_t, _, _ = _context_frames(settings, sr)
-    return max(noise_t + margin_t, near_t) + 1
+    smooth_t = _smooth_size(settings, sr)[0]
+    return max(noise_t + margin_t + smooth_t, near_t) + 1
 
 
 def context_samples(settings: GateSettings, sr: int) -> int:
@@ -182,6 +193,7 @@ def block_gains(
     """
     n_fft, hop = fine_grid(sr, settings.hops)
     margin_t, near_t, noise_t, margin_b, near_b = _context_frames(settings, sr)
+    smooth_t, smooth_b = _smooth_size(settings, sr)
     a, b, inner = _fine_span(settings, sr, keep, total)
     if probability.shape != (N_BINS, b - a):
         raise ValueError(f"probabilities must be ({N_BINS}, {b - a}), got {probability.shape}")
@@ -189,14 +201,11 @@ def block_gains(
     power = _power(spectrum)
     fine = _on_fine_bins(probability, n_fft)
     widened = _widen(fine, margin_t, margin_b)  # in [0, 1], as the probabilities
-    noise = _noise_power(power, widened < NOISE_PROBABILITY, noise_t, inner)
-    power = power[inner]
-    # The Wiener gate max(1 - alpha N / |X|^2, 0); 1 where no noise is measured, 0 where
-    # there is noise and the bin is silent.
-    ratio = (noise > 0).astype(np.float32)
-    np.divide(np.float32(settings.alpha) * noise, power, out=ratio, where=power > 0)
-    gate = np.subtract(np.float32(1.0), ratio, out=ratio)
-    kept = np.maximum(gate, 0.0, out=gate)
+    # The gate is smoothed over frames around the inner ones: those within the recording.
+    gated = slice(max(inner.start - smooth_t, 0), min(inner.stop + smooth_t, b - a))
+    noise = _noise_power(power, widened < NOISE_PROBABILITY, noise_t, gated)
+    gate = _smooth(_wiener_gate(power[gated], noise, settings.alpha), smooth_t, smooth_b)
+    kept = gate[inner.start - gated.start : inner.stop - gated.start]
     kept *= widened[inner] if settings.gamma == 1.0 else widened[inner] ** settings.gamma
     near = _widen((fine >= settings.threshold).view(np.uint8), near_t, near_b)[inner]
     near_floor, far_floor = _amplitude(settings.floor_db), _amplitude(settings.far_floor_db)
@@ -206,6 +215,23 @@ def block_gains(
     if region is not None:
         gains *= _on_fine_bins(region[:, inner].astype(np.float32), n_fft) > 0.5
     return FineGains(gains, a + inner.start, sr, keep, total, spectrum[inner], settings.hops)
+
+
+def _wiener_gate(power: np.ndarray, noise: np.ndarray, alpha: float) -> np.ndarray:
+    """``max(1 - alpha N / |X|^2, 0)`` per bin: 1 where no noise is measured, 0 where there
+    is noise and the bin is silent."""
+    ratio = (noise > 0).astype(np.float32)
+    np.divide(np.float32(alpha) * noise, power, out=ratio, where=power > 0)
+    gate = np.subtract(np.float32(1.0), ratio, out=ratio)
+    return np.maximum(gate, 0.0, out=gate)
+
+
+def _smooth(values: np.ndarray, frames: int, bins: int) -> np.ndarray:
+    """Mean over ``frames`` fine frames and ``bins`` fine bins either side (the edge values
+    repeated beyond the array)."""
+    if not frames and not bins:
+        return values
+    return cv2.blur(values, (2 * bins + 1, 2 * frames + 1), borderType=cv2.BORDER_REPLICATE)
 
 
 def _amplitude(db: float) -> np.float32:

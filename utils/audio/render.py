@@ -13,7 +13,8 @@ A :class:`Rendering` turns a two-sided ``(1024, T)`` probability map into gains 
 
 ``gated`` works in a finer STFT instead (:mod:`utils.audio.gated`): the soft mask with its
 margin, times a noise gate, with ``floor_db`` near what the model keeps and
-``far_floor_db`` elsewhere (``hops`` 2 halves its work). Its gains are a
+``far_floor_db`` elsewhere (``hops`` 2 halves its work; ``smooth_hz`` and ``smooth_ms``
+average the gate over neighbouring bins). Its gains are a
 :class:`utils.audio.gated.FineGains`. With ``energy_db``, the probabilities are first
 zeroed where a bin of the spectrogram image is less than that far above its frequency's
 floor (the lower median over the recording: :func:`utils.audio.level.image_floors`).
@@ -59,6 +60,8 @@ class Rendering:
     hops: int = 4  # gated only: fine frames over each sample (2: half the work)
     energy_db: float | None = None  # gated only: keep only bins this far above their row's floor
     gamma: float = 1.0  # gated only: the exponent of the probability in the gain
+    smooth_hz: float = 0.0  # gated only: the gate's mean over this much above and below
+    smooth_ms: float = 0.0  # gated only: and this much before and after
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,6 +85,9 @@ class Rendering:
         margins = (self.margin_hz, self.margin_ms)
         if not all(math.isfinite(m) and m >= 0 for m in margins):
             raise ValueError(f"margins must be finite and >= 0, got {margins}")
+        smoothing = (self.smooth_hz, self.smooth_ms)
+        if not all(math.isfinite(m) and m >= 0 for m in smoothing):
+            raise ValueError(f"the gate's smoothing must be finite and >= 0, got {smoothing}")
 
     @property
     def is_bsd(self) -> bool:
@@ -105,6 +111,8 @@ class Rendering:
             parts.append(f"gamma={self.gamma:g}")
         if self.kind == "gated" and self.hops != Rendering.hops:
             parts.append(f"hops={self.hops}")
+        if self.kind == "gated" and (self.smooth_hz or self.smooth_ms):
+            parts.append(f"smooth={self.smooth_hz:g}:{self.smooth_ms:g}")
         if self.energy_cue_db is not None:
             parts.append(f"energy={self.energy_cue_db:g}")
         return ",".join(parts)
@@ -119,7 +127,8 @@ class Rendering:
         """The ``gated`` rendering's parameters."""
         far = self.floor_db if self.far_floor_db is None else self.far_floor_db
         return GateSettings(self.floor_db, far, self.alpha, self.margin_hz, self.margin_ms,
-                            self.threshold, self.hops, self.gamma)  # fmt: skip
+                            self.threshold, self.hops, self.gamma, self.smooth_hz,
+                            self.smooth_ms)  # fmt: skip
 
     def context_frames(self, sr: int) -> int:
         """BSD frames either side of a block of frames that its rendering depends on."""
@@ -176,9 +185,9 @@ BSD_RENDERING = Rendering()  # the data set's binary mask
 
 def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
     """A :class:`Rendering` from
-    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,gamma=G][,hops=H][,energy=DB]``,
-    e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
-    ``gated,floor=-20,far=-50,alpha=2,gamma=0.5,margin=200:30``.
+    ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,gamma=G][,hops=H][,smooth=HZ:MS]
+    [,energy=DB]``, e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
+    ``gated,floor=-20,far=-50,alpha=2,gamma=0.5,margin=200:30,smooth=50:20``.
 
     Raises:
         ValueError: naming the part that cannot be read.
@@ -201,6 +210,9 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
                 values["gamma"] = float(value)
             elif name == "hops":
                 values["hops"] = int(value)
+            elif name == "smooth":
+                hz, _, ms = value.partition(":")
+                values["smooth_hz"], values["smooth_ms"] = float(hz), float(ms or 0)
             elif name == "energy":
                 values["energy_db"] = float(value)
             else:
@@ -208,7 +220,7 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
         except ValueError:
             raise ValueError(
                 f"rendering {spec!r}: cannot read {option!r}; expected floor=DB, "
-                "margin=HZ:MS, far=DB, alpha=A, gamma=G, hops=H or energy=DB"
+                "margin=HZ:MS, far=DB, alpha=A, gamma=G, hops=H, smooth=HZ:MS or energy=DB"
             ) from None
     return Rendering(**values)
 

@@ -49,6 +49,8 @@ class SegmentOptions:
     gate_alpha: float | None = None
     gate_hops: int | None = None
     gate_gamma: float | None = None
+    gate_smooth_hz: float | None = None
+    gate_smooth_ms: float | None = None
     energy_db: float | None = None
     margin_hz: float | None = None
     margin_ms: float | None = None
@@ -96,6 +98,8 @@ class SegmentOptions:
             "alpha": self.gate_alpha,
             "hops": self.gate_hops,
             "gamma": self.gate_gamma,
+            "smooth_hz": self.gate_smooth_hz,
+            "smooth_ms": self.gate_smooth_ms,
             "energy_db": self.energy_db,
             "margin_hz": self.margin_hz,
             "margin_ms": self.margin_ms,

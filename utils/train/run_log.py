@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
+from utils.common.environment import software_versions  # noqa: E402
 from utils.common.files import atomic_path, write_text  # noqa: E402
 
 LATEST = "budsam_model_latest.pth"
@@ -78,11 +79,15 @@ def check_work_dir(work_dir: str | Path) -> None:
 
 
 def save_run_config(run_dir: Path, args: dict) -> None:
-    """``args.json`` and ``command.txt`` (the command line as typed)."""
+    """``args.json``; and a line added to ``command.txt`` (the command line as typed) and to
+    ``environment.jsonl`` (:func:`utils.common.environment.software_versions`) for each start
+    or resumption."""
     write_text(run_dir / "args.json", json.dumps(args, indent=2, sort_keys=True, default=str))
     command = shlex.join([sys.executable, *sys.argv])
     with open(run_dir / "command.txt", "a") as handle:
         handle.write(command + "\n")
+    with open(run_dir / "environment.jsonl", "a") as handle:
+        handle.write(json.dumps(software_versions()) + "\n")
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
