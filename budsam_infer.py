@@ -114,8 +114,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="gated: average the noise gate over this much above and below each "
                    "bin (fewer bins flickering on and off)")  # fmt: skip
     p.add_argument("--gate_smooth_ms", type=float, default=None,
-                   help="gated: average the noise gate over this much before and "
-                   "after")  # fmt: skip
+                   help="gated: average the gate over this much before and after")  # fmt: skip
     p.add_argument("--gate_hops", type=int, default=None, choices=HOPS,
                    help="gated: finer-STFT frames over each sample (2: about half the "
                    "rendering's time)")  # fmt: skip
