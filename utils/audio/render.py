@@ -200,8 +200,7 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
             if name == "floor":
                 values["floor_db"] = float(value)
             elif name == "margin":
-                hz, _, ms = value.partition(":")
-                values["margin_hz"], values["margin_ms"] = float(hz), float(ms or 0)
+                values["margin_hz"], values["margin_ms"] = _hz_and_ms(value)
             elif name == "far":
                 values["far_floor_db"] = float(value)
             elif name == "alpha":
@@ -211,8 +210,7 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
             elif name == "hops":
                 values["hops"] = int(value)
             elif name == "smooth":
-                hz, _, ms = value.partition(":")
-                values["smooth_hz"], values["smooth_ms"] = float(hz), float(ms or 0)
+                values["smooth_hz"], values["smooth_ms"] = _hz_and_ms(value)
             elif name == "energy":
                 values["energy_db"] = float(value)
             else:
@@ -223,6 +221,12 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
                 "margin=HZ:MS, far=DB, alpha=A, gamma=G, hops=H, smooth=HZ:MS or energy=DB"
             ) from None
     return Rendering(**values)
+
+
+def _hz_and_ms(value: str) -> tuple[float, float]:
+    """``HZ:MS`` (or ``HZ``, MS 0) as two floats; ValueError if either cannot be read."""
+    hz, _, ms = value.partition(":")
+    return float(hz), float(ms or 0)
 
 
 def apply_gains(
