@@ -540,7 +540,10 @@ def test_a_recordings_overlay_drawn_in_blocks_is_the_whole_overlay(tiny_checkpoi
     expected = np.round(overlay(view.image, mask) * 255).astype(np.uint8)
     drawn = cv2.cvtColor(cv2.imread(str(out / "overlays" / "clip.png")), cv2.COLOR_BGR2RGB)
     assert drawn.shape == (1024, num_frames(70 * SR), 3)
-    np.testing.assert_array_equal(drawn, expected)
+    # The stream's STFT rounds apart from one whole-recording product (see the test above):
+    # a pixel may land one grey level apart, where its value sits at a rounding boundary.
+    apart = np.abs(drawn.astype(np.int16) - expected)
+    assert apart.max() <= 1 and np.mean(apart > 0) < 1e-5
 
 
 def test_a_length_the_header_understates_keeps_the_level_scan_bounded(tmp_path):
