@@ -46,6 +46,12 @@ from utils.audio.kernel import istft_planes, stft_planes
 KINDS = ("binary", "soft", "gated")
 
 
+def _check_extent(what: str, hz_and_ms: tuple[float, float]) -> None:
+    """ValueError naming ``what`` unless both values are finite and >= 0."""
+    if not all(math.isfinite(v) and v >= 0 for v in hz_and_ms):
+        raise ValueError(f"{what} must be finite and >= 0, got {hz_and_ms}")
+
+
 @dataclass(frozen=True)
 class Rendering:
     """How probabilities become gains; see the module docstring."""
@@ -82,12 +88,8 @@ class Rendering:
             math.isfinite(self.energy_db) and self.energy_db >= 0
         ):
             raise ValueError(f"the energy margin must be finite and >= 0 dB, got {self.energy_db}")
-        margins = (self.margin_hz, self.margin_ms)
-        if not all(math.isfinite(m) and m >= 0 for m in margins):
-            raise ValueError(f"margins must be finite and >= 0, got {margins}")
-        smoothing = (self.smooth_hz, self.smooth_ms)
-        if not all(math.isfinite(m) and m >= 0 for m in smoothing):
-            raise ValueError(f"the gate's smoothing must be finite and >= 0, got {smoothing}")
+        _check_extent("margins", (self.margin_hz, self.margin_ms))
+        _check_extent("the gate's smoothing", (self.smooth_hz, self.smooth_ms))
 
     @property
     def is_bsd(self) -> bool:
