@@ -1,0 +1,140 @@
+"""Paired differences between two ``budsam_eval.py`` runs on the same mixtures: the mean
+and standard error of run B's SI-SDR improvement and BirdNET confidence minus run A's,
+mixture by mixture, in all, per SNR, per noise kind and per bird (the kinds from the
+mixtures' ``mixtures.csv``), beside each run's own means.
+
+    python -m bench.compare_runs results/A results/B --mixtures data/realworld_tune/mixtures.csv
+
+Each run is a ``budsam_eval.py`` output folder (or its ``per_view.csv``); ``--method_a``
+and ``--method_b`` pick a method in each by the start of its label (default: BudSAM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SCORES = ("si_sdr_imp", "birdnet")
+GROUPINGS = ("snr_db", "noise_kind", "bird_kind")
+
+
+class CompareError(ValueError):
+    """A run or the mixtures cannot be compared; the message names the file."""
+
+
+def read_scores(run: Path, method_prefix: str) -> dict[str, dict[str, float]]:
+    """Per mixture name, the scores of the one method of ``run`` whose label starts with
+    ``method_prefix``."""
+    per_view = run / "per_view.csv" if run.is_dir() else run
+    if not per_view.is_file():
+        raise CompareError(f"{per_view}: no such file (a budsam_eval.py output folder?)")
+    with open(per_view, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    found = sorted({row.get("method", "") for row in rows})
+    methods = [method for method in found if method.startswith(method_prefix)]
+    if len(methods) != 1:
+        raise CompareError(
+            f"{per_view}: {len(methods)} methods start with {method_prefix!r}; it has {found}"
+        )
+    return {
+        row["name"]: {key: float(row[key]) if row.get(key) else math.nan for key in SCORES}
+        for row in rows
+        if row["method"] == methods[0]
+    }
+
+
+def read_mixtures(path: Path) -> dict[str, dict[str, str]]:
+    """Per mixture name, its row of ``mixtures.csv``."""
+    if not path.is_file():
+        raise CompareError(f"{path}: no such file (the mixtures' mixtures.csv)")
+    with open(path, newline="") as handle:
+        return {row["name"]: row for row in csv.DictReader(handle)}
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """The mean of the finite ``values`` and its standard error (nan where too few)."""
+    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return math.nan, math.nan
+    error = finite.std(ddof=1) / math.sqrt(finite.size) if finite.size > 1 else math.nan
+    return float(finite.mean()), float(error)
+
+
+def compare(
+    scores_a: dict[str, dict[str, float]],
+    scores_b: dict[str, dict[str, float]],
+    mixtures: dict[str, dict[str, str]],
+    grouping: str | None,
+) -> list[dict]:
+    """One row per group of the mixtures both runs scored (all of them where ``grouping``
+    is None): its size, each run's means and the paired difference B - A with its error."""
+    names = sorted(set(scores_a) & set(scores_b) & set(mixtures))
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(mixtures[name][grouping] if grouping else "all", []).append(name)
+    rows = []
+    for group, members in groups.items():
+        row: dict = {"group": group, "mixtures": len(members)}
+        for key in SCORES:
+            row[f"{key}_a"] = mean_and_error([scores_a[n][key] for n in members])[0]
+            row[f"{key}_b"] = mean_and_error([scores_b[n][key] for n in members])[0]
+            pairs = [scores_b[n][key] - scores_a[n][key] for n in members]
+            row[f"{key}_diff"], row[f"{key}_error"] = mean_and_error(pairs)
+        rows.append(row)
+    return sorted(rows, key=lambda row: (-row["mixtures"], row["group"]))
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        f"| {title} | mixtures | SI-SDR imp A | B | B - A (dB) | BirdNET A | B | B - A |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["group"], str(row["mixtures"])]
+        for key, digits in zip(SCORES, (2, 3), strict=True):
+            diff, error = row[f"{key}_diff"], row[f"{key}_error"]
+            cells += [f"{row[f'{key}_a']:.{digits}f}", f"{row[f'{key}_b']:.{digits}f}"]
+            cells.append(f"{diff:+.{digits}f} +- {error:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_a", type=Path, help="budsam_eval.py output folder (or its per_view.csv)")
+    p.add_argument("run_b", type=Path, help="the same, for the run compared with A")
+    p.add_argument("--mixtures", type=Path, required=True, help="the mixtures' mixtures.csv")
+    p.add_argument("--method_a", default="BudSAM", help="start of the method's label in A")
+    p.add_argument("--method_b", default="BudSAM", help="start of the method's label in B")
+    p.add_argument("--by", nargs="*", default=list(GROUPINGS), choices=GROUPINGS)
+    args = p.parse_args(argv)
+    try:
+        scores_a = read_scores(args.run_a, args.method_a)
+        scores_b = read_scores(args.run_b, args.method_b)
+        mixtures = read_mixtures(args.mixtures)
+    except CompareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    shared = set(scores_a) & set(scores_b) & set(mixtures)
+    if not shared:
+        message = f"{args.run_a} and {args.run_b} scored no mixture of {args.mixtures} in common"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    left_out = len(set(scores_a) | set(scores_b)) - len(shared)
+    if left_out:
+        print(f"warning: {left_out} mixtures scored by one run only, or not in {args.mixtures}")
+    print(f"A: {args.run_a}\nB: {args.run_b}")
+    print("(+- one standard error of the mean paired difference)\n")
+    for grouping in (None, *args.by):
+        print(markdown(compare(scores_a, scores_b, mixtures, grouping), grouping or "all") + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""bench.compare_runs: paired differences between two evaluation runs, by group."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from bench.compare_runs import main
+
+BUDSAM = "BudSAM (full box, rendered gated)"
+
+
+def _write_csv(path, columns, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_run(folder, scores):
+    rows = [
+        {"method": BUDSAM, "name": n, "si_sdr_imp": s, "birdnet": b} for n, (s, b) in scores.items()
+    ]
+    rows += [{"method": "noisereduce (stationary)", "name": n, "si_sdr_imp": 0.0} for n in scores]
+    _write_csv(folder / "per_view.csv", ("method", "name", "si_sdr_imp", "birdnet"), rows)
+    return folder
+
+
+@pytest.fixture
+def mixtures(tmp_path):
+    rows = [
+        {"name": "m1", "snr_db": "0.0", "noise_kind": "rain", "bird_kind": "owl"},
+        {"name": "m2", "snr_db": "0.0", "noise_kind": "wind", "bird_kind": "wren"},
+        {"name": "m3", "snr_db": "-5.0", "noise_kind": "rain", "bird_kind": "wren"},
+    ]
+    path = tmp_path / "mix" / "mixtures.csv"
+    _write_csv(path, ("name", "snr_db", "noise_kind", "bird_kind"), rows)
+    return path
+
+
+def test_paired_differences_per_group(tmp_path, mixtures, capsys):
+    run_a = _write_run(tmp_path / "a", {"m1": (10.0, 0.5), "m2": (12.0, 0.7), "m3": (8.0, 0.6)})
+    run_b = _write_run(tmp_path / "b", {"m1": (11.0, 0.6), "m2": (15.0, 0.7), "m3": (9.0, 0.2)})
+    assert main([str(run_a), str(run_b), "--mixtures", str(mixtures)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # all: differences 1, 3, 1 dB -> mean 5/3, standard error sqrt(4/3)/sqrt(3) = 0.67
+    assert "| all | 3 | 10.00 | 11.67 | +1.67 +- 0.67 | 0.600 | 0.500 | -0.100 +- 0.153 |" in lines
+    # rain: m1 and m3, differences 1 and 1 dB; +0.1 and -0.4 of BirdNET
+    assert "| rain | 2 | 9.00 | 10.00 | +1.00 +- 0.00 | 0.550 | 0.400 | -0.150 +- 0.250 |" in lines
+    assert any(line.startswith("| wind | 1 | 12.00 | 15.00 | +3.00 +- nan |") for line in lines)
+    assert any(line.startswith("| -5.0 | 1 |") for line in lines)
+    assert any(line.startswith("| owl | 1 |") for line in lines)
+
+
+def test_mixtures_scored_by_one_run_only_are_left_out_with_a_warning(tmp_path, mixtures, capsys):
+    run_a = _write_run(tmp_path / "a", {"m1": (10.0, 0.5), "m2": (12.0, 0.7)})
+    run_b = _write_run(tmp_path / "b", {"m1": (11.0, 0.6), "m2": (13.0, 0.7), "m3": (9.0, 0.2)})
+    assert main([str(run_a), str(run_b / "per_view.csv"), "--mixtures", str(mixtures), "--by"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 mixtures scored by one run only" in out
+    assert "| all | 2 | 11.00 | 12.00 | +1.00 +- 0.00 |" in out
+
+
+def test_unusable_inputs_give_one_line_errors(tmp_path, mixtures, capsys):
+    run_a = _write_run(tmp_path / "a", {"m1": (10.0, 0.5)})
+    missing = tmp_path / "nowhere"
+    assert main([str(run_a), str(missing), "--mixtures", str(mixtures)]) == 2
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    assert main([str(run_a), str(run_a), "--mixtures", str(mixtures), "--method_b", "energy"]) == 2
+    assert "0 methods start with 'energy'" in capsys.readouterr().err
+    other = _write_run(tmp_path / "other", {"x9": (1.0, 0.1)})
+    assert main([str(run_a), str(other), "--mixtures", str(mixtures)]) == 2
+    assert "no mixture of" in capsys.readouterr().err
