@@ -6,7 +6,8 @@ mixtures' ``mixtures.csv``), beside each run's own means.
     python -m bench.compare_runs results/A results/B --mixtures data/realworld_tune/mixtures.csv
 
 Each run is a ``budsam_eval.py`` output folder (or its ``per_view.csv``); ``--method_a``
-and ``--method_b`` pick a method in each by the start of its label (default: BudSAM).
+and ``--method_b`` pick a method in each by a part of its label (default: BudSAM with the
+full box).
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ class CompareError(ValueError):
     """A run or the mixtures cannot be compared; the message names the file."""
 
 
-def read_scores(run: Path, method_prefix: str) -> dict[str, dict[str, float]]:
-    """Per mixture name, the scores of the one method of ``run`` whose label starts with
-    ``method_prefix``."""
+def read_scores(run: Path, method_part: str) -> dict[str, dict[str, float]]:
+    """Per mixture name, the scores of the one method of ``run`` whose label contains
+    ``method_part``."""
     per_view = run / "per_view.csv" if run.is_dir() else run
     if not per_view.is_file():
         raise CompareError(f"{per_view}: no such file (a budsam_eval.py output folder?)")
     with open(per_view, newline="") as handle:
         rows = list(csv.DictReader(handle))
     found = sorted({row.get("method", "") for row in rows})
-    methods = [method for method in found if method.startswith(method_prefix)]
+    methods = [method for method in found if method_part in method]
     if len(methods) != 1:
         raise CompareError(
-            f"{per_view}: {len(methods)} methods start with {method_prefix!r}; it has {found}"
+            f"{per_view}: {len(methods)} methods contain {method_part!r}; it has {found}"
         )
     return {
         row["name"]: {key: float(row[key]) if row.get(key) else math.nan for key in SCORES}
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_a", type=Path, help="budsam_eval.py output folder (or its per_view.csv)")
     p.add_argument("run_b", type=Path, help="the same, for the run compared with A")
     p.add_argument("--mixtures", type=Path, required=True, help="the mixtures' mixtures.csv")
-    p.add_argument("--method_a", default="BudSAM", help="start of the method's label in A")
-    p.add_argument("--method_b", default="BudSAM", help="start of the method's label in B")
+    p.add_argument("--method_a", default="full box", help="part of the method's label in A")
+    p.add_argument("--method_b", default="full box", help="part of the method's label in B")
     p.add_argument("--by", nargs="*", default=list(GROUPINGS), choices=GROUPINGS)
     args = p.parse_args(argv)
     try:
