@@ -1,7 +1,8 @@
 """Paired differences between two ``budsam_eval.py`` runs on the same mixtures: the mean
 and standard error of run B's SI-SDR improvement and BirdNET confidence minus run A's,
-mixture by mixture, in all, per SNR, per noise kind and per bird (the kinds from the
-mixtures' ``mixtures.csv``), beside each run's own means.
+mixture by mixture, in all, per SNR, per noise kind and its family (``insects`` for
+``insects: cicadas``) and per bird (the kinds from the mixtures' ``mixtures.csv``), beside
+each run's own means.
 
     python -m bench.compare_runs results/A results/B --mixtures data/realworld_tune/mixtures.csv
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 SCORES = ("si_sdr_imp", "birdnet")
-GROUPINGS = ("snr_db", "noise_kind", "bird_kind")
+GROUPINGS = ("snr_db", "noise_family", "noise_kind", "bird_kind")
 
 
 class CompareError(ValueError):
@@ -50,11 +51,14 @@ def read_scores(run: Path, method_part: str) -> dict[str, dict[str, float]]:
 
 
 def read_mixtures(path: Path) -> dict[str, dict[str, str]]:
-    """Per mixture name, its row of ``mixtures.csv``."""
+    """Per mixture name, its row of ``mixtures.csv`` and its noise family."""
     if not path.is_file():
         raise CompareError(f"{path}: no such file (the mixtures' mixtures.csv)")
     with open(path, newline="") as handle:
-        return {row["name"]: row for row in csv.DictReader(handle)}
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["noise_family"] = row.get("noise_kind", "").split(":")[0].strip()
+    return {row["name"]: row for row in rows}
 
 
 def mean_and_error(values: list[float]) -> tuple[float, float]:
