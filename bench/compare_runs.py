@@ -2,7 +2,8 @@
 and standard error of run B's SI-SDR improvement and BirdNET confidence minus run A's,
 mixture by mixture, in all, per SNR, per noise kind and its family (``insects`` for
 ``insects: cicadas``) and per bird (the kinds from the mixtures' ``mixtures.csv``), beside
-each run's own means.
+each run's own means. ``--out DIR`` also writes them to ``paired.csv`` and plots the
+differences with their errors, group by group, in ``paired.png``.
 
     python -m bench.compare_runs results/A results/B --mixtures data/realworld_tune/mixtures.csv
 
@@ -19,9 +20,16 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.common.files import atomic_path, write_rows_csv  # noqa: E402
 
 SCORES = ("si_sdr_imp", "birdnet")
+SCORE_NAMES = {"si_sdr_imp": "SI-SDR improvement (dB)", "birdnet": "BirdNET confidence"}
 GROUPINGS = ("snr_db", "noise_family", "noise_kind", "bird_kind")
 
 
@@ -110,6 +118,31 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
+def plot_differences(tables: dict[str, list[dict]], out_png: Path) -> Path:
+    """Each group's paired difference B - A, one standard error either side, a panel per
+    score; the groupings one under another."""
+    labels, rows = [], []
+    for grouping, table in tables.items():
+        labels += [f"{grouping}: {row['group']}" if grouping != "all" else "all" for row in table]
+        rows += table
+    positions = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.28 * len(rows) + 1.6), sharey=True)
+    for ax, key in zip(axes, SCORES, strict=True):
+        diffs = np.array([row[f"{key}_diff"] for row in rows], dtype=float)
+        errors = np.nan_to_num(np.array([row[f"{key}_error"] for row in rows], dtype=float))
+        ax.errorbar(diffs, positions, xerr=errors, fmt="o", markersize=3, capsize=2)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_title(f"B - A, +- one standard error: {SCORE_NAMES[key]}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(positions, labels, fontsize=7)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out_png
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_a", type=Path, help="budsam_eval.py output folder (or its per_view.csv)")
@@ -118,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method_a", default="full box", help="part of the method's label in A")
     p.add_argument("--method_b", default="full box", help="part of the method's label in B")
     p.add_argument("--by", nargs="*", default=list(GROUPINGS), choices=GROUPINGS)
+    p.add_argument("--out", type=Path, help="also write paired.csv and paired.png here")
     args = p.parse_args(argv)
     try:
         scores_a = read_scores(args.run_a, args.method_a)
@@ -136,8 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {left_out} mixtures scored by one run only, or not in {args.mixtures}")
     print(f"A: {args.run_a}\nB: {args.run_b}")
     print("(+- one standard error of the mean paired difference)\n")
+    tables = {}
     for grouping in (None, *args.by):
-        print(markdown(compare(scores_a, scores_b, mixtures, grouping), grouping or "all") + "\n")
+        tables[grouping or "all"] = compare(scores_a, scores_b, mixtures, grouping)
+        print(markdown(tables[grouping or "all"], grouping or "all") + "\n")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {"grouping": grouping, **row} for grouping, table in tables.items() for row in table
+        ]
+        write_rows_csv(args.out / "paired.csv", rows, tuple(rows[0]))
+        plot = plot_differences(tables, args.out / "paired.png")
+        print(f"written: {args.out / 'paired.csv'}, {plot}")
     return 0
 
 

@@ -76,3 +76,18 @@ def test_unusable_inputs_give_one_line_errors(tmp_path, mixtures, capsys):
     other = _write_run(tmp_path / "other", {"x9": (1.0, 0.1)})
     assert main([str(run_a), str(other), "--mixtures", str(mixtures)]) == 2
     assert "no mixture of" in capsys.readouterr().err
+
+
+def test_out_writes_the_table_and_a_plot_of_the_differences(tmp_path, mixtures, capsys):
+    run_a = _write_run(tmp_path / "a", {"m1": (10.0, 0.5), "m2": (12.0, 0.7), "m3": (8.0, 0.6)})
+    run_b = _write_run(tmp_path / "b", {"m1": (11.0, 0.6), "m2": (15.0, 0.7), "m3": (9.0, 0.2)})
+    out = tmp_path / "paired"
+    assert main([str(run_a), str(run_b), "--mixtures", str(mixtures), "--out", str(out)]) == 0
+    with open(out / "paired.csv", newline="") as handle:
+        rows = {(row["grouping"], row["group"]): row for row in csv.DictReader(handle)}
+    assert float(rows[("all", "all")]["si_sdr_imp_diff"]) == pytest.approx(5 / 3)
+    assert float(rows[("noise_kind", "rain")]["birdnet_diff"]) == pytest.approx(-0.15)
+    assert rows[("noise_kind", "insects: cicadas")]["si_sdr_imp_error"] == ""  # one mixture
+    assert len(rows) == 1 + 2 + 2 + 2 + 2  # all, SNRs, noise families, noise kinds, birds
+    assert (out / "paired.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "paired.png" in capsys.readouterr().out
