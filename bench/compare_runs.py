@@ -43,30 +43,43 @@ def read_scores(run: Path, method_part: str) -> dict[str, dict[str, float]]:
     per_view = run / "per_view.csv" if run.is_dir() else run
     if not per_view.is_file():
         raise CompareError(f"{per_view}: no such file (a budsam_eval.py output folder?)")
-    with open(per_view, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    found = sorted({row.get("method", "") for row in rows})
+    rows = _read_rows(per_view, ("method", "name"))
+    found = sorted({row["method"] for row in rows})
     methods = [method for method in found if method_part in method]
     if len(methods) != 1:
         raise CompareError(
             f"{per_view}: {len(methods)} methods contain {method_part!r}; it has {found}"
         )
-    return {
-        row["name"]: {key: float(row[key]) if row.get(key) else math.nan for key in SCORES}
-        for row in rows
-        if row["method"] == methods[0]
-    }
+    try:
+        return {
+            row["name"]: {key: float(row[key]) if row.get(key) else math.nan for key in SCORES}
+            for row in rows
+            if row["method"] == methods[0]
+        }
+    except ValueError as error:
+        raise CompareError(f"{per_view}: a score is not a number ({error})") from None
 
 
-def read_mixtures(path: Path) -> dict[str, dict[str, str]]:
-    """Per mixture name, its row of ``mixtures.csv`` and its noise family."""
+def read_mixtures(path: Path, groupings: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Per mixture name, its row of ``mixtures.csv`` and its noise family; every grouping
+    must be a column (the family comes from ``noise_kind``)."""
     if not path.is_file():
         raise CompareError(f"{path}: no such file (the mixtures' mixtures.csv)")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    columns = {"noise_kind" if g == "noise_family" else g for g in groupings}
+    rows = _read_rows(path, ("name", *sorted(columns)))
     for row in rows:
         row["noise_family"] = row.get("noise_kind", "").split(":")[0].strip()
     return {row["name"]: row for row in rows}
+
+
+def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of the CSV file ``path``, which must have the ``required`` columns."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in required if column not in (reader.fieldnames or [])]
+        if missing:
+            raise CompareError(f"{path}: no column {', '.join(missing)}")
+        return list(reader)
 
 
 def mean_and_error(values: list[float]) -> tuple[float, float]:
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scores_a = read_scores(args.run_a, args.method_a)
         scores_b = read_scores(args.run_b, args.method_b)
-        mixtures = read_mixtures(args.mixtures)
+        mixtures = read_mixtures(args.mixtures, tuple(args.by))
     except CompareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -76,6 +76,15 @@ def test_unusable_inputs_give_one_line_errors(tmp_path, mixtures, capsys):
     other = _write_run(tmp_path / "other", {"x9": (1.0, 0.1)})
     assert main([str(run_a), str(other), "--mixtures", str(mixtures)]) == 2
     assert "no mixture of" in capsys.readouterr().err
+    _write_csv(tmp_path / "bad" / "per_view.csv", ("method", "name", "si_sdr_imp"),
+               [{"method": BUDSAM, "name": "m1", "si_sdr_imp": "loud"}])  # fmt: skip
+    assert main([str(run_a), str(tmp_path / "bad"), "--mixtures", str(mixtures)]) == 2
+    assert "per_view.csv: a score is not a number" in capsys.readouterr().err
+    _write_csv(tmp_path / "nameless" / "per_view.csv", ("method", "si_sdr_imp"), [])
+    assert main([str(run_a), str(tmp_path / "nameless"), "--mixtures", str(mixtures)]) == 2
+    assert "per_view.csv: no column name" in capsys.readouterr().err
+    assert main([str(run_a), str(run_a), "--mixtures", str(run_a / "per_view.csv")]) == 2
+    assert "per_view.csv: no column bird_kind, noise_kind, snr_db" in capsys.readouterr().err
 
 
 def test_out_writes_the_table_and_a_plot_of_the_differences(tmp_path, mixtures, capsys):
