@@ -95,11 +95,12 @@ def compare(
     scores_a: dict[str, dict[str, float]],
     scores_b: dict[str, dict[str, float]],
     mixtures: dict[str, dict[str, str]],
+    names: list[str],
     grouping: str | None,
 ) -> list[dict]:
-    """One row per group of the mixtures both runs scored (all of them where ``grouping``
-    is None): its size, each run's means and the paired difference B - A with its error."""
-    names = sorted(set(scores_a) & set(scores_b) & set(mixtures))
+    """One row per group of ``names``, the mixtures both runs scored (all of them where
+    ``grouping`` is None): its size, each run's means and the paired difference B - A with
+    its error."""
     groups: dict[str, list[str]] = {}
     for name in names:
         groups.setdefault(mixtures[name][grouping] if grouping else "all", []).append(name)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except CompareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    shared = set(scores_a) & set(scores_b) & set(mixtures)
+    shared = sorted(set(scores_a) & set(scores_b) & set(mixtures))
     if not shared:
         message = f"{args.run_a} and {args.run_b} scored no mixture of {args.mixtures} in common"
         print(f"error: {message}", file=sys.stderr)
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print("(+- one standard error of the mean paired difference)\n")
     tables = {}
     for grouping in (None, *args.by):
-        tables[grouping or "all"] = compare(scores_a, scores_b, mixtures, grouping)
+        tables[grouping or "all"] = compare(scores_a, scores_b, mixtures, shared, grouping)
         print(markdown(tables[grouping or "all"], grouping or "all") + "\n")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
