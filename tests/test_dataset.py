@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from utils.data import augment
 from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR
 from utils.data.dataset import BSDSegmentation, collate_skipping_none
 from utils.data.image_io import read_gray_png, write_png
@@ -235,6 +236,87 @@ def test_an_image_narrower_than_a_tile_is_padded_with_silence_not_stretched(spli
     assert BSDSegmentation(split, 256, tile_width=128)[0]["valid_columns"] == 256
     np.testing.assert_array_equal(item["image"].numpy()[0], preprocess_image(padded_image, 256)[0])
     np.testing.assert_array_equal(item["mask"].numpy()[0], preprocess_mask(padded_mask, 256))
+
+
+def test_time_flip_reverses_image_and_mask_over_the_valid_columns_only(split):
+    """A flipped item is the plain item reversed in time; a padded tile keeps its padding
+    on the right, and its box prompt follows the flipped mask."""
+    common = {"tile_width": 400, "prompt": "train", "full_box_prob": 0.0, "seed": 4}
+    plain = BSDSegmentation(split, 256, **common)[0]
+    flipped = BSDSegmentation(split, 256, time_flip_prob=1.0, **common)[0]
+    width = plain["valid_columns"]
+    assert 0 < width < 256 and flipped["valid_columns"] == width
+    for key in ("image", "mask"):
+        expected = plain[key].numpy().copy()
+        expected[..., :width] = expected[..., :width][..., ::-1]
+        np.testing.assert_array_equal(flipped[key].numpy(), expected)
+    columns = np.flatnonzero(flipped["mask"].numpy()[0].any(axis=0))
+    x0, _, x1, _ = flipped["box"].tolist()
+    assert x0 <= columns.min() and columns.max() < x1  # the box encloses the flipped call
+    plain_columns = np.flatnonzero(plain["mask"].numpy()[0].any(axis=0))
+    np.testing.assert_array_equal(columns, np.sort(width - 1 - plain_columns))
+
+
+def test_time_flip_is_seeded_per_item_and_leaves_the_box_jitter_alone(split):
+    """About half the items flip at 0.5, the same ones for the same epoch and different
+    ones for another; a probability of 0 changes nothing."""
+    common = {"tile_width": 128, "prompt": "train", "seed": 2}
+    plain = BSDSegmentation(split, 256, **common)
+    half = BSDSegmentation(split, 256, time_flip_prob=0.5, **common)
+    never = BSDSegmentation(split, 256, time_flip_prob=0.0, **common)
+
+    def flipped(dataset):
+        return [not torch.equal(dataset[i]["image"], plain[i]["image"]) for i in range(len(plain))]
+
+    first = flipped(half)
+    assert 0 < sum(first) < len(plain) and flipped(half) == first
+    assert not any(flipped(never))
+    for dataset in (plain, half):
+        dataset.set_epoch(1)
+    assert flipped(half) != first
+    with pytest.raises(ValueError, match="augmentations need"):
+        BSDSegmentation(split, 256, prompt="gt_box", time_flip_prob=0.5)
+    with pytest.raises(ValueError, match="augmentations need"):
+        BSDSegmentation(split, 256, load_images=False, spectral_gain_db=6.0)
+
+
+def test_spectral_gain_scales_each_row_smoothly_and_leaves_the_mask_alone(split):
+    """Each frequency row is scaled by one gain within the bound (clipped to [0, 1]), the
+    gains vary smoothly across rows, and the mask is the plain item's."""
+    common = {"prompt": "train", "seed": 5}
+    plain = BSDSegmentation(split, 256, half_spectrum=True, **common)[1]
+    gained = BSDSegmentation(split, 256, half_spectrum=True, spectral_gain_db=6.0, **common)[1]
+    assert torch.equal(gained["mask"], plain["mask"])
+    before, after = plain["image"].numpy()[0], gained["image"].numpy()[0]
+    unclipped = (before > 0.01) & (after < 1)
+    ratio = np.where(unclipped, after / np.maximum(before, 1e-6), np.nan)
+    row_gain = np.nanmedian(ratio, axis=1)
+    assert np.all(np.nanmax(np.abs(ratio - row_gain[:, None]), axis=1) < 0.02)  # one gain a row
+    assert np.all(np.abs(20 * np.log10(row_gain)) <= 6.0 + 0.1)
+    assert np.nanmax(np.abs(np.diff(20 * np.log10(row_gain)))) < 0.5  # smooth across rows
+    assert np.nanstd(20 * np.log10(row_gain)) > 0.3  # not flat
+    curve = np.random.default_rng(0)
+    mirrored = augment.spectral_gain(np.full((9, 4), 0.5, np.float32), curve, 6.0, mirrored=True)
+    np.testing.assert_allclose(mirrored, mirrored[::-1])
+
+
+def test_training_refuses_time_flips_it_cannot_apply(capsys):
+    from utils.train.args import parse_args
+
+    common = ["--device", "cpu", "-model_type", "vit_tiny"]
+    flips = parse_args(
+        [*common, "--train_parts", "image_encoder,mask_decoder", "--time_flip_prob", "0.5"]
+    )
+    assert flips.time_flip_prob == 0.5
+    for argv, problem in (
+        (["--time_flip_prob", "0.5"], "need the image encoder trained"),  # cached embeddings
+        (["--spectral_gain_db", "6"], "need the image encoder trained"),
+        (["--time_flip_prob", "1.5"], "within [0, 1]"),
+        (["--spectral_gain_db", "-1"], ">= 0"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_args([*common, *argv])
+        assert problem in capsys.readouterr().err
 
 
 def test_half_spectrum_items_keep_the_rows_of_bins_0_to_512(split):

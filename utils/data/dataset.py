@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from utils.audio.conventions import N_FFT
+from utils.data import augment
 from utils.data.bsd_layout import IMAGES_DIR, MASKS_DIR
 from utils.data.image_io import read_gray_png, read_mask_png
 from utils.data.preprocess import (
@@ -38,6 +39,7 @@ from utils.data.scan import SplitScan, scan_split
 from utils.data.tiling import crop_input, tile_starts
 
 PROMPTS = ("train", "gt_box", "full")
+AUGMENT_STREAM = 1  # the augmentations' generator, apart from the box jitter's
 
 
 class BSDSegmentation(Dataset):
@@ -70,6 +72,9 @@ class BSDSegmentation(Dataset):
     ``"gt_box"``: the paper's test protocol, jittered ground-truth box; ``"full"``:
     the whole image, which needs no ground truth. Jitter is drawn from a generator
     seeded by (seed, epoch, index), so it does not depend on workers or ranks.
+    Augmentations (training prompt, loaded images only; :mod:`utils.data.augment`):
+    ``time_flip_prob``, the chance that an item is reversed in time, image and mask alike;
+    ``spectral_gain_db``, a random smooth gain per frequency within +-that many dB.
     """
 
     def __init__(
@@ -80,6 +85,8 @@ class BSDSegmentation(Dataset):
         prompt: str = "train",
         bbox_shift: int = BOX_SHIFT_AT_1024,
         full_box_prob: float = 0.5,
+        time_flip_prob: float = 0.0,
+        spectral_gain_db: float = 0.0,
         reference_preprocess: bool = False,
         load_images: bool = True,
         keep_in_memory: bool = False,
@@ -108,6 +115,10 @@ class BSDSegmentation(Dataset):
         self.prompt = prompt
         self.max_shift = scaled_box_shift(bbox_shift, input_size)
         self.full_box_prob = full_box_prob
+        if (time_flip_prob or spectral_gain_db) and (prompt != "train" or not load_images):
+            raise ValueError("augmentations need the training prompt and loaded images")
+        self.time_flip_prob = time_flip_prob
+        self.spectral_gain_db = spectral_gain_db
         self.reference_preprocess = reference_preprocess
         self.mask_resize = mask_resize
         self.load_images = load_images
@@ -176,11 +187,25 @@ class BSDSegmentation(Dataset):
             self._memory[index] = (image, mask)
         return image, mask
 
+    def _augment(self, index: int, image: np.ndarray, mask: np.ndarray) -> tuple:
+        """The training augmentations, drawn from their own generator (seeded by seed,
+        epoch and index, apart from the box jitter's): a time flip with probability
+        ``time_flip_prob``, then a random gain per frequency row within
+        +-``spectral_gain_db``."""
+        rng = np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM])
+        if rng.random() < self.time_flip_prob:
+            image, mask = augment.time_flip(image, mask, self.valid_columns(index))
+        if self.spectral_gain_db:
+            image = augment.spectral_gain(image, rng, self.spectral_gain_db, not self.half_spectrum)
+        return image, mask
+
     def __getitem__(self, index: int) -> dict | None:
         loaded = self._load(index)
         if loaded is None:
             return None
         image, mask = loaded
+        if self.time_flip_prob or self.spectral_gain_db:
+            image, mask = self._augment(index, image, mask)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.prompt == "full" or (self.prompt == "train" and rng.random() < self.full_box_prob):
             box = full_box(*mask.shape)

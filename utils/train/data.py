@@ -38,9 +38,16 @@ def make_datasets(
         scan = scan_split(root, image_height(args))
         if scan.skipped:
             ctx.log(f"warning: {split}: skipping {scan.skipped} items\n{scan.report()}")
-        prompt = "train" if split == "train" else "gt_box"
+        training = split == "train"
         datasets[split] = BSDSegmentation(
-            root, size, prompt=prompt, full_box_prob=args.full_box_prob, scan=scan, **common
+            root,
+            size,
+            prompt="train" if training else "gt_box",
+            full_box_prob=args.full_box_prob,
+            time_flip_prob=args.time_flip_prob if training else 0.0,
+            spectral_gain_db=args.spectral_gain_db if training else 0.0,
+            scan=scan,
+            **common,
         )
     return datasets
 
