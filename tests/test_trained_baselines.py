@@ -21,7 +21,8 @@ from utils.inference.predict import predict_probabilities
 from utils.inference.segmenter import load_model
 from utils.model.baselines import BASELINE_TYPES, build_baseline
 from utils.train import run_log
-from utils.train.args import PRESETS, parse_args
+from utils.train.args import parse_args
+from utils.train.presets import PRESETS
 
 COUNTS = {"train": 4, "valid": 2, "test": 2}
 SIZE = 64  # the smallest input every baseline takes (a multiple of 32), for speed
