@@ -74,15 +74,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("-bbox_shift", "--bbox_shift", type=int, default=20, help="box jitter at 1024")
     p.add_argument("--full_box_prob", type=float, default=0.5, help="P(whole-image box)")
-    p.add_argument(
-        "--time_flip_prob", type=float, default=0.0,
-        help="P(a training item is reversed in time, image and mask); needs a trained encoder",
-    )  # fmt: skip
-    p.add_argument(
-        "--spectral_gain_db", type=float, default=0.0,
-        help="each training image times a random smooth gain per frequency within +-DB; "
-        "needs a trained encoder",
-    )  # fmt: skip
+    p.add_argument("--time_flip_prob", type=float, default=0.0, help="P(item reversed in time)")
+    p.add_argument("--spectral_gain_db", type=float, default=0.0, help="gain per frequency, +-DB")
     p.add_argument(
         "--train_parts", default="mask_decoder", help="comma list of " + ",".join(TRAIN_PARTS)
     )
