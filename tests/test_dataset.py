@@ -270,6 +270,8 @@ def test_time_flip_is_seeded_per_item_and_leaves_the_box_jitter_alone(split):
 
     first = flipped(half)
     assert 0 < sum(first) < len(plain) and flipped(half) == first
+    for i in [i for i, was_flipped in enumerate(first) if not was_flipped]:
+        assert half[i]["box"].tolist() == plain[i]["box"].tolist()  # the same jitter
     assert not any(flipped(never))
     for dataset in (plain, half):
         dataset.set_epoch(1)
