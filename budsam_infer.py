@@ -115,6 +115,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "bin (fewer bins flickering on and off)")  # fmt: skip
     p.add_argument("--gate_smooth_ms", type=float, default=None,
                    help="gated: average the gate over this much before and after")  # fmt: skip
+    p.add_argument("--gate_chorus_share", type=float, default=None,
+                   help="gated: a frequency the mask keeps in more than this share of the "
+                   "frames within 5 s is gated against its own mean power there (a pulsing "
+                   "insect chorus taken for a bird); in (0, 1], 1 turns it off")  # fmt: skip
     p.add_argument("--gate_hops", type=int, default=None, choices=HOPS,
                    help="gated: finer-STFT frames over each sample (2: about half the "
                    "rendering's time)")  # fmt: skip
@@ -230,7 +234,7 @@ RANK_WAIT_SECONDS = 24 * 3600.0
 # Settings a resumed run must share with the run it continues (they decide the outputs).
 RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "keep_rate", "level",
                 "render", "floor_db", "far_floor_db", "gate_alpha", "gate_gamma", "gate_hops",
-                "gate_smooth_hz", "gate_smooth_ms",
+                "gate_smooth_hz", "gate_smooth_ms", "gate_chorus_share",
                 "energy_db", "margin_hz", "margin_ms", "tile_width", "overlap", "time_flip",
                 "threshold", "amp", "seed", "save_overlays", "png_max_seconds",
                 "skip_contrast")  # fmt: skip

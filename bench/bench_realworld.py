@@ -39,6 +39,7 @@ TRADE_OFF = (
     "soft,floor=-20",
     "soft,floor=-10",
     "soft,floor=-20,margin=200:30",
+    "gated,floor=-20,margin=200:30,far=-50,alpha=2,gamma=0.5,smooth=50:20",
     "gated,floor=-20,margin=200:30,far=-50,alpha=2,gamma=0.5",
     "gated,floor=-20,margin=200:30,far=-50,alpha=2",
     "gated,floor=-20,margin=200:30,far=-50,alpha=1",

@@ -320,9 +320,11 @@ def test_recordings_default_to_gated_and_render_soft_gives_the_previous_default(
     from utils.inference.options import SegmentOptions
 
     default = "gated,floor=-20,margin=200:30,far=-50,alpha=2"
-    assert SegmentOptions().rendering(True).spec == f"{default},gamma=0.5,smooth=50:20"
+    recordings = f"{default},gamma=0.5,smooth=50:20,chorus=0.5"
+    assert SegmentOptions().rendering(True).spec == recordings
     unsmoothed = SegmentOptions(gate_gamma=1.0, gate_smooth_hz=0.0, gate_smooth_ms=0.0)
-    assert unsmoothed.rendering(True).spec == default
+    assert unsmoothed.rendering(True).spec == f"{default},chorus=0.5"
+    assert SegmentOptions(gate_chorus_share=1.0).rendering(True).gate.chorus_share == 1.0
     assert SegmentOptions(render="soft").rendering(True).spec == "soft,floor=-20,margin=200:30"
     assert SegmentOptions().rendering(False).is_bsd  # BSD images keep the data set's mask
     with pytest.raises(ValueError, match="set --far_floor_db too"):
@@ -353,3 +355,68 @@ def test_a_bin_is_loud_from_the_margin_above_its_rows_lower_median():
     # Past MAX_FRAMES frames, every s-th frame is measured, as for the level gain.
     wide = np.tile(np.array([5, 0, 0], np.uint8), (1, level.MAX_FRAMES))  # s = 3: every 5
     assert level.lower_medians(wide)[0] == 0 and level.image_floors(wide)[0] == 5
+
+
+def _chorus_and_whistle(seconds: float = 14.0):
+    """Cricket-like 5 kHz chirps (0.6 s of every second) all through, a louder 5 kHz call
+    and a 3 kHz whistle in 6 ... 7 s, under faint white noise; and a probability map that
+    takes the pulses for a bird (0.9 where they sound), as a model fooled by them does."""
+    rng = np.random.default_rng(4)
+    t = np.arange(int(seconds * SR)) / SR
+    pulsing = (t % 1.0) < 0.6
+    calling = (t >= 6.0) & (t < 7.0)
+    chorus = np.where(pulsing, 0.3 * np.sin(2 * np.pi * 5000 * t), 0.0)
+    call = np.where(calling, 3.0 * np.sin(2 * np.pi * 5000 * t + 1.0), 0.0)
+    whistle = np.where(calling, 0.5 * np.sin(2 * np.pi * 3000 * t), 0.0)
+    noisy = (chorus + call + whistle + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    frames = stft_planes(noisy).shape[1]
+    frame_samples = np.minimum(np.arange(frames) * 64 + 64, len(t) - 1)
+    probability = np.zeros((513, frames), np.float32)
+    for hertz, on in ((5000, pulsing | calling), (3000, calling)):
+        row = round(hertz * 1024 / SR)
+        probability[row - 2 : row + 3, on[frame_samples]] = 0.9
+    return noisy, probability
+
+
+def test_a_band_the_model_keeps_most_of_the_time_is_gated_as_a_chorus():
+    """With ``chorus=0.5`` the pulses the model keeps in over half the frames are gated
+    against their band's mean power and fall to the floor; the call standing out of them
+    still passes, and the whistle the model keeps for 1 s of 10 is rendered as before."""
+    from utils.audio.gated import block_gains, context_samples, source_frames
+
+    noisy, probability = _chorus_and_whistle()
+    two_sided = bsd.two_sided(probability)
+    base = "gated,floor=-20,far=-50,alpha=2,margin=200:30"
+    plain, off = (parse_rendering(f"{base}{extra}").signal_gains(noisy, two_sided, SR)
+                  for extra in ("", ",chorus=1"))  # fmt: skip
+    chorus = parse_rendering(f"{base},chorus=0.5")
+    gains = chorus.signal_gains(noisy, two_sided, SR)
+    np.testing.assert_array_equal(off.gains, plain.gains)  # a share of 1 is never exceeded
+    seconds = (np.arange(len(gains.gains)) * gains_hop(SR) + gains_hop(SR) - 1024) / SR
+    hertz = np.arange(gains.gains.shape[1]) * SR / 2048
+    pulses = np.ix_((seconds > 1.0) & (seconds < 5.0), np.abs(hertz - 5000) < 12)
+    call = np.ix_((seconds > 6.2) & (seconds < 6.8), np.abs(hertz - 5000) < 12)
+    whistle = np.ix_((seconds > 6.2) & (seconds < 6.8), np.abs(hertz - 3000) < 5)
+    assert np.median(plain.gains[pulses]) > 0.5  # the gaps' noise is all the plain gate sees
+    assert np.median(gains.gains[pulses]) < 10 ** (-20 / 20) * 1.01
+    assert np.median(gains.gains[call]) > 0.6
+    np.testing.assert_array_equal(gains.gains[whistle], plain.gains[whistle])
+    # Measured within the noise window, so a block at a time renders the same.
+    context = context_samples(chorus.gate, SR)
+    keep = (6 * SR, 7 * SR)
+    first = keep[0] - context
+    frames = source_frames(chorus.gate, SR, keep, len(noisy))
+    block = block_gains(noisy[first : keep[1] + context], first, probability[:, frames], SR,
+                        chorus.gate, keep, len(noisy))  # fmt: skip
+    whole = apply_gains(noisy, gains)
+    np.testing.assert_allclose(block.rendered(), whole[keep[0] : keep[1]], atol=1e-6)
+
+
+def test_the_chorus_share_reads_back_and_is_checked():
+    spec = "gated,floor=-20,margin=200:30,far=-50,alpha=2,gamma=0.5,smooth=50:20,chorus=0.5"
+    assert parse_rendering(spec).spec == spec
+    assert parse_rendering(spec).gate.chorus_share == 0.5
+    assert parse_rendering("gated").gate.chorus_share is None
+    for bad in ("0", "1.5", "nan", "x"):
+        with pytest.raises(ValueError, match="chorus share must be in|cannot read"):
+            parse_rendering(f"gated,chorus={bad}")

@@ -16,7 +16,11 @@ see :func:`fine_grid`) with a hop of a quarter window (``hops`` 4) or half a win
   either side, of the bins the widened probability calls noise (below
   :data:`NOISE_PROBABILITY`). Where the model calls none of them noise (a cicada band it
   takes for a bird, say), ``N`` is the geometric mean power of all of them raised by
-  :data:`UNLABELLED_NOISE_DB`: only what stands well out of that stretch passes;
+  :data:`UNLABELLED_NOISE_DB`: only what stands well out of that stretch passes. With
+  ``chorus_share``, where the model keeps (at or above the threshold) more than that share
+  of the frames within the same window at a frequency, ``N`` is at least the mean power of
+  all of them there: a pulsing chorus the model takes for a bird (cicadas, crickets) is
+  gated as noise, and a call standing out of it passes;
 * ``smooth``: the mean over ``smooth_hz`` above and below and ``smooth_ms`` before and
   after (a box filter; none by default): fewer isolated bins flicker on and off;
 * ``floor``: ``floor_db`` near what the model keeps (within :data:`NEAR_HZ` and
@@ -59,6 +63,7 @@ class GateSettings:
     gamma: float = 1.0  # the exponent of the widened probability in the gain
     smooth_hz: float = 0.0  # the gate is averaged over this much above and below
     smooth_ms: float = 0.0  # and this much before and after
+    chorus_share: float | None = None  # a band kept this often counts as a chorus (None: off)
 
 
 HOPS = (2, 4)  # the fine hops allowed: half and a quarter of a window
@@ -204,6 +209,10 @@ def block_gains(
     # The gate is smoothed over frames around the inner ones: those within the recording.
     gated = slice(max(inner.start - smooth_t, 0), min(inner.stop + smooth_t, b - a))
     noise = _noise_power(power, widened < NOISE_PROBABILITY, noise_t, gated)
+    if settings.chorus_share is not None and settings.chorus_share < 1:  # 1: never
+        chorus = _chorus_power(power, fine >= settings.threshold, noise_t, gated,
+                               settings.chorus_share)  # fmt: skip
+        noise = np.maximum(noise, chorus, out=noise)
     gate = _smooth(_wiener_gate(power[gated], noise, settings.alpha), smooth_t, smooth_b)
     kept = gate[inner.start - gated.start : inner.stop - gated.start]
     kept *= widened[inner] if settings.gamma == 1.0 else widened[inner] ** settings.gamma
@@ -305,6 +314,18 @@ def _noise_power(
         fallback *= np.float32(10.0 ** (UNLABELLED_NOISE_DB / 10.0))
         noise[:, columns] = np.where(unlabelled[:, columns], fallback, noise[:, columns])
     return noise
+
+
+def _chorus_power(
+    power: np.ndarray, kept: np.ndarray, half_width: int, inner: slice, share: float
+) -> np.ndarray:
+    """Per bin of the ``inner`` frames: the mean power at its frequency within ``half_width``
+    frames where more than ``share`` of those frames are ``kept``, else 0 (frames outside
+    the array left out)."""
+    frames = _window_sums(np.ones((len(power), 1), np.uint8), half_width, inner)
+    kept_share = _window_sums(kept.view(np.uint8), half_width, inner) / frames
+    mean = _window_sums(power, half_width, inner) / frames
+    return np.where(kept_share > np.float32(share), mean, np.float32(0.0))
 
 
 def _geometric_mean_power(power: np.ndarray, half_width: int, inner: slice) -> np.ndarray:

@@ -18,6 +18,8 @@ average the gate over neighbouring bins). Its gains are a
 :class:`utils.audio.gated.FineGains`. With ``energy_db``, the probabilities are first
 zeroed where a bin of the spectrogram image is less than that far above its frequency's
 floor (the lower median over the recording: :func:`utils.audio.level.image_floors`).
+With ``chorus_share``, a frequency the model keeps in more than that share of the frames
+around a bin is gated against its own mean power (a chorus, see :mod:`utils.audio.gated`).
 
 The default, ``binary`` without margin or floor, is the BSD binary mask exactly. A floor
 of 0 dB returns the input.
@@ -68,6 +70,7 @@ class Rendering:
     gamma: float = 1.0  # gated only: the exponent of the probability in the gain
     smooth_hz: float = 0.0  # gated only: the gate's mean over this much above and below
     smooth_ms: float = 0.0  # gated only: and this much before and after
+    chorus_share: float | None = None  # gated only: a band kept this often is a chorus
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -88,6 +91,9 @@ class Rendering:
             math.isfinite(self.energy_db) and self.energy_db >= 0
         ):
             raise ValueError(f"the energy margin must be finite and >= 0 dB, got {self.energy_db}")
+        share = self.chorus_share
+        if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+            raise ValueError(f"the chorus share must be in (0, 1], got {share}")
         _check_extent("margins", (self.margin_hz, self.margin_ms))
         _check_extent("the gate's smoothing", (self.smooth_hz, self.smooth_ms))
 
@@ -115,6 +121,8 @@ class Rendering:
             parts.append(f"hops={self.hops}")
         if self.kind == "gated" and (self.smooth_hz or self.smooth_ms):
             parts.append(f"smooth={self.smooth_hz:g}:{self.smooth_ms:g}")
+        if self.kind == "gated" and self.chorus_share is not None:
+            parts.append(f"chorus={self.chorus_share:g}")
         if self.energy_cue_db is not None:
             parts.append(f"energy={self.energy_cue_db:g}")
         return ",".join(parts)
@@ -130,7 +138,7 @@ class Rendering:
         far = self.floor_db if self.far_floor_db is None else self.far_floor_db
         return GateSettings(self.floor_db, far, self.alpha, self.margin_hz, self.margin_ms,
                             self.threshold, self.hops, self.gamma, self.smooth_hz,
-                            self.smooth_ms)  # fmt: skip
+                            self.smooth_ms, self.chorus_share)  # fmt: skip
 
     def context_frames(self, sr: int) -> int:
         """BSD frames either side of a block of frames that its rendering depends on."""
@@ -188,7 +196,7 @@ BSD_RENDERING = Rendering()  # the data set's binary mask
 def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
     """A :class:`Rendering` from
     ``KIND[,floor=DB][,margin=HZ:MS][,far=DB][,alpha=A][,gamma=G][,hops=H][,smooth=HZ:MS]
-    [,energy=DB]``, e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
+    [,chorus=SHARE][,energy=DB]``, e.g. ``soft,floor=-20``, ``binary,margin=300:40,floor=-20`` or
     ``gated,floor=-20,far=-50,alpha=2,gamma=0.5,margin=200:30,smooth=50:20``.
 
     Raises:
@@ -213,6 +221,8 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
                 values["hops"] = int(value)
             elif name == "smooth":
                 values["smooth_hz"], values["smooth_ms"] = _hz_and_ms(value)
+            elif name == "chorus":
+                values["chorus_share"] = float(value)
             elif name == "energy":
                 values["energy_db"] = float(value)
             else:
@@ -220,7 +230,8 @@ def parse_rendering(spec: str, threshold: float = 0.5) -> Rendering:
         except ValueError:
             raise ValueError(
                 f"rendering {spec!r}: cannot read {option!r}; expected floor=DB, "
-                "margin=HZ:MS, far=DB, alpha=A, gamma=G, hops=H, smooth=HZ:MS or energy=DB"
+                "margin=HZ:MS, far=DB, alpha=A, gamma=G, hops=H, smooth=HZ:MS, chorus=SHARE or "
+                "energy=DB"
             ) from None
     return Rendering(**values)
 

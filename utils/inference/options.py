@@ -51,6 +51,7 @@ class SegmentOptions:
     gate_gamma: float | None = None
     gate_smooth_hz: float | None = None
     gate_smooth_ms: float | None = None
+    gate_chorus_share: float | None = None
     energy_db: float | None = None
     margin_hz: float | None = None
     margin_ms: float | None = None
@@ -100,6 +101,7 @@ class SegmentOptions:
             "gamma": self.gate_gamma,
             "smooth_hz": self.gate_smooth_hz,
             "smooth_ms": self.gate_smooth_ms,
+            "chorus_share": self.gate_chorus_share,
             "energy_db": self.energy_db,
             "margin_hz": self.margin_hz,
             "margin_ms": self.margin_ms,
