@@ -39,13 +39,15 @@ class CompareError(ValueError):
 
 def read_scores(run: Path, method_part: str) -> dict[str, dict[str, float]]:
     """Per mixture name, the scores of the one method of ``run`` whose label contains
-    ``method_part``."""
+    ``method_part`` (of several, the one whose label ends with it)."""
     per_view = run / "per_view.csv" if run.is_dir() else run
     if not per_view.is_file():
         raise CompareError(f"{per_view}: no such file (a budsam_eval.py output folder?)")
     rows = _read_rows(per_view, ("method", "name"))
     found = sorted({row["method"] for row in rows})
     methods = [method for method in found if method_part in method]
+    if len(methods) > 1:
+        methods = [method for method in methods if method.endswith(method_part)] or methods
     if len(methods) != 1:
         raise CompareError(
             f"{per_view}: {len(methods)} methods contain {method_part!r}; it has {found}"

@@ -100,3 +100,22 @@ def test_out_writes_the_table_and_a_plot_of_the_differences(tmp_path, mixtures, 
     assert len(rows) == 1 + 2 + 2 + 2 + 2  # all, SNRs, noise families, noise kinds, birds
     assert (out / "paired.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "paired.png" in capsys.readouterr().out
+
+
+def test_of_several_labels_containing_the_text_the_one_ending_with_it_is_taken(
+    tmp_path, mixtures, capsys
+):
+    """A rendering's spec is often part of another's (``smooth=50:20`` of
+    ``smooth=50:20,chorus=0.5``): the label that ends with it is the one meant."""
+    rows = [
+        {"method": f"BudSAM, rendered gated,{spec}", "name": name, "si_sdr_imp": score}
+        for spec, score in (("smooth=50:20", 10.0), ("smooth=50:20,chorus=0.5", 12.0))
+        for name in ("m1", "m2", "m3")
+    ]
+    _write_csv(tmp_path / "run" / "per_view.csv", ("method", "name", "si_sdr_imp"), rows)
+    run = str(tmp_path / "run")
+    args = [run, run, "--mixtures", str(mixtures), "--method_a", "smooth=50:20", "--by"]
+    assert main([*args, "--method_b", "chorus=0.5"]) == 0
+    assert "| all | 3 | 10.00 | 12.00 | +2.00 +- 0.00 |" in capsys.readouterr().out
+    assert main([*args, "--method_b", "rendered gated"]) == 2  # neither label ends with it
+    assert "2 methods contain 'rendered gated'" in capsys.readouterr().err
