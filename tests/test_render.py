@@ -206,8 +206,6 @@ def test_where_the_model_calls_nothing_noise_the_gate_still_removes_the_steady_n
     """A band the model marks for the whole recording (a cicada chorus taken for a bird)
     has no noise bins to measure; the gate then measures the band's own geometric mean
     power, so its steady noise drops to the floor and the whistle in it still passes."""
-    from utils.audio.gated import block_gains, context_samples, source_frames
-
     _, noisy, probability = _tone_in_noise(seconds=14.0, seed=3)
     band = slice(round(2000 * 1024 / SR), round(4000 * 1024 / SR))
     probability[band, :] = 0.9
@@ -220,12 +218,20 @@ def test_where_the_model_calls_nothing_noise_the_gate_still_removes_the_steady_n
     assert np.median(noise_only) < 10 ** (-20 / 20) * 1.01  # was 1: not gated at all
     assert whistle.min() > 0.75  # 0.1 + 0.9 x 0.9 at most, with the probability 0.9
     # Measured within the same 5 s either side, so a block at a time renders the same.
-    context = context_samples(gated.gate, SR)
+    _assert_a_block_renders_as_the_whole(gated, noisy, probability, gains)
+
+
+def _assert_a_block_renders_as_the_whole(rendering, noisy, probability, gains):
+    """Seconds 6 ... 7 of ``noisy`` rendered from that block and its context alone equal
+    the whole recording's rendering with ``gains``."""
+    from utils.audio.gated import block_gains, context_samples, source_frames
+
+    context = context_samples(rendering.gate, SR)
     keep = (6 * SR, 7 * SR)
     first = keep[0] - context
-    frames = source_frames(gated.gate, SR, keep, len(noisy))
+    frames = source_frames(rendering.gate, SR, keep, len(noisy))
     block = block_gains(noisy[first : keep[1] + context], first, probability[:, frames], SR,
-                        gated.gate, keep, len(noisy))  # fmt: skip
+                        rendering.gate, keep, len(noisy))  # fmt: skip
     whole = apply_gains(noisy, gains)
     np.testing.assert_allclose(block.rendered(), whole[keep[0] : keep[1]], atol=1e-6)
 
@@ -382,8 +388,6 @@ def test_a_band_the_model_keeps_most_of_the_time_is_gated_as_a_chorus():
     """With ``chorus=0.5`` the pulses the model keeps in over half the frames are gated
     against their band's mean power and fall to the floor; the call standing out of them
     still passes, and the whistle the model keeps for 1 s of 10 is rendered as before."""
-    from utils.audio.gated import block_gains, context_samples, source_frames
-
     noisy, probability = _chorus_and_whistle()
     two_sided = bsd.two_sided(probability)
     base = "gated,floor=-20,far=-50,alpha=2,margin=200:30"
@@ -402,14 +406,7 @@ def test_a_band_the_model_keeps_most_of_the_time_is_gated_as_a_chorus():
     assert np.median(gains.gains[call]) > 0.6
     np.testing.assert_array_equal(gains.gains[whistle], plain.gains[whistle])
     # Measured within the noise window, so a block at a time renders the same.
-    context = context_samples(chorus.gate, SR)
-    keep = (6 * SR, 7 * SR)
-    first = keep[0] - context
-    frames = source_frames(chorus.gate, SR, keep, len(noisy))
-    block = block_gains(noisy[first : keep[1] + context], first, probability[:, frames], SR,
-                        chorus.gate, keep, len(noisy))  # fmt: skip
-    whole = apply_gains(noisy, gains)
-    np.testing.assert_allclose(block.rendered(), whole[keep[0] : keep[1]], atol=1e-6)
+    _assert_a_block_renders_as_the_whole(chorus, noisy, probability, gains)
 
 
 def test_the_chorus_share_reads_back_and_is_checked():
