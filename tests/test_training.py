@@ -343,9 +343,10 @@ def test_preset_sets_defaults_that_any_flag_overrides():
     assert fast.recording_overlap == 0.0 and demo.recording_overlap is None
     assert demo.recording_time_flip and fast.recording_time_flip is False  # twice the model
     fast_rendering = parse_rendering(fast.recording_render)
-    # cpu_fast keeps the gate bin by bin: it was not measured with the gate averaged.
+    # cpu_fast keeps the gate bin by bin, without the chorus share: it was not measured
+    # with either.
     unsmoothed = dataclasses.replace(RECORDING_RENDERING, smooth_hz=0.0, smooth_ms=0.0)
-    assert fast_rendering == dataclasses.replace(unsmoothed, hops=2)
+    assert fast_rendering == dataclasses.replace(unsmoothed, hops=2, chorus_share=None)
     with pytest.raises(SystemExit):
         train.parse_args(["--preset", "cpu_fast", "--recording_render", "gated,hops=3"])
     plain = train.parse_args([])  # the paper's settings by default
