@@ -116,9 +116,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate_smooth_ms", type=float, default=None,
                    help="gated: average the gate over this much before and after")  # fmt: skip
     p.add_argument("--gate_chorus_share", type=float, default=None,
-                   help="gated: a frequency the mask keeps in more than this share of the "
-                   "frames within 5 s is gated against its own mean power there (a pulsing "
-                   "insect chorus taken for a bird); in (0, 1], 1 turns it off")  # fmt: skip
+                   help="gated: a frequency the mask keeps in over this share of the frames "
+                   "within 5 s is gated against its mean power (insects); 1: off")  # fmt: skip
     p.add_argument("--gate_hops", type=int, default=None, choices=HOPS,
                    help="gated: finer-STFT frames over each sample (2: about half the "
                    "rendering's time)")  # fmt: skip
@@ -240,9 +239,10 @@ RUN_SETTINGS = ("model_type", "split", "prompt", "box", "selections", "sr", "kee
                 "skip_contrast")  # fmt: skip
 
 
-def run_settings(args: argparse.Namespace) -> dict:
-    """What decides a run's outputs: its input, checkpoint and :data:`RUN_SETTINGS`."""
+def run_settings(args: argparse.Namespace, rendering: str) -> dict:
+    """What decides a run's outputs: input, checkpoint, :data:`RUN_SETTINGS`, rendering spec."""
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    settings["rendering"] = rendering
     settings["input"] = str(Path(args.input).resolve())
     settings["checkpoint"] = str(Path(args.checkpoint).resolve())
     return settings
@@ -278,7 +278,8 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         if ctx.is_main:
             folders = ("masks", "denoised") + (("overlays",) if args.save_overlays else ())
             folders += ("selections",) if is_recordings else ()
-            prepare_output(out, args.overwrite, args.resume, run_settings(args), folders)
+            rendering = SegmentOptions.from_args(args).rendering_for(is_recordings, settings).spec
+            prepare_output(out, args.overwrite, args.resume, run_settings(args, rendering), folders)
     except ValueError as err:
         error = str(err)
     errors = [e for e in distributed.all_gather(error) if e]

@@ -341,6 +341,25 @@ def test_a_run_killed_with_sigkill_loses_nothing_and_resumes(tiny_checkpoint, tm
     assert _infer(*another_run, "--resume", "--threshold", "0.6") == 2  # other settings
 
 
+def test_a_resume_under_another_default_rendering_is_refused(tiny_checkpoint, tmp_path, capsys):
+    """run.json records the rendering with its defaults resolved: a run started before a
+    default changed is not finished with the new one, which would mix two renderings."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    _recording(folder / "rec.wav", 2.0, seed=3)
+    out = tmp_path / "out"
+    run = ["-i", str(folder), "-o", str(out), "-checkpoint", str(tiny_checkpoint)]
+    assert _infer(*run) == 0
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["rendering"] == RECORDING_RENDERING.spec
+    assert _infer(*run, "--resume") == 0
+    recorded["rendering"] = "gated,floor=-20,margin=200:30,far=-50,alpha=2"  # an older default
+    (out / "run.json").write_text(json.dumps(recorded))
+    capsys.readouterr()
+    assert _infer(*run, "--resume") == 2
+    assert "--resume needs the same rendering" in capsys.readouterr().err
+
+
 def test_shards_are_balanced_by_duration_and_cover_every_file_once():
     weights = [10.0, 1.0, 1.0, 1.0, 9.0, 2.0, 0.0]
     shares = [shard_by_weight(weights, rank, 2) for rank in range(2)]

@@ -109,6 +109,11 @@ class SegmentOptions:
         given = {name: value for name, value in asked.items() if value is not None}
         return dataclasses.replace(base, threshold=self.threshold, **given)
 
+    def rendering_for(self, recordings: bool, settings: ModelSettings) -> Rendering:
+        """The rendering :meth:`segmenter` gives: for recordings, the BSD mask with
+        ``--prompt gt_box``, the paper's protocol."""
+        return self.rendering(recordings and self.prompt != "gt_box", settings)
+
     def load_options(self, settings: ModelSettings, recordings: bool) -> LoadOptions:
         """How views are made: recordings at the model's training rate (unless
         ``keep_rate``) and, at the ``auto`` level, normalised; images as they are."""
@@ -136,7 +141,7 @@ class SegmentOptions:
             tile_width=self.tile_width or settings.tile_width
             or (RECORDING_TILE_WIDTH if recordings else None),
             batch_size=self.batch_size, device=device, amp=self.amp, seed=self.seed,
-            rendering=self.rendering(as_recordings, settings),
+            rendering=self.rendering_for(recordings, settings),
             time_flip=settings.time_flip(self.time_flip, as_recordings),
             skip_contrast=self.skip_contrast if recordings and self.level != "bsd" else 0.0,
         )  # fmt: skip
