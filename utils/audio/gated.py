@@ -322,17 +322,27 @@ def _chorus_power(
     """Per bin of the ``inner`` frames: the mean power at its frequency within ``half_width``
     frames where more than ``share`` of those frames are ``kept``, else 0 (frames outside
     the array left out)."""
-    frames = _window_sums(np.ones((len(power), 1), np.uint8), half_width, inner)
-    kept_share = _window_sums(kept.view(np.uint8), half_width, inner) / frames
-    mean = _window_sums(power, half_width, inner) / frames
-    return np.where(kept_share > np.float32(share), mean, np.float32(0.0))
+    frames = _frame_counts(len(power), half_width, inner)
+    in_chorus = _window_sums(kept.view(np.uint8), half_width, inner) / frames > np.float32(share)
+    chorus = np.zeros(in_chorus.shape, np.float32)
+    columns = np.flatnonzero(in_chorus.any(axis=0))  # only these need their mean power
+    if columns.size:
+        mean = _window_sums(power[:, columns], half_width, inner) / frames
+        chorus[:, columns] = np.where(in_chorus[:, columns], mean, np.float32(0.0))
+    return chorus
+
+
+def _frame_counts(n_frames: int, half_width: int, inner: slice) -> np.ndarray:
+    """``(frames, 1)``: how many of ``n_frames`` frames lie within ``half_width`` of each of
+    the ``inner`` frames."""
+    return _window_sums(np.ones((n_frames, 1), np.uint8), half_width, inner)
 
 
 def _geometric_mean_power(power: np.ndarray, half_width: int, inner: slice) -> np.ndarray:
     """Per bin of the ``inner`` frames: the geometric mean of ``power`` at its frequency
     within ``half_width`` frames (frames outside the array left out)."""
     logs = np.log(np.maximum(power, np.float32(1e-30)))
-    frames = _window_sums(np.ones((len(power), 1), np.uint8), half_width, inner)
+    frames = _frame_counts(len(power), half_width, inner)
     return np.exp(_window_sums(logs, half_width, inner) / frames)
 
 
