@@ -275,10 +275,11 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         start = time.perf_counter()
         model, settings = load_model(args.checkpoint, args.model_type, ctx.device)
         load_seconds = time.perf_counter() - start
+        segment_options = SegmentOptions.from_args(args)
         if ctx.is_main:
             folders = ("masks", "denoised") + (("overlays",) if args.save_overlays else ())
             folders += ("selections",) if is_recordings else ()
-            rendering = SegmentOptions.from_args(args).rendering_for(is_recordings, settings).spec
+            rendering = segment_options.rendering_for(is_recordings, settings).spec
             prepare_output(out, args.overwrite, args.resume, run_settings(args, rendering), folders)
     except ValueError as err:
         error = str(err)
@@ -287,7 +288,6 @@ def denoise_share(args: argparse.Namespace, io_thread: bool, ctx: distributed.Di
         if ctx.is_main:
             print(f"error: {errors[0]}", file=sys.stderr)
         return 2
-    segment_options = SegmentOptions.from_args(args)
     segmenter = segment_options.segmenter(model, settings, is_recordings, ctx.device)
     segmenter.background_model |= io_thread
     ctx.log(f"{found.root}: {found.layout}, {len(found.sources)} files; model "
